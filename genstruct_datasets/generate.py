@@ -1,0 +1,311 @@
+"""Generate Genstruct completions for passages, as a batched `Dataset.map` callable."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import KW_ONLY, dataclass
+from typing import Any
+
+from .errors import InvalidConfigError, check_columns
+from .models import load_model, resolve_device, validate_quantization
+from .prompt import GENSTRUCT_CHAT_TEMPLATE, passage_id
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GENERATOR = "NousResearch/Genstruct-7B"
+FINISH_REASONS = ("stop", "length", "invalid_input")
+"""Every value `finish_reason` can take: EOS reached, `max_new_tokens` reached, or a passage that could
+not be prompted (empty or None title or content, or a title longer than the model's context)."""
+
+OUTPUT_COLUMNS = ("passage_id", "sample_index", "completion", "finish_reason", "completion_tokens")
+
+
+@dataclass
+class GenstructGenerator:
+    """Batched map callable that writes Genstruct completions for passages.
+
+    Reads the columns `title` and `content` (names configurable) and writes one row per sample: the
+    input columns repeated, plus `passage_id` (stable digest of title and content), `sample_index`,
+    `completion` (the new text only, leading space stripped), `finish_reason` (``"stop"``, ``"length"``
+    or ``"invalid_input"``) and `completion_tokens` (tokens generated, EOS included).
+
+    The model loads on the first call, once per process and device, and is cached outside the
+    instance: pickling and hashing see the settings only, so `Dataset.map` caches work across runs.
+
+    Args:
+        model (`str`, *optional*, defaults to `"NousResearch/Genstruct-7B"`): Hub id or local folder.
+        revision (`str`, *optional*): branch, tag or commit of the model.
+        num_samples (`int`, *optional*, defaults to 1): completions per passage, for best-of-n.
+        max_new_tokens (`int`, *optional*, defaults to 512): cap on each completion's length.
+        do_sample (`bool`, *optional*): sample instead of greedy decoding; defaults to sampling exactly
+            when `num_samples > 1`.
+        temperature (`float`, *optional*, defaults to 0.7): sampling temperature.
+        top_p (`float`, *optional*, defaults to 0.95): nucleus sampling threshold.
+        seed (`int`, *optional*): makes sampling repeatable: the same seed and passages give the same
+            completions.
+        quantization (`str`, *optional*): ``"8bit"`` or ``"4bit"`` (bitsandbytes).
+        dtype (`str`, *optional*, defaults to `"auto"`): weights' dtype (``"bfloat16"``, ``"float32"``...).
+        device (`str`, *optional*): defaults to ``cuda:{rank % n_gpus}`` with `with_rank=True`, else the first
+            GPU, else the CPU.
+        batch_size (`int`, *optional*, defaults to 8): prompts per `generate` call. A map batch is sorted by
+            prompt length and cut into sub-batches of this size; the row order is restored.
+        max_prompt_tokens (`int`, *optional*): longest prompt; defaults to the model's context minus
+            `max_new_tokens`. A longer passage has its content truncated (never the frame of the prompt).
+        title_column (`str`, *optional*, defaults to `"title"`): column with the titles.
+        content_column (`str`, *optional*, defaults to `"content"`): column with the passages.
+
+    Raises:
+        [`InvalidConfigError`]: a setting is out of range.
+        [`MissingColumnsError`]: (on call) the batch lacks the title or content column; raised before any
+            model loads.
+
+    Example:
+
+    ```py
+    >>> from datasets import Dataset
+    >>> from genstruct_datasets import GenstructGenerator
+    >>> ds = Dataset.from_dict({"title": ["Moon"], "content": ["The Moon is Earth's only natural satellite."]})
+    >>> gen = GenstructGenerator(num_samples=4, seed=0)
+    >>> ds = ds.map(gen, batched=True)  # doctest: +SKIP
+    >>> ds.column_names  # doctest: +SKIP
+    ['title', 'content', 'passage_id', 'sample_index', 'completion', 'finish_reason', 'completion_tokens']
+    >>> ds.num_rows  # doctest: +SKIP
+    4
+    ```
+    """
+
+    model: str = DEFAULT_GENERATOR
+    _: KW_ONLY
+    revision: str | None = None
+    num_samples: int = 1
+    max_new_tokens: int = 512
+    do_sample: bool | None = None
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int | None = None
+    quantization: str | None = None
+    dtype: str = "auto"
+    device: str | None = None
+    batch_size: int = 8
+    max_prompt_tokens: int | None = None
+    title_column: str = "title"
+    content_column: str = "content"
+
+    def __post_init__(self) -> None:
+        validate_quantization(self.quantization)
+        for name in ("num_samples", "max_new_tokens", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise InvalidConfigError(f"{name} must be a positive integer, got {value!r}.")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise InvalidConfigError(f"max_prompt_tokens must be a positive integer, got {self.max_prompt_tokens!r}.")
+        if self.do_sample is False and self.num_samples > 1:
+            raise InvalidConfigError(
+                f"num_samples={self.num_samples} with do_sample=False would give {self.num_samples} identical "
+                "greedy completions; set do_sample=True (or leave it None) for best-of-n."
+            )
+        if self.temperature <= 0:
+            raise InvalidConfigError(
+                f"temperature must be > 0, got {self.temperature!r}; use do_sample=False for greedy."
+            )
+        if not 0 < self.top_p <= 1:
+            raise InvalidConfigError(f"top_p must be in (0, 1], got {self.top_p!r}.")
+
+    @property
+    def sampling(self) -> bool:
+        """Whether completions are sampled (`do_sample`, or `num_samples > 1` when it is None)."""
+        return self.num_samples > 1 if self.do_sample is None else self.do_sample
+
+    def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
+        """Generate completions for one map batch; see the class docstring for the columns."""
+        check_columns(
+            "GenstructGenerator",
+            batch,
+            [self.title_column, self.content_column],
+            "Pass title_column= and content_column= to name yours, or rename them with ds.rename_column().",
+        )
+        titles, contents = batch[self.title_column], batch[self.content_column]
+        valid = [i for i, (t, c) in enumerate(zip(titles, contents)) if _is_text(t) and _is_text(c)]
+        results: dict[int, list[tuple[str, str, int]]] = {}
+        if valid:
+            loaded = load_model(
+                "causal_lm",
+                self.model,
+                revision=self.revision,
+                quantization=self.quantization,
+                dtype=self.dtype,
+                device=resolve_device(self.device, rank),
+            )
+            results = self._generate(loaded, {i: (titles[i], contents[i]) for i in valid})
+        if len(valid) < len(titles):
+            logger.warning(
+                "%d of %d passages have an empty or missing %r or %r and were not prompted "
+                "(finish_reason='invalid_input').",
+                len(titles) - len(valid),
+                len(titles),
+                self.title_column,
+                self.content_column,
+            )
+        return self._assemble(batch, titles, contents, results)
+
+    def _assemble(self, batch, titles, contents, results) -> dict[str, list]:
+        output: dict[str, list] = {key: [] for key in batch}
+        output.update({key: [] for key in OUTPUT_COLUMNS})
+        for i, (title, content) in enumerate(zip(titles, contents)):
+            samples = results.get(i) or [(None, "invalid_input", 0)]
+            pid = passage_id(title, content)
+            for sample_index, (completion, finish_reason, n_tokens) in enumerate(samples):
+                for key in batch:
+                    output[key].append(batch[key][i])
+                output["passage_id"].append(pid)
+                output["sample_index"].append(sample_index)
+                output["completion"].append(completion)
+                output["finish_reason"].append(finish_reason)
+                output["completion_tokens"].append(n_tokens)
+        return output
+
+    def _generate(self, loaded, passages: dict[int, tuple[str, str]]) -> dict[int, list[tuple]]:
+        import torch
+
+        tokenizer = _prepare_tokenizer(loaded.tokenizer)
+        budget = self.max_prompt_tokens or _context_length(loaded.model, tokenizer) - self.max_new_tokens
+        if budget < 1:
+            raise InvalidConfigError(
+                f"max_new_tokens={self.max_new_tokens} leaves no room for a prompt in the model's context "
+                f"of {_context_length(loaded.model, tokenizer)} tokens; lower max_new_tokens."
+            )
+        prompts: dict[int, list[int]] = {}
+        results: dict[int, list[tuple]] = {}
+        truncated = 0
+        for i, (title, content) in passages.items():
+            ids, was_truncated = _fit_prompt(tokenizer, title, content, budget)
+            if ids is None:
+                logger.warning(
+                    "The prompt frame for title %r alone is longer than %d tokens; marked invalid_input.",
+                    title[:80],
+                    budget,
+                )
+                continue
+            truncated += was_truncated
+            prompts[i] = ids
+        if truncated:
+            logger.warning(
+                "%d passage(s) were longer than the prompt budget of %d tokens; their content was truncated.",
+                truncated,
+                budget,
+            )
+        generation_config = self._generation_config(loaded.model, tokenizer)
+        stop_ids = _stop_ids(generation_config, tokenizer)
+        order = sorted(prompts, key=lambda i: len(prompts[i]), reverse=True)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            encoded = tokenizer.pad({"input_ids": [prompts[i] for i in chunk]}, return_tensors="pt")
+            input_ids = encoded["input_ids"].to(loaded.device)
+            attention_mask = encoded["attention_mask"].to(loaded.device)
+            with torch.random.fork_rng(devices=_rng_devices(loaded.device)):
+                if self.seed is not None:
+                    torch.manual_seed(_chunk_seed(self.seed, [passages[i] for i in chunk]))
+                with torch.inference_mode():
+                    output = loaded.model.generate(
+                        input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config
+                    )
+            new_tokens = output[:, input_ids.shape[1] :].tolist()
+            for row, i in enumerate(chunk):
+                samples = new_tokens[row * self.num_samples : (row + 1) * self.num_samples]
+                results[i] = [_decode(tokenizer, tokens, stop_ids) for tokens in samples]
+        return results
+
+    def _generation_config(self, model, tokenizer):
+        from transformers import GenerationConfig
+
+        settings: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "num_return_sequences": self.num_samples,
+            "do_sample": self.sampling,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": model.generation_config.eos_token_id or tokenizer.eos_token_id,
+            "bos_token_id": tokenizer.bos_token_id,
+        }
+        if self.sampling:
+            settings.update(temperature=self.temperature, top_p=self.top_p)
+        return GenerationConfig(**settings)
+
+
+genstruct_generate = GenstructGenerator()
+"""The default [`GenstructGenerator`]: NousResearch/Genstruct-7B, one greedy sample per passage.
+
+Example:
+
+```py
+>>> ds = ds.map(genstruct_generate, batched=True)  # doctest: +SKIP
+```
+"""
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _prepare_tokenizer(tokenizer):
+    """Give the cached tokenizer what batched generation needs: our template, a pad token, left padding."""
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = GENSTRUCT_CHAT_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def _render(tokenizer, title: str, content: str) -> list[int]:
+    text = tokenizer.apply_chat_template([{"title": title, "content": content}], tokenize=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _fit_prompt(tokenizer, title: str, content: str, budget: int) -> tuple[list[int] | None, bool]:
+    """Tokenize the prompt, cutting the end of the content until it fits in `budget` tokens."""
+    ids = _render(tokenizer, title, content)
+    if len(ids) <= budget:
+        return ids, False
+    frame = len(_render(tokenizer, title, ""))
+    content_ids = tokenizer(content, add_special_tokens=False)["input_ids"]
+    keep = min(len(content_ids), budget - frame)
+    while keep > 0:
+        ids = _render(tokenizer, title, tokenizer.decode(content_ids[:keep]).rstrip())
+        if len(ids) <= budget:
+            return ids, True
+        keep -= len(ids) - budget
+    return None, False
+
+
+def _context_length(model, tokenizer) -> int:
+    lengths = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    # Tokenizers without a limit report a huge sentinel (int(1e30)); ignore it.
+    return min(length for length in lengths if isinstance(length, int) and 0 < length < 10**9)
+
+
+def _stop_ids(generation_config, tokenizer) -> set[int]:
+    eos = generation_config.eos_token_id
+    ids = set(eos) if isinstance(eos, list) else {eos}
+    ids.add(tokenizer.eos_token_id)
+    return {i for i in ids if i is not None}
+
+
+def _decode(tokenizer, tokens: list[int], stop_ids: set[int]) -> tuple[str, str, int]:
+    for position, token in enumerate(tokens):
+        if token in stop_ids:
+            text = tokenizer.decode(tokens[:position], skip_special_tokens=True)
+            return text.lstrip(" "), "stop", position + 1
+    return tokenizer.decode(tokens, skip_special_tokens=True).lstrip(" "), "length", len(tokens)
+
+
+def _chunk_seed(seed: int, passages: list[tuple[str, str]]) -> int:
+    """Derive a sub-batch's seed from the run's seed and its passages, so results do not depend on call order."""
+    digest = hashlib.sha256(str(seed).encode())
+    for title, content in passages:
+        digest.update(passage_id(title, content).encode())
+    return int.from_bytes(digest.digest()[:8], "little")
+
+
+def _rng_devices(device) -> list:
+    return [device] if device.type == "cuda" else []
