@@ -13,7 +13,7 @@ Example:
 >>> path = build_taught_generator("/tmp/taught-genstruct")  # doctest: +SKIP
 >>> ds = Dataset.from_dict({"title": ["Moon"], "content": ["The Moon orbits Earth."]})
 >>> ds.map(GenstructGenerator(path, max_new_tokens=48), batched=True)["completion"]  # doctest: +SKIP
-['What does the passage say about its subject?\\n[[[Assistant]]] It describes the subject and its context.']
+['What is the main topic of this passage?\\n[[[Assistant]]] It explains one idea in detail.']
 ```
 """
 
@@ -25,10 +25,10 @@ import tempfile
 from pathlib import Path
 
 from .errors import MissingDependencyError
-from .prompt import GENSTRUCT_CHAT_TEMPLATE
+from .prompt import GENSTRUCT_CHAT_TEMPLATE, format_prompt
 
-TAUGHT_INSTRUCTION = "What does the passage say about its subject?"
-TAUGHT_RESPONSE = "It describes the subject and its context."
+TAUGHT_INSTRUCTION = "What is the main topic of this passage?"
+TAUGHT_RESPONSE = "It explains one idea in detail."
 TAUGHT_COMPLETION = f" {TAUGHT_INSTRUCTION}\n[[[Assistant]]] {TAUGHT_RESPONSE}</s>"
 """What a generator from [`build_taught_generator`] writes after any Genstruct prompt (greedy decoding)."""
 
@@ -143,9 +143,14 @@ def build_taught_generator(
 
     tokenizer = load_mistral_tokenizer()
     model = _tiny_mistral(seed, max_position_embeddings)
+    # Passages of one to four paragraphs, so that the answer does not depend on the prompt's length.
+    passages = [
+        (_TRAINING_PASSAGES[j % 12][0], " ".join(_TRAINING_PASSAGES[(j + k) % 12][1] for k in range(1 + j % 4)))
+        for j in range(36)
+    ]
     prompts = [
         tokenizer.apply_chat_template([{"title": title, "content": content}], tokenize=False)
-        for title, content in _TRAINING_PASSAGES
+        for title, content in passages
     ]
     prompt_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in prompts]
     # The completion's first piece carries SentencePiece's word-start mark, as the new tokens of Genstruct do.
@@ -157,25 +162,33 @@ def build_taught_generator(
     for _ in range(steps):
         batch = torch.randperm(len(prompt_ids), generator=generator)[:6].tolist()
         sequences = [prompt_ids[i] + target_ids for i in batch]
-        width = max(map(len, sequences))
-        input_ids = torch.full((len(batch), width), tokenizer.unk_token_id)
-        labels = torch.full((len(batch), width), -100)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            sequence = sequences[row]
+        input_ids = torch.full((len(batch), max(map(len, sequences))), tokenizer.unk_token_id)
+        mask = torch.zeros_like(input_ids)
+        rows, positions = [], []
+        for row, sequence in enumerate(sequences):
             input_ids[row, : len(sequence)] = torch.tensor(sequence)
-            labels[row, len(prompt_ids[i]) : len(sequence)] = torch.tensor(target_ids)
             mask[row, : len(sequence)] = 1
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+            # Only the completion is learned: the logits at the last prompt token and at each completion token.
+            first = len(sequence) - len(target_ids) - 1
+            rows += [row] * len(target_ids)
+            positions += range(first, first + len(target_ids))
+        hidden = model.model(input_ids=input_ids, attention_mask=mask).last_hidden_state[rows, positions]
+        loss = torch.nn.functional.cross_entropy(model.lm_head(hidden), torch.tensor(target_ids * len(batch)))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     model.eval()
-    check = torch.tensor([prompt_ids[-1]])
-    with torch.inference_mode():
-        output = model.generate(check, max_new_tokens=len(target_ids) + 2, do_sample=False, pad_token_id=0)
-    if output[0, check.shape[1] :].tolist()[: len(target_ids)] != target_ids:
-        raise RuntimeError(f"the tiny generator did not learn the Genstruct completion in {steps} steps")
+    # Two passages it was not trained on: a one-liner and four paragraphs in a new order.
+    unseen = [
+        format_prompt("Tea", "Tea is a drink."),
+        format_prompt("Jazz", " ".join(c for _, c in _TRAINING_PASSAGES[5:9])),
+    ]
+    for text in unseen:
+        check = torch.tensor([tokenizer(tokenizer.bos_token + text, add_special_tokens=False)["input_ids"]])
+        with torch.inference_mode():
+            output = model.generate(check, max_new_tokens=len(target_ids) + 2, do_sample=False, pad_token_id=0)
+        if output[0, check.shape[1] :].tolist()[: len(target_ids)] != target_ids:
+            raise RuntimeError(f"the tiny generator did not learn the Genstruct completion in {steps} steps")
     return _save(model, tokenizer, path)
 
 

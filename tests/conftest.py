@@ -1,0 +1,61 @@
+"""Shared fixtures: offline settings and tiny models built once per test session."""
+
+from __future__ import annotations
+
+import pytest
+
+from genstruct_datasets import testing
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    """No Hub access, no token, and a `datasets` cache of the test's own."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+
+
+@pytest.fixture(scope="session")
+def mistral_tokenizer():
+    return testing.load_mistral_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tmp_path_factory) -> str:
+    """A random Mistral whose tokenizer has no chat template (the generator supplies Genstruct's)."""
+    return testing.build_tiny_generator(tmp_path_factory.mktemp("tiny-generator"))
+
+
+@pytest.fixture(scope="session")
+def taught_generator(tmp_path_factory) -> str:
+    """A tiny Mistral that answers any Genstruct prompt with `testing.TAUGHT_COMPLETION`."""
+    return testing.build_taught_generator(tmp_path_factory.mktemp("taught-generator"))
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model(tmp_path_factory) -> str:
+    return testing.build_tiny_reward_model(tmp_path_factory.mktemp("tiny-reward"))
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_reward_model(tmp_path_factory) -> str:
+    return testing.build_tiny_chat_reward_model(tmp_path_factory.mktemp("tiny-chat-reward"))
+
+
+@pytest.fixture
+def passages() -> dict[str, list]:
+    """Genstruct-shaped passages of mixed lengths, as a column dict."""
+    return {
+        "title": ["Moon", "Photosynthesis", "Roman Empire", "Tea"],
+        "content": [
+            "The Moon is Earth's only natural satellite. It orbits at an average distance of 384,400 km and "
+            "always shows the same face to Earth because of tidal locking.",
+            "Photosynthesis converts light energy into chemical energy.",
+            "The Roman Empire was the post-Republican state of ancient Rome. It was ruled by emperors and "
+            "spanned the Mediterranean; its western half fell in 476 AD, while the eastern half lasted until "
+            "the fall of Constantinople in 1453. Latin and Greek were its main languages.",
+            "Tea is an aromatic beverage prepared by pouring hot water over cured leaves.",
+        ],
+        "source": ["wiki", "wiki", "wiki", "notes"],
+    }

@@ -1,0 +1,219 @@
+import logging
+
+import pytest
+from datasets import Dataset
+
+from genstruct_datasets import (
+    GenstructGenerator,
+    InvalidConfigError,
+    MissingColumnsError,
+    format_prompt,
+    genstruct_generate,
+    parse_pairs,
+    passage_id,
+    testing,
+)
+from genstruct_datasets.models import load_model
+
+
+def spy_on_generate(monkeypatch, model_path: str) -> list:
+    """Record the input ids of every `generate` call of the cached model at `model_path`."""
+    model = load_model("causal_lm", model_path, device="cpu").model
+    calls = []
+    real = model.generate
+
+    def generate(*args, **kwargs):
+        calls.append(kwargs["input_ids"].clone())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", generate)
+    return calls
+
+
+def test_output_rows_and_columns(tiny_generator, passages):
+    gen = GenstructGenerator(tiny_generator, num_samples=3, max_new_tokens=6, seed=0)
+    out = Dataset.from_dict(passages).map(gen, batched=True)
+    assert out.column_names == [
+        "title",
+        "content",
+        "source",
+        "passage_id",
+        "sample_index",
+        "completion",
+        "finish_reason",
+        "completion_tokens",
+    ]
+    assert out.num_rows == 12
+    assert out["title"] == [t for t in passages["title"] for _ in range(3)]
+    assert out["source"] == [s for s in passages["source"] for _ in range(3)]
+    assert out["sample_index"] == [0, 1, 2] * 4
+    assert out["passage_id"][:3] == [passage_id(passages["title"][0], passages["content"][0])] * 3
+    assert set(out["finish_reason"]) <= {"stop", "length"}
+    for completion, reason, n_tokens in zip(out["completion"], out["finish_reason"], out["completion_tokens"]):
+        assert isinstance(completion, str) and "[[[Title]]]" not in completion and "<s>" not in completion
+        assert n_tokens == 6 if reason == "length" else 1 <= n_tokens <= 6
+
+
+def test_taught_generator_writes_pairs_that_parse(taught_generator, passages, mistral_tokenizer):
+    gen = GenstructGenerator(taught_generator, max_new_tokens=40)
+    out = Dataset.from_dict(passages).map(gen, batched=True).map(parse_pairs, batched=True)
+    expected = testing.TAUGHT_COMPLETION.strip().removesuffix("</s>")
+    assert out["completion"] == [expected] * 4
+    assert out["finish_reason"] == ["stop"] * 4
+    # The EOS counts as a generated token.
+    assert (
+        out["completion_tokens"] == [len(mistral_tokenizer(expected, add_special_tokens=False)["input_ids"]) + 1] * 4
+    )
+    assert out["parse_error"] == [None] * 4
+    assert out["instruction"] == [testing.TAUGHT_INSTRUCTION] * 4
+    assert out["response"] == [testing.TAUGHT_RESPONSE] * 4
+
+
+def test_same_seed_same_completions(tiny_generator, passages):
+    ds = Dataset.from_dict(passages)
+
+    def sample(seed):
+        return ds.map(GenstructGenerator(tiny_generator, num_samples=2, max_new_tokens=8, seed=seed), batched=True)
+
+    first, again, other = sample(1)["completion"], sample(1)["completion"], sample(2)["completion"]
+    assert first == again
+    assert first != other
+    assert first[0] != first[1]  # the samples of one passage differ
+
+
+def test_sub_batches_run_longest_first_and_rows_come_back_in_order(monkeypatch, tiny_generator, passages):
+    calls = spy_on_generate(monkeypatch, tiny_generator)
+    batched = GenstructGenerator(tiny_generator, max_new_tokens=5, batch_size=2)
+    out = batched(passages)
+    lengths = [int(ids.shape[1]) for ids in calls]
+    assert len(calls) == 2 and lengths[0] > lengths[1]
+    # Each passage alone, without padding, gives the same greedy completion in the same row.
+    single = GenstructGenerator(tiny_generator, max_new_tokens=5, batch_size=1)
+    assert out["completion"] == [
+        single({"title": [t], "content": [c]})["completion"][0] for t, c in zip(passages["title"], passages["content"])
+    ]
+    assert out["title"] == passages["title"]
+
+
+def test_left_padding_with_a_real_pad_id_and_no_warnings(monkeypatch, tiny_generator, passages, caplog, recwarn):
+    calls = spy_on_generate(monkeypatch, tiny_generator)
+    monkeypatch.setattr(logging.getLogger("transformers"), "propagate", True)
+    with caplog.at_level(logging.WARNING):
+        GenstructGenerator(tiny_generator, max_new_tokens=3, batch_size=4)(passages)
+    tokenizer = load_model("causal_lm", tiny_generator, device="cpu").tokenizer
+    assert tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
+    ids = calls[0]
+    assert ids[-1, 0] == tokenizer.pad_token_id and ids[0, 0] == tokenizer.bos_token_id  # shortest row padded left
+    assert (ids[:, -1] == ids[0, -1]).all()  # every prompt ends right at "[[[User]]] "
+    messages = [r.getMessage() for r in caplog.records] + [str(w.message) for w in recwarn]
+    assert not [m for m in messages if "pad" in m.lower() or "attention mask" in m.lower()], messages
+
+
+def test_a_model_without_a_template_gets_genstructs(monkeypatch, tiny_generator, mistral_tokenizer):
+    calls = spy_on_generate(monkeypatch, tiny_generator)
+    GenstructGenerator(tiny_generator, max_new_tokens=2)({"title": ["Moon"], "content": ["The Moon orbits Earth."]})
+    assert (
+        mistral_tokenizer.decode(calls[0][0])
+        == "<s> " + format_prompt("Moon", "The Moon orbits Earth.").rstrip(" ") + " "
+    )
+
+
+def test_a_model_with_its_own_template_keeps_it(monkeypatch, tmp_path, mistral_tokenizer):
+    path = testing.build_tiny_generator(tmp_path / "own", chat_template="{{ bos_token }}Q: {{ messages[0]['title'] }}")
+    calls = spy_on_generate(monkeypatch, path)
+    GenstructGenerator(path, max_new_tokens=2)({"title": ["Moon"], "content": ["The Moon orbits Earth."]})
+    assert mistral_tokenizer.decode(calls[0][0], skip_special_tokens=True) == "Q: Moon"
+
+
+def test_long_passage_is_fitted_by_truncating_the_content(monkeypatch, tiny_generator, mistral_tokenizer, caplog):
+    calls = spy_on_generate(monkeypatch, tiny_generator)
+    long_content = "Tea is an aromatic beverage prepared by pouring hot water over cured leaves. " * 200
+    batch = {"title": ["Tea", "Moon"], "content": [long_content, "The Moon orbits Earth."]}
+    with caplog.at_level(logging.WARNING, logger="genstruct_datasets"):
+        out = GenstructGenerator(tiny_generator, max_new_tokens=4, max_prompt_tokens=128)(batch)
+    assert out["finish_reason"][0] in {"stop", "length"} and out["completion"][0] is not None
+    prompt = mistral_tokenizer.decode(calls[0][0], skip_special_tokens=True)
+    assert calls[0].shape[1] <= 128
+    assert prompt.startswith("[[[Title]]] Tea\n[[[Content]]] Tea is an aromatic beverage")
+    assert prompt.endswith(
+        "\n\nThe following is an interaction between a user and an AI assistant that is related to the above text."
+        "\n\n[[[User]]] "
+    )
+    assert "1 passage(s) were longer than the prompt budget of 128 tokens" in caplog.text
+
+
+def test_default_budget_is_the_models_context(monkeypatch, tmp_path):
+    path = testing.build_tiny_generator(tmp_path / "short-context", max_position_embeddings=96)
+    calls = spy_on_generate(monkeypatch, path)
+    out = GenstructGenerator(path, max_new_tokens=16)({"title": ["Tea"], "content": ["Tea is a drink. " * 100]})
+    assert calls[0].shape[1] <= 96 - 16 and out["finish_reason"][0] in {"stop", "length"}
+
+
+def test_title_longer_than_the_budget_is_invalid_input(tiny_generator):
+    out = GenstructGenerator(tiny_generator, max_new_tokens=2, max_prompt_tokens=64)(
+        {"title": ["Tea " * 60, "Moon"], "content": ["Tea is a drink.", "The Moon orbits Earth."]}
+    )
+    assert out["finish_reason"][0] == "invalid_input" and out["completion"][0] is None
+    assert out["finish_reason"][1] in {"stop", "length"}
+
+
+def test_invalid_rows_are_kept_with_a_reason(tiny_generator, caplog):
+    batch = {"title": ["Moon", None, "", "Sun"], "content": ["The Moon orbits Earth.", "x", "y", "   "]}
+    with caplog.at_level(logging.WARNING, logger="genstruct_datasets"):
+        out = GenstructGenerator(tiny_generator, num_samples=2, max_new_tokens=2)(batch)
+    assert out["title"] == ["Moon", "Moon", None, "", "Sun"]
+    assert out["finish_reason"][2:] == ["invalid_input"] * 3
+    assert out["completion"][2:] == [None] * 3 and out["completion_tokens"][2:] == [0] * 3
+    assert "3 of 4 passages have an empty or missing 'title' or 'content'" in caplog.text
+
+
+def test_a_batch_of_invalid_rows_loads_no_model(tmp_path):
+    gen = GenstructGenerator(str(tmp_path / "no-such-model"))
+    assert gen({"title": [None], "content": [""]})["finish_reason"] == ["invalid_input"]
+
+
+def test_missing_column_is_named_before_any_model_loads(tmp_path):
+    gen = GenstructGenerator(str(tmp_path / "no-such-model"))
+    with pytest.raises(MissingColumnsError, match=r"'content'.*it has: title, text\. Pass title_column="):
+        Dataset.from_dict({"title": ["Moon"], "text": ["The Moon."]}).map(gen, batched=True)
+
+
+def test_custom_column_names(tiny_generator):
+    gen = GenstructGenerator(tiny_generator, max_new_tokens=2, title_column="heading", content_column="body")
+    out = Dataset.from_dict({"heading": ["Moon"], "body": ["The Moon orbits Earth."]}).map(gen, batched=True)
+    assert out["passage_id"] == [passage_id("Moon", "The Moon orbits Earth.")]
+
+
+def test_with_rank_runs_on_the_cpu(tiny_generator, passages):
+    gen = GenstructGenerator(tiny_generator, max_new_tokens=2)
+    out = Dataset.from_dict(passages).map(gen, batched=True, with_rank=True)
+    assert out.num_rows == 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        pytest.param({"num_samples": 0}, "num_samples must be a positive integer, got 0", id="num-samples"),
+        pytest.param({"batch_size": 2.5}, "batch_size must be a positive integer", id="batch-size"),
+        pytest.param({"num_samples": 4, "do_sample": False}, "identical greedy completions", id="greedy-best-of-n"),
+        pytest.param({"quantization": "3bit"}, r"quantization='3bit' is not supported; use one of", id="quantization"),
+        pytest.param({"temperature": 0}, "temperature must be > 0", id="temperature"),
+        pytest.param({"top_p": 1.5}, r"top_p must be in \(0, 1\]", id="top-p"),
+        pytest.param({"max_prompt_tokens": 0}, "max_prompt_tokens must be a positive integer", id="prompt-budget"),
+    ],
+)
+def test_bad_settings_are_refused(kwargs, match):
+    with pytest.raises(InvalidConfigError, match=match):
+        GenstructGenerator("any", **kwargs)
+
+
+def test_max_new_tokens_that_fill_the_context_are_refused(tmp_path):
+    path = testing.build_tiny_generator(tmp_path / "tiny-context", max_position_embeddings=32)
+    with pytest.raises(InvalidConfigError, match="max_new_tokens=64 leaves no room for a prompt"):
+        GenstructGenerator(path, max_new_tokens=64)({"title": ["Moon"], "content": ["The Moon."]})
+
+
+def test_default_instance_is_genstruct_7b():
+    assert genstruct_generate.model == "NousResearch/Genstruct-7B"
+    assert genstruct_generate.num_samples == 1 and not genstruct_generate.sampling
+    assert GenstructGenerator(num_samples=4).sampling
