@@ -42,8 +42,10 @@ class GenstructGenerator:
             when `num_samples > 1`.
         temperature (`float`, *optional*, defaults to 0.7): sampling temperature.
         top_p (`float`, *optional*, defaults to 0.95): nucleus sampling threshold.
-        seed (`int`, *optional*): makes sampling repeatable: the same seed and passages give the same
-            completions.
+        seed (`int`, *optional*): makes sampling repeatable. Each sample of each passage draws from a
+            random stream of its own, so the same seed gives the same completions for a passage whatever
+            else is in its batch, in any order and with any `batch_size` (up to the last-bit numerical
+            differences that padding can make on a GPU).
         quantization (`str`, *optional*): ``"8bit"`` or ``"4bit"`` (bitsandbytes).
         dtype (`str`, *optional*, defaults to `"auto"`): weights' dtype (``"bfloat16"``, ``"float32"``...).
         device (`str`, *optional*): defaults to ``cuda:{rank % n_gpus}`` with `with_rank=True`, else the first
@@ -203,13 +205,14 @@ class GenstructGenerator:
             encoded = tokenizer.pad({"input_ids": [prompts[i] for i in chunk]}, return_tensors="pt")
             input_ids = encoded["input_ids"].to(loaded.device)
             attention_mask = encoded["attention_mask"].to(loaded.device)
-            with torch.random.fork_rng(devices=_rng_devices(loaded.device)):
-                if self.seed is not None:
-                    torch.manual_seed(_chunk_seed(self.seed, [passages[i] for i in chunk]))
-                with torch.inference_mode():
-                    output = loaded.model.generate(
-                        input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config
-                    )
+            sampler = self._seeded_sampler([passages[i] for i in chunk], loaded.device)
+            with torch.inference_mode():
+                output = loaded.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    generation_config=generation_config,
+                    logits_processor=sampler,
+                )
             new_tokens = output[:, input_ids.shape[1] :].tolist()
             for row, i in enumerate(chunk):
                 samples = new_tokens[row * self.num_samples : (row + 1) * self.num_samples]
@@ -227,9 +230,57 @@ class GenstructGenerator:
             "eos_token_id": model.generation_config.eos_token_id or tokenizer.eos_token_id,
             "bos_token_id": tokenizer.bos_token_id,
         }
-        if self.sampling:
-            settings.update(temperature=self.temperature, top_p=self.top_p)
+        if self.sampling and self.seed is None:
+            settings.update(temperature=self.temperature, top_p=self.top_p, top_k=0)
+        elif self.sampling:
+            # The seeded sampler applies temperature and top-p itself and hands generate a single choice.
+            settings.update(temperature=1.0, top_p=1.0, top_k=0)
         return GenerationConfig(**settings)
+
+    def _seeded_sampler(self, passages: list[tuple[str, str]], device):
+        """A logits processor that samples each row from its own seed, or None when sampling is not seeded."""
+        from transformers import LogitsProcessorList
+
+        if not (self.sampling and self.seed is not None):
+            return None
+        seeds = [
+            _row_seed(self.seed, passage_id(title, content), sample_index)
+            for title, content in passages
+            for sample_index in range(self.num_samples)
+        ]
+        return LogitsProcessorList([_SeededSampler(seeds, self.temperature, self.top_p, device)])
+
+
+class _SeededSampler:
+    """Sample every row of a batch from a random stream of its own.
+
+    Each row (a passage and a sample index) draws its noise from a generator seeded by the run's seed,
+    the passage id and the sample index, so its completion does not depend on which passages share
+    its batch, on their order or on `batch_size`. It applies temperature and top-p with the
+    transformers warpers, samples by an exponential race (the Gumbel-max trick, equivalent to
+    `torch.multinomial`), and leaves only the chosen token finite for `generate` to pick.
+    """
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device) -> None:
+        import torch
+        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+        self.warpers = [TemperatureLogitsWarper(temperature)]
+        if top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p))
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        scores = scores.float()
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        probabilities = scores.softmax(dim=-1)
+        noise = torch.stack([torch.rand(scores.shape[-1], generator=g, device=scores.device) for g in self.generators])
+        waiting_times = (-torch.log1p(-noise)).clamp_min(1e-30)
+        choice = (probabilities / waiting_times).argmax(dim=-1, keepdim=True)
+        return torch.full_like(scores, float("-inf")).scatter_(-1, choice, 0.0)
 
 
 genstruct_generate = GenstructGenerator()
@@ -299,13 +350,7 @@ def _decode(tokenizer, tokens: list[int], stop_ids: set[int]) -> tuple[str, str,
     return tokenizer.decode(tokens, skip_special_tokens=True).lstrip(" "), "length", len(tokens)
 
 
-def _chunk_seed(seed: int, passages: list[tuple[str, str]]) -> int:
-    """Derive a sub-batch's seed from the run's seed and its passages, so results do not depend on call order."""
-    digest = hashlib.sha256(str(seed).encode())
-    for title, content in passages:
-        digest.update(passage_id(title, content).encode())
-    return int.from_bytes(digest.digest()[:8], "little")
-
-
-def _rng_devices(device) -> list:
-    return [device] if device.type == "cuda" else []
+def _row_seed(seed: int, pid: str, sample_index: int) -> int:
+    """The seed of one sample of one passage, derived from the run's seed."""
+    digest = hashlib.sha256(f"{seed}/{pid}/{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)

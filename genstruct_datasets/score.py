@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import KW_ONLY, dataclass
 
 from .errors import InvalidConfigError, check_columns
@@ -110,6 +111,12 @@ class RewardScorer:
             scores = self._score(loaded, [encoded[i] for i in chunk])
             for i, score in zip(chunk, scores):
                 rewards[i] = score
+        not_a_number = sum(math.isnan(rewards[i]) for i in valid)
+        if not_a_number:
+            logger.warning(
+                "%d reward(s) came out NaN (an overflow? try dtype='float32'); select_best never keeps them.",
+                not_a_number,
+            )
         return {"reward": rewards}
 
     def _encode(self, tokenizer, instruction: str, response: str) -> tuple[list[int], bool]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 from .errors import MissingColumnsError
@@ -19,8 +20,10 @@ def select_best(ds: Dataset, *, min_reward: float | None = None, batch_size: int
     """Keep one row per passage: its valid pair with the highest reward.
 
     A row is a valid pair when its `parse_error` is None (where that column exists) and its `reward` is
-    not None (and at least `min_reward` when given). Ties go to the lowest `sample_index`. Passages with
-    no valid pair are left out and counted in a log line. Only the four small columns are read into
+    a number, neither None nor NaN (and at least `min_reward` when given). Ties go to the lowest
+    `sample_index`. Passages with no valid pair are left out and counted in a log line. Rows are grouped
+    by `passage_id`, a digest of title and content: a passage that occurs twice in the input is one
+    passage here, and keeps one pair. Only the four small columns are read into
     memory; the rows kept are selected from `ds`, in their original order.
 
     Args:
@@ -61,7 +64,13 @@ def select_best(ds: Dataset, *, min_reward: float | None = None, batch_size: int
         errors = batch.get("parse_error") or [None] * size
         for pid, sample_index, reward, error in zip(batch["passage_id"], sample_indices, batch["reward"], errors):
             best.setdefault(pid, None)
-            if error is None and reward is not None and (min_reward is None or reward >= min_reward):
+            # NaN compares false with everything: it is no reward, so never kept and never in the way.
+            if (
+                error is None
+                and reward is not None
+                and not math.isnan(reward)
+                and (min_reward is None or reward >= min_reward)
+            ):
                 current = best[pid]
                 if current is None or (reward, -sample_index) > (current[0], -current[1]):
                     best[pid] = (reward, sample_index, row)

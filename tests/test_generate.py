@@ -81,6 +81,18 @@ def test_same_seed_same_completions(tiny_generator, passages):
     assert first[0] != first[1]  # the samples of one passage differ
 
 
+def test_a_seeded_sample_does_not_depend_on_its_batch(tiny_generator, passages):
+    settings = {"num_samples": 2, "max_new_tokens": 8, "seed": 7}
+    together = GenstructGenerator(tiny_generator, batch_size=4, **settings)(passages)["completion"]
+    reversed_batch = {key: values[::-1] for key, values in passages.items()}
+    in_pairs = GenstructGenerator(tiny_generator, batch_size=2, **settings)(reversed_batch)["completion"]
+    assert together == [c for i in range(3, -1, -1) for c in in_pairs[2 * i : 2 * i + 2]]
+    alone = GenstructGenerator(tiny_generator, batch_size=1, **settings)(
+        {"title": passages["title"][2:3], "content": passages["content"][2:3]}
+    )["completion"]
+    assert alone == together[4:6]
+
+
 def test_sub_batches_run_longest_first_and_rows_come_back_in_order(monkeypatch, tiny_generator, passages):
     calls = spy_on_generate(monkeypatch, tiny_generator)
     batched = GenstructGenerator(tiny_generator, max_new_tokens=5, batch_size=2)

@@ -32,6 +32,11 @@ def test_min_reward_and_parse_errors(caplog):
     assert "4 passages, 2 kept, 2 without a valid pair (reward >= 1.5) left out" in caplog.text
 
 
+def test_a_nan_reward_is_never_kept_nor_in_the_way():
+    ds = Dataset.from_dict({"passage_id": ["a", "a", "b"], "reward": [float("nan"), 0.4, float("nan")]})
+    assert select_best(ds)["reward"] == [0.4]
+
+
 def test_works_on_a_filtered_dataset_in_small_batches():
     ds = Dataset.from_dict(CANDIDATES).filter(lambda row: row["sample_index"] != 1)
     best = select_best(ds, batch_size=2)

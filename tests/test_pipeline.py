@@ -1,0 +1,37 @@
+"""The whole job of the quick start, end to end, on tiny local models."""
+
+import json
+
+from datasets import load_dataset
+
+from genstruct_datasets import GenstructGenerator, RewardScorer, parse_pairs, select_best, testing
+
+
+def test_passages_to_best_pairs_and_back_from_parquet(tmp_path, taught_generator, tiny_reward_model, passages):
+    rows = [{"title": t, "content": c} for t, c in zip(passages["title"], passages["content"])]
+    rows.append({"title": "Empty", "content": ""})
+    with open(tmp_path / "passages.jsonl", "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+
+    ds = load_dataset("json", data_files=str(tmp_path / "passages.jsonl"), split="train")
+    ds = ds.map(GenstructGenerator(taught_generator, num_samples=3, max_new_tokens=32, seed=0), batched=True)
+    ds = ds.map(parse_pairs, batched=True)
+    ds = ds.map(RewardScorer(tiny_reward_model), batched=True)
+    assert ds.num_rows == 4 * 3 + 1
+    assert ds.filter(lambda row: row["finish_reason"] == "invalid_input")["title"] == ["Empty"]
+    parsed = ds.filter(lambda row: row["parse_error"] is None)
+    assert parsed.num_rows >= 8  # sampling at temperature 0.7 still mostly writes the taught pair
+    assert all(isinstance(r, float) for r in parsed["reward"])
+
+    best = select_best(ds)
+    assert sorted(best["title"]) == sorted(passages["title"])
+    for row in best:
+        candidates = parsed.filter(lambda r, pid=row["passage_id"]: r["passage_id"] == pid)
+        assert row["reward"] == max(candidates["reward"])
+        assert row["instruction"] and row["response"] and row["parse_error"] is None
+    assert testing.TAUGHT_INSTRUCTION in best["instruction"]
+
+    best.to_parquet(tmp_path / "best.parquet")
+    reloaded = load_dataset("parquet", data_files=str(tmp_path / "best.parquet"), split="train")
+    assert reloaded.features == best.features
+    assert reloaded.to_list() == best.to_list()
