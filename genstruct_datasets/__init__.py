@@ -4,6 +4,7 @@ from .errors import GenstructError, InvalidConfigError, MissingColumnsError, Mis
 from .generate import FINISH_REASONS, GenstructGenerator, genstruct_generate
 from .models import clear_model_cache
 from .parse import PARSE_ERRORS, ParsedPair, parse_completion, parse_pairs
+from .passages import PassageSplitter, split_passages
 from .prompt import GENSTRUCT_CHAT_TEMPLATE, format_prompt, passage_id
 from .score import RewardScorer, score_pairs
 from .select import select_best
@@ -20,6 +21,7 @@ __all__ = [
     "MissingColumnsError",
     "MissingDependencyError",
     "ParsedPair",
+    "PassageSplitter",
     "RewardScorer",
     "__version__",
     "clear_model_cache",
@@ -30,4 +32,5 @@ __all__ = [
     "passage_id",
     "score_pairs",
     "select_best",
+    "split_passages",
 ]

@@ -164,6 +164,25 @@ def _load(kind: str, name: str, *, revision: str | None, quantization: str | Non
     return LoadedModel(model=model, tokenizer=tokenizer, device=torch.device(device))
 
 
+def load_tokenizer(name: str, *, revision: str | None = None) -> Any:
+    """Load a tokenizer once per process and return the cached one.
+
+    Args:
+        name (`str`): a Hub model id or a local folder.
+        revision (`str`, *optional*): branch, tag or commit of the model on the Hub.
+
+    Returns:
+        `transformers.PreTrainedTokenizerBase`: the tokenizer.
+    """
+    key = ("tokenizer", name, revision)
+    with _LOCK:
+        if key not in _CACHE:
+            from transformers import AutoTokenizer
+
+            _CACHE[key] = AutoTokenizer.from_pretrained(name, revision=revision)
+        return _CACHE[key]
+
+
 def clear_model_cache() -> None:
     """Forget every cached model of this process, so that the next call loads it anew."""
     with _LOCK:

@@ -1,0 +1,113 @@
+import logging
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+
+from genstruct_datasets import InvalidConfigError, MissingColumnsError, PassageSplitter, passage_id
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def tokenizer_folder(tmp_path_factory, mistral_tokenizer) -> str:
+    folder = tmp_path_factory.mktemp("mistral-tokenizer")
+    mistral_tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def token_count(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def split(folder, name, **settings) -> list[str]:
+    text = (DATA / name).read_text()
+    out = PassageSplitter(folder, **settings)({"title": [name], "text": [text]})
+    assert out["passage_index"] == list(range(len(out["content"])))
+    return out["content"]
+
+
+def test_wikipedia_article_with_headings_and_lists(tokenizer_folder, mistral_tokenizer):
+    passages = split(tokenizer_folder, "moon_wikipedia.txt", min_tokens=32, max_tokens=160)
+    assert passages[0].startswith("The Moon is Earth's only natural satellite.")
+    assert passages[0].endswith("the main driver of Earth's tides.")
+    # Headings lead into the paragraph that follows them.
+    assert passages[1].startswith("Names and etymology\nThe usual English proper name")
+    assert passages[2].startswith("Natural history\nFormation\nIsotope dating of lunar samples")
+    # The long Formation paragraph is cut at a sentence boundary into two pieces of similar size.
+    assert passages[2].endswith("the energy of the passing Moon.")
+    assert passages[3].startswith("The prevailing giant-impact hypothesis")
+    # A list stays with its lead-in, the caption joins it, and the trailing "See also" heading is dropped.
+    assert passages[-1].startswith("Surface features include:\n- maria, the dark basaltic plains;")
+    assert passages[-1].endswith(
+        "- craters, from impacts over billions of years.\nFigure 1: The near side of the Moon."
+    )
+    assert not any("See also" in p or "Moon landing" in p for p in passages)
+    sizes = [token_count(mistral_tokenizer, p) for p in passages]
+    assert all(32 <= n <= 160 for n in sizes), sizes
+
+
+def test_markdown_file(tokenizer_folder):
+    passages = split(tokenizer_folder, "genstruct_guide.md", min_tokens=24, max_tokens=200)
+    assert len(passages) == 4
+    assert passages[0].startswith("Building an instruction dataset\nThis guide explains")
+    assert passages[2] == (
+        "Headings and lists\nHeadings carry little content by themselves:\n"
+        "- a heading is joined to the paragraph after it;\n- a caption is joined to the paragraph before it."
+    )
+    assert not any("#" in p for p in passages)
+
+
+def test_plain_text_file(tokenizer_folder):
+    passages = split(tokenizer_folder, "plain_essay.txt", min_tokens=32, max_tokens=384)
+    assert len(passages) == 2
+    assert passages[0].startswith("On the keeping of bees\nBeekeeping is among the oldest")
+    assert passages[1].endswith("an older one flies out to forage.\nThank you for reading.")
+
+
+def test_a_sentence_longer_than_max_tokens_is_cut_between_words(tokenizer_folder, mistral_tokenizer):
+    text = "word " * 300 + "end."
+    passages = PassageSplitter(tokenizer_folder, min_tokens=8, max_tokens=64).split(text, mistral_tokenizer)
+    assert all(token_count(mistral_tokenizer, p) <= 64 for p in passages)
+    assert " ".join(passages).split() == text.split()
+
+
+def test_as_a_batched_map(tokenizer_folder, caplog):
+    docs = Dataset.from_dict(
+        {
+            "name": ["Moon", "Bees", "Empty", "Short"],
+            "body": [
+                (DATA / "moon_wikipedia.txt").read_text(),
+                (DATA / "plain_essay.txt").read_text(),
+                "",
+                "Too short.",
+            ],
+            "url": ["https://en.wikipedia.org/wiki/Moon", "file://bees", None, None],
+        }
+    )
+    splitter = PassageSplitter(
+        tokenizer_folder, min_tokens=32, max_tokens=160, title_column="name", text_column="body"
+    )
+    with caplog.at_level(logging.WARNING, logger="genstruct_datasets"):
+        passages = docs.map(splitter, batched=True, batch_size=2)
+    assert passages.column_names == ["name", "body", "url", "title", "content", "document_id", "passage_index"]
+    assert passages["body"] == [None] * 8  # emptied, not repeated on every passage
+    dropped = docs.map(splitter, batched=True, remove_columns=["body"])
+    assert dropped.column_names == ["name", "url", "title", "content", "document_id", "passage_index"]
+    assert dropped["content"] == passages["content"]
+    assert passages["title"] == ["Moon"] * 6 + ["Bees"] * 2
+    assert passages["url"][6] == "file://bees"
+    assert set(passages["document_id"][:6]) == {passage_id("Moon", docs[0]["body"])}
+    assert passages["passage_index"] == [0, 1, 2, 3, 4, 5, 0, 1]
+    assert "1 document(s) have an empty or missing 'body'" in caplog.text
+    assert "1 document(s) are shorter than min_tokens=32 in all and gave no passage" in caplog.text
+
+
+def test_missing_column_is_named(tokenizer_folder):
+    with pytest.raises(MissingColumnsError, match=r"'text'.*it has: title, content"):
+        PassageSplitter(tokenizer_folder)({"title": ["x"], "content": ["y"]})
+
+
+def test_bad_sizes_are_refused():
+    with pytest.raises(InvalidConfigError, match="min_tokens=500 is larger than max_tokens=384"):
+        PassageSplitter(min_tokens=500)
