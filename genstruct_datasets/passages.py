@@ -28,8 +28,8 @@ class PassageSplitter:
     Genstruct-7B was tuned on single paragraphs from Wikipedia. This stage reads a title column and a
     text column and writes one row per passage: the other input columns repeated, plus `title`,
     `content`, `document_id` (a digest of the document's title and text) and `passage_index` (0, 1, ...
-    within the document). The text column is emptied (None) rather than repeated on every passage:
-    pass ``remove_columns=[text_column]`` to `map` to drop it.
+    within the document). The text column is emptied (None) rather than repeated on every passage;
+    ``passages.remove_columns(text_column)`` drops it.
 
     A document is cut at blank lines. A fragment shorter than `min_tokens` (a heading, a caption, a
     one-liner) is merged with its neighbour: a heading, or a line that ends in a colon, with the
@@ -57,7 +57,7 @@ class PassageSplitter:
     ```py
     >>> from datasets import Dataset
     >>> docs = Dataset.from_dict({"title": ["Moon"], "text": ["History\\n\\nThe Moon formed 4.5 billion years ago."]})
-    >>> passages = docs.map(PassageSplitter(min_tokens=4), batched=True, remove_columns=["text"])  # doctest: +SKIP
+    >>> passages = docs.map(PassageSplitter(min_tokens=4), batched=True).remove_columns("text")  # doctest: +SKIP
     >>> passages.column_names  # doctest: +SKIP
     ['title', 'content', 'document_id', 'passage_index']
     ```
@@ -93,7 +93,7 @@ class PassageSplitter:
         passthrough = [key for key in batch if key not in (self.text_column, "title", "content")]
         output: dict[str, list] = {key: [] for key in passthrough}
         # `datasets` needs every input column back when the row count changes; the document's text is
-        # not repeated on each of its passages but emptied (pass remove_columns=[text_column] to drop it).
+        # not repeated on each of its passages but emptied.
         output[self.text_column] = []
         output.update(title=[], content=[], document_id=[], passage_index=[])
         empty = too_short = 0
@@ -192,7 +192,7 @@ split_passages = PassageSplitter()
 Example:
 
 ```py
->>> passages = documents.map(split_passages, batched=True, remove_columns=["text"])  # doctest: +SKIP
+>>> passages = documents.map(split_passages, batched=True).remove_columns("text")  # doctest: +SKIP
 ```
 """
 

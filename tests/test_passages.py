@@ -92,9 +92,6 @@ def test_as_a_batched_map(tokenizer_folder, caplog):
         passages = docs.map(splitter, batched=True, batch_size=2)
     assert passages.column_names == ["name", "body", "url", "title", "content", "document_id", "passage_index"]
     assert passages["body"] == [None] * 8  # emptied, not repeated on every passage
-    dropped = docs.map(splitter, batched=True, remove_columns=["body"])
-    assert dropped.column_names == ["name", "url", "title", "content", "document_id", "passage_index"]
-    assert dropped["content"] == passages["content"]
     assert passages["title"] == ["Moon"] * 6 + ["Bees"] * 2
     assert passages["url"][6] == "file://bees"
     assert set(passages["document_id"][:6]) == {passage_id("Moon", docs[0]["body"])}
