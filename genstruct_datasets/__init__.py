@@ -1,11 +1,19 @@
 """genstruct-datasets: grounded instruction datasets from text passages with Genstruct-7B."""
 
-from .errors import GenstructError, InvalidConfigError, MissingColumnsError, MissingDependencyError
+from .card import build_card, dataset_stats
+from .errors import (
+    GenstructError,
+    InvalidConfigError,
+    MissingColumnsError,
+    MissingDependencyError,
+    MissingTokenError,
+)
 from .generate import FINISH_REASONS, GenstructGenerator, genstruct_generate
 from .models import clear_model_cache
 from .parse import PARSE_ERRORS, ParsedPair, parse_completion, parse_pairs
 from .passages import PassageSplitter, split_passages
 from .prompt import GENSTRUCT_CHAT_TEMPLATE, format_prompt, passage_id
+from .publish import publish, save_local
 from .score import RewardScorer, score_pairs
 from .select import select_best
 
@@ -20,16 +28,21 @@ __all__ = [
     "InvalidConfigError",
     "MissingColumnsError",
     "MissingDependencyError",
+    "MissingTokenError",
     "ParsedPair",
     "PassageSplitter",
     "RewardScorer",
     "__version__",
+    "build_card",
     "clear_model_cache",
+    "dataset_stats",
     "format_prompt",
     "genstruct_generate",
     "parse_completion",
     "parse_pairs",
     "passage_id",
+    "publish",
+    "save_local",
     "score_pairs",
     "select_best",
     "split_passages",

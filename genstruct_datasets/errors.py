@@ -48,6 +48,10 @@ class MissingDependencyError(GenstructError, ImportError):
     """An optional dependency needed for the requested feature is not installed."""
 
 
+class MissingTokenError(GenstructError, PermissionError):
+    """Publishing to the Hub needs a token and none was found."""
+
+
 def check_columns(stage: str, batch: dict, required: Iterable[str], hint: str = "") -> None:
     """Raise `MissingColumnsError` when `batch` lacks one of the `required` columns."""
     missing = [column for column in required if column not in batch]

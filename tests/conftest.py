@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import pytest
+import os
 
-from genstruct_datasets import testing
+# huggingface_hub and datasets read these once, at import: set them before any test module imports them.
+# setdefault leaves HF_HUB_OFFLINE=0 to the opt-in Hub test (pytest -m hub).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", os.environ["HF_HUB_OFFLINE"])
+
+import datasets.config  # noqa: E402
+import pytest  # noqa: E402
+
+from genstruct_datasets import testing  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path):
-    """No Hub access, no token, and a `datasets` cache of the test's own."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+def _isolated(monkeypatch, tmp_path):
+    """No token, and a `datasets` cache of the test's own."""
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,185 @@
+"""The dataset card of a Genstruct dataset: metadata, how it was made, counts, samples."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from huggingface_hub import DatasetCard
+
+_SIZE_CATEGORIES = [
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
+]
+
+_TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md"
+
+
+def size_category(num_rows: int) -> str:
+    """Return the Hub's `size_categories` value for a number of rows, e.g. ``"1K<n<10K"``."""
+    for bound, name in _SIZE_CATEGORIES:
+        if num_rows < bound:
+            return name
+    return "n>1T" if num_rows >= 10**12 else "1B<n<10B"
+
+
+def dataset_stats(ds: Dataset, candidates: Dataset | None = None) -> dict[str, Any]:
+    """Count what a run made and summarise its rewards.
+
+    Args:
+        ds (`datasets.Dataset`): the dataset to publish.
+        candidates (`datasets.Dataset`, *optional*): every candidate before best-of-n selection; by default
+            `ds` itself is taken as the candidates.
+
+    Returns:
+        `dict`: ``counts`` (passages, candidates, parsed, kept), ``outcomes`` (how many candidates ended
+        with each `finish_reason` and `parse_error`) and ``rewards`` (mean, std and quantiles of the kept
+        rows' rewards; empty without a `reward` column).
+
+    Example:
+
+    ```py
+    >>> from datasets import Dataset
+    >>> ds = Dataset.from_dict({"passage_id": ["a", "b"], "parse_error": [None, "empty_response"]})
+    >>> dataset_stats(ds)["counts"]
+    {'passages': 2, 'candidates': 2, 'parsed': 1, 'kept': 2}
+    ```
+    """
+    source = ds if candidates is None else candidates
+    counts: dict[str, int] = {}
+    if "passage_id" in source.column_names:
+        counts["passages"] = len(set(source["passage_id"]))
+    counts["candidates"] = source.num_rows
+    outcomes: dict[str, int] = {}
+    if "finish_reason" in source.column_names:
+        for reason, n in Counter(source["finish_reason"]).most_common():
+            outcomes[f"finish_reason: {reason}"] = n
+    if "parse_error" in source.column_names:
+        errors = source["parse_error"]
+        counts["parsed"] = sum(error is None for error in errors)
+        for error, n in Counter(e for e in errors if e is not None).most_common():
+            outcomes[f"parse_error: {error}"] = n
+    counts["kept"] = ds.num_rows
+    rewards: dict[str, float] = {}
+    if "reward" in ds.column_names:
+        values = sorted(r for r in ds["reward"] if r is not None and not math.isnan(r))
+        if values:
+            mean = sum(values) / len(values)
+            rewards = {
+                "mean": mean,
+                "std": math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)),
+                "min": values[0],
+                "25%": _quantile(values, 0.25),
+                "50%": _quantile(values, 0.5),
+                "75%": _quantile(values, 0.75),
+                "max": values[-1],
+            }
+    return {"counts": counts, "outcomes": outcomes, "rewards": rewards}
+
+
+def build_card(
+    ds: Dataset,
+    *,
+    repo_id: str,
+    config_name: str = "default",
+    split: str = "train",
+    data_dir: str = "data",
+    recipe: Mapping[str, Mapping[str, Any]] | None = None,
+    candidates: Dataset | None = None,
+    license: str | None = None,
+    language: str | list[str] = "en",
+    source_datasets: list[str] | None = None,
+    existing: DatasetCard | None = None,
+    num_samples: int = 3,
+) -> DatasetCard:
+    """Build the dataset card of a Genstruct dataset with `huggingface_hub`'s `DatasetCard`.
+
+    Args:
+        ds (`datasets.Dataset`): the rows to publish.
+        repo_id (`str`): where the dataset is (or would be) on the Hub, for the loading snippet.
+        config_name (`str`, *optional*, defaults to `"default"`): the dataset config the rows belong to.
+        split (`str`, *optional*, defaults to `"train"`): the split the rows belong to.
+        data_dir (`str`, *optional*, defaults to `"data"`): the folder of the parquet shards.
+        recipe (`Mapping`, *optional*): how the rows were made, as sections of settings, e.g.
+            ``{"generator": {"model": ..., "revision": ..., "num_samples": 4}, "reward model": {...}}``.
+        candidates (`datasets.Dataset`, *optional*): every candidate before selection, for the counts.
+        license (`str`, *optional*): the license id; ``"unknown"`` when not given. Mind the source's terms.
+        language (`str` or `list[str]`, *optional*, defaults to `"en"`): language codes of the text.
+        source_datasets (`list[str]`, *optional*): Hub ids of the corpora the passages came from.
+        existing (`DatasetCard`, *optional*): the repository's current card, whose other configs are kept.
+        num_samples (`int`, *optional*, defaults to 3): sample rows shown in the card.
+
+    Returns:
+        `huggingface_hub.DatasetCard`: the card, with YAML metadata (license, language, task categories,
+        tags including `synthetic` and `genstruct`, size category, source datasets, configs, and the
+        features and split sizes under `dataset_info`).
+    """
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    from . import __version__
+
+    recipe = {str(k): dict(v) for k, v in (recipe or {}).items()}
+    generator = recipe.get("generator", {}).get("model", "NousResearch/Genstruct-7B")
+    reward_settings = recipe.get("reward model", {})
+    from datasets import DatasetInfo, SplitInfo
+    from datasets.info import DatasetInfosDict
+    from datasets.splits import SplitDict
+
+    configs = [c for c in (existing.data.get("configs") or [] if existing else []) if c["config_name"] != config_name]
+    configs.append({"config_name": config_name, "data_files": [{"split": split, "path": f"{data_dir}/{split}-*"}]})
+    card_data = DatasetCardData(
+        language=language,
+        license=license or "unknown",
+        task_categories=["text-generation", "question-answering"],
+        tags=["synthetic", "genstruct", "instruction-tuning"],
+        size_categories=[size_category(ds.num_rows)],
+        source_datasets=source_datasets or None,
+        pretty_name=f"{repo_id.split('/')[-1]} (Genstruct)",
+        configs=configs,
+        dataset_info=existing.data.get("dataset_info") if existing else None,
+    )
+    # Features and split sizes, as push_to_hub writes them; the Hub's viewer and `datasets` read them.
+    num_bytes = ds.data.nbytes * ds.num_rows // max(len(ds.data), 1)
+    splits = SplitDict()
+    splits.add(SplitInfo(name=split, num_bytes=num_bytes, num_examples=ds.num_rows))
+    info = DatasetInfo(features=ds.features, splits=splits, dataset_size=num_bytes)
+    DatasetInfosDict({config_name: info}).to_dataset_card_data(card_data)
+    stats = dataset_stats(ds, candidates)
+    samples = ds.select(range(min(num_samples, ds.num_rows))).to_list() if "instruction" in ds.column_names else []
+    return DatasetCard.from_template(
+        card_data,
+        template_path=str(_TEMPLATE),
+        repo_id=repo_id,
+        config_name=config_name,
+        split=split,
+        version=__version__,
+        generator=generator,
+        reward_model=reward_settings.get("model"),
+        best_of_n=recipe.get("selection", {}).get("best_of_n", False),
+        recipe=recipe,
+        counts=stats["counts"],
+        outcomes=stats["outcomes"],
+        rewards=stats["rewards"],
+        columns={name: _dtype(feature) for name, feature in ds.features.items()},
+        samples=[{key: row.get(key) for key in ("instruction", "response", "title", "reward")} for row in samples],
+    )
+
+
+def _quantile(values: list[float], q: float) -> float:
+    position = (len(values) - 1) * q
+    low, high = math.floor(position), math.ceil(position)
+    return values[low] + (values[high] - values[low]) * (position - low)
+
+
+def _dtype(feature: Any) -> str:
+    return getattr(feature, "dtype", type(feature).__name__)

@@ -1,0 +1,178 @@
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from datasets import Dataset, load_dataset
+from huggingface_hub import DatasetCard, HfApi
+from huggingface_hub.errors import EntryNotFoundError
+
+from genstruct_datasets import MissingTokenError, build_card, dataset_stats, publish, save_local
+
+# Read before the autouse fixture clears it: the opt-in integration test pushes with it.
+HUB_TOKEN = os.environ.get("HF_TOKEN")
+
+RECIPE = {
+    "generator": {"model": "NousResearch/Genstruct-7B", "revision": "abc123", "num_samples": 4, "temperature": 0.7},
+    "reward model": {"model": "OpenAssistant/reward-model-deberta-v3-large-v2", "revision": None},
+    "selection": {"best_of_n": True, "min_reward": None},
+}
+
+
+@pytest.fixture
+def candidates() -> Dataset:
+    return Dataset.from_dict(
+        {
+            "title": ["Moon", "Moon", "Tea", "Tea", "Empty"],
+            "content": ["The Moon orbits Earth."] * 2 + ["Tea is a drink."] * 2 + [""],
+            "passage_id": ["m", "m", "t", "t", "e"],
+            "sample_index": [0, 1, 0, 1, 0],
+            "finish_reason": ["stop", "stop", "stop", "length", "invalid_input"],
+            "instruction": ["Why does the Moon show one face?", None, "What is tea made from?", None, None],
+            "response": ["Tidal locking keeps one side towards Earth.", None, "Cured leaves.", None, None],
+            "parse_error": [None, "no_assistant_marker", None, "truncated_response", "no_completion"],
+            "reward": [2.5, None, 0.5, None, None],
+        }
+    )
+
+
+@pytest.fixture
+def best(candidates) -> Dataset:
+    return candidates.select([0, 2])
+
+
+def test_stats_count_each_stage(best, candidates):
+    stats = dataset_stats(best, candidates)
+    assert stats["counts"] == {"passages": 3, "candidates": 5, "parsed": 2, "kept": 2}
+    assert stats["outcomes"]["finish_reason: stop"] == 3
+    assert stats["outcomes"]["parse_error: truncated_response"] == 1
+    assert stats["rewards"]["mean"] == pytest.approx(1.5) and stats["rewards"]["50%"] == pytest.approx(1.5)
+    assert stats["rewards"]["min"] == 0.5 and stats["rewards"]["max"] == 2.5
+
+
+def test_card_metadata_and_body(best, candidates):
+    card = build_card(
+        best,
+        repo_id="me/pairs",
+        recipe=RECIPE,
+        candidates=candidates,
+        license="cc-by-sa-4.0",
+        source_datasets=["wikimedia/wikipedia"],
+    )
+    reparsed = DatasetCard(str(card))  # the text parses back as a valid card
+    data = reparsed.data
+    assert data.license == "cc-by-sa-4.0" and data.language == "en"
+    assert {"synthetic", "genstruct"} <= set(data.tags)
+    assert data.size_categories == ["n<1K"] and data.source_datasets == ["wikimedia/wikipedia"]
+    assert data.task_categories == ["text-generation", "question-answering"]
+    assert data.configs == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
+    text = reparsed.text
+    assert 'load_dataset("me/pairs", split="train")' in text
+    assert "| `revision` | `abc123` |" in text and "| `num_samples` | `4` |" in text
+    assert "| candidates | 5 |" in text and "| kept | 2 |" in text and "| parsed | 2 |" in text
+    assert "| parse_error: no_completion | 1 |" in text
+    assert "**Instruction:** Why does the Moon show one face?" in text
+    assert "| mean | 1.5000 |" in text
+
+
+def test_save_local_round_trips_through_load_dataset(tmp_path, best, candidates):
+    folder = save_local(best, tmp_path / "pairs", recipe=RECIPE, candidates=candidates)
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
+        "README.md",
+        "data/train-00000-of-00001.parquet",
+    ]
+    reloaded = load_dataset(str(folder), split="train")
+    assert reloaded.features == best.features
+    assert reloaded.to_list() == best.to_list()
+
+
+def test_save_local_shards_and_replaces_old_shards(tmp_path, candidates):
+    folder = save_local(candidates, tmp_path / "pairs", max_shard_size=200)
+    shards = sorted(p.name for p in (folder / "data").iterdir())
+    assert len(shards) > 1 and shards[-1].endswith(f"-of-{len(shards):05d}.parquet")
+    save_local(candidates.select([0]), folder)
+    assert sorted(p.name for p in (folder / "data").iterdir()) == ["train-00000-of-00001.parquet"]
+    assert load_dataset(str(folder), split="train").num_rows == 1
+
+
+def test_a_second_config_keeps_the_first(tmp_path, best, candidates):
+    folder = save_local(best, tmp_path / "pairs")
+    save_local(candidates, folder, config_name="candidates", existing_card=DatasetCard.load(folder / "README.md"))
+    assert load_dataset(str(folder), "candidates", split="train").num_rows == 5
+    assert load_dataset(str(folder), "default", split="train").num_rows == 2
+
+
+class RecordingHub:
+    """Stands in for the Hub at the `huggingface_hub` boundary and keeps what would be sent."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.calls: list[tuple[str, dict]] = []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+        return type("RepoUrl", (), {"repo_id": repo_id})()
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs))
+        shutil.copytree(kwargs["folder_path"], self.root / "uploaded")
+        return "commit"
+
+
+def test_publish_sends_shards_and_card_in_one_commit(monkeypatch, tmp_path, best, candidates):
+    hub = RecordingHub(tmp_path)
+
+    def no_card_yet(*args, **kwargs):
+        raise EntryNotFoundError("README.md not found")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(HfApi, "create_repo", hub.create_repo)
+        patched.setattr(HfApi, "upload_folder", hub.upload_folder)
+        patched.setattr(DatasetCard, "load", no_card_yet)
+        commit = publish(best, "me/pairs", private=True, token="hf_test", recipe=RECIPE, candidates=candidates)
+    assert commit == "commit"
+    assert [name for name, _ in hub.calls] == ["create_repo", "upload_folder"]
+    assert hub.calls[0][1] == {"repo_id": "me/pairs", "repo_type": "dataset", "private": True, "exist_ok": True}
+    upload = hub.calls[1][1]
+    assert upload["repo_id"] == "me/pairs" and upload["repo_type"] == "dataset"
+    assert upload["delete_patterns"] == ["data/train-*"]
+    assert upload["commit_message"] == "Upload 2 Genstruct pairs with genstruct-datasets"
+    uploaded = tmp_path / "uploaded"
+    card = DatasetCard((uploaded / "README.md").read_text())
+    assert "genstruct" in card.data.tags and 'load_dataset("me/pairs", split="train")' in card.text
+    assert load_dataset(str(uploaded), split="train").to_list() == best.to_list()
+
+
+def test_publish_without_a_token_fails_before_uploading(monkeypatch, best):
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    monkeypatch.setattr(HfApi, "create_repo", lambda *a, **k: pytest.fail("must not reach the Hub"))
+    with pytest.raises(MissingTokenError, match="needs a Hugging Face token with write access: run `hf auth login`"):
+        publish(best, "me/pairs")
+
+
+def test_import_stays_light():
+    code = "import sys, genstruct_datasets; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+@pytest.mark.hub
+@pytest.mark.skipif(not HUB_TOKEN, reason="opt-in: run with HF_TOKEN=... HF_HUB_OFFLINE=0 python -m pytest -m hub")
+def test_publish_to_a_private_temporary_repo_and_back(monkeypatch, best, candidates):
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        pytest.skip("HF_HUB_OFFLINE is set; run this test online")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    api = HfApi(token=HUB_TOKEN)
+    repo_id = f"{api.whoami()['name']}/genstruct-datasets-test-{uuid.uuid4().hex[:8]}"
+    try:
+        publish(best, repo_id, private=True, token=HUB_TOKEN, recipe=RECIPE, candidates=candidates)
+        assert api.repo_info(repo_id, repo_type="dataset").private
+        reloaded = load_dataset(repo_id, split="train", token=HUB_TOKEN)
+        assert reloaded.to_list() == best.to_list()
+    finally:
+        api.delete_repo(repo_id, repo_type="dataset", missing_ok=True)
