@@ -1,5 +1,6 @@
 """genstruct-datasets: grounded instruction datasets from text passages with Genstruct-7B."""
 
+from .builder import GenstructBuilder, GenstructConfig, SourceError, load_genstruct
 from .card import build_card, dataset_stats
 from .errors import (
     GenstructError,
@@ -23,6 +24,8 @@ __all__ = [
     "FINISH_REASONS",
     "GENSTRUCT_CHAT_TEMPLATE",
     "PARSE_ERRORS",
+    "GenstructBuilder",
+    "GenstructConfig",
     "GenstructError",
     "GenstructGenerator",
     "InvalidConfigError",
@@ -32,12 +35,14 @@ __all__ = [
     "ParsedPair",
     "PassageSplitter",
     "RewardScorer",
+    "SourceError",
     "__version__",
     "build_card",
     "clear_model_cache",
     "dataset_stats",
     "format_prompt",
     "genstruct_generate",
+    "load_genstruct",
     "parse_completion",
     "parse_pairs",
     "passage_id",

@@ -1,0 +1,408 @@
+"""A `datasets` builder that runs the whole Genstruct recipe, and `load_genstruct` to call it."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from .errors import GenstructError, InvalidConfigError, MissingColumnsError
+from .generate import DEFAULT_GENERATOR, GenstructGenerator
+from .parse import parse_pairs
+from .passages import PassageSplitter
+from .prompt import passage_id
+from .score import DEFAULT_REWARD_MODEL, RewardScorer
+from .select import select_best
+
+logger = logging.getLogger(__name__)
+
+STRUCTURED_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+TEXT_FORMATS = (".txt", ".md")
+_MARKDOWN_TITLE = re.compile(r"^#[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
+
+FEATURES = datasets.Features(
+    {
+        "title": datasets.Value("string"),
+        "content": datasets.Value("string"),
+        "document_id": datasets.Value("string"),
+        "passage_index": datasets.Value("int32"),
+        "passage_id": datasets.Value("string"),
+        "sample_index": datasets.Value("int32"),
+        "completion": datasets.Value("string"),
+        "finish_reason": datasets.Value("string"),
+        "completion_tokens": datasets.Value("int32"),
+        "instruction": datasets.Value("string"),
+        "response": datasets.Value("string"),
+        "parse_error": datasets.Value("string"),
+        "reward": datasets.Value("float64"),
+    }
+)
+"""The columns of every split the builder writes; other columns of the source are not kept."""
+
+
+class SourceError(GenstructError, FileNotFoundError):
+    """The source of a recipe cannot be read: a missing path, or files of a kind that is not supported."""
+
+
+@dataclass
+class GenstructConfig(datasets.BuilderConfig):
+    """The whole Genstruct recipe: where the documents come from and every setting of every stage.
+
+    Args:
+        source (`str`): a Hub dataset id, or local files: a ``.jsonl``/``.json``, ``.csv``, ``.parquet``,
+            ``.txt`` or ``.md`` file, or a folder of them (one kind of structured file, or text files).
+        source_name (`str`, *optional*): the Hub dataset's config, e.g. ``"20231101.en"``.
+        source_split (`str`, *optional*, defaults to `"train"`): the source split to read.
+        source_revision (`str`, *optional*): the Hub dataset's revision.
+        source_fingerprint (`str`, *optional*): set by [`load_genstruct`] from the local files' sizes and
+            modification times, so that edited files make a new recipe.
+        title_column (`str`, *optional*, defaults to `"title"`): the documents' title column.
+        text_column (`str`, *optional*, defaults to `"text"`): the documents' text column. With
+            ``split_documents=False`` it holds passages already.
+        split_documents (`bool`, *optional*, defaults to `True`): run [`PassageSplitter`] on the documents.
+        min_tokens, max_tokens (`int`, *optional*, defaults to 32 and 384): passage sizes, see [`PassageSplitter`].
+        limit (`int`, *optional*): use only the first `limit` passages (and documents), for a trial run.
+        model, revision, num_samples, max_new_tokens, do_sample, temperature, top_p, seed, quantization,
+        dtype, batch_size, max_prompt_tokens: the generator's settings, see [`GenstructGenerator`];
+            `num_samples` defaults to 4 here, for best-of-n.
+        reward_model (`str`, *optional*, defaults to `"OpenAssistant/reward-model-deberta-v3-large-v2"`): the
+            scorer; None skips scoring (and best-of-n).
+        reward_revision (`str`, *optional*): the reward model's revision.
+        reward_batch_size (`int`, *optional*, defaults to 16): pairs per forward pass of the reward model.
+        best_of_n (`bool`, *optional*, defaults to `True`): keep the best pair of each passage in ``train``
+            and every candidate in ``candidates``; without it ``train`` holds every candidate.
+        min_reward (`float`, *optional*): with best-of-n, drop pairs scored below this.
+    """
+
+    source: str | None = None
+    source_name: str | None = None
+    source_split: str = "train"
+    source_revision: str | None = None
+    source_fingerprint: str | None = None
+    title_column: str = "title"
+    text_column: str = "text"
+    split_documents: bool = True
+    min_tokens: int = 32
+    max_tokens: int = 384
+    limit: int | None = None
+    model: str = DEFAULT_GENERATOR
+    revision: str | None = None
+    num_samples: int = 4
+    max_new_tokens: int = 512
+    do_sample: bool | None = None
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int | None = None
+    quantization: str | None = None
+    dtype: str = "auto"
+    batch_size: int = 8
+    max_prompt_tokens: int | None = None
+    reward_model: str | None = DEFAULT_REWARD_MODEL
+    reward_revision: str | None = None
+    reward_batch_size: int = 16
+    best_of_n: bool = True
+    min_reward: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+            raise InvalidConfigError(f"limit must be a positive integer, got {self.limit!r}.")
+        if self.best_of_n and self.reward_model is None:
+            raise InvalidConfigError(
+                "best_of_n needs a reward_model to rank the candidates; set one or best_of_n=False."
+            )
+        # Validate every stage's settings now, before anything is read or loaded.
+        self.splitter()
+        self.generator()
+        self.scorer()
+
+    def splitter(self) -> PassageSplitter:
+        """The passage stage of this recipe (counting in the generator's tokenizer)."""
+        return PassageSplitter(
+            self.model,
+            revision=self.revision,
+            min_tokens=self.min_tokens,
+            max_tokens=self.max_tokens,
+            title_column=self.title_column,
+            text_column=self.text_column,
+        )
+
+    def generator(self) -> GenstructGenerator:
+        """The generation stage of this recipe."""
+        return GenstructGenerator(
+            self.model,
+            revision=self.revision,
+            num_samples=self.num_samples,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=self.do_sample,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            quantization=self.quantization,
+            dtype=self.dtype,
+            batch_size=self.batch_size,
+            max_prompt_tokens=self.max_prompt_tokens,
+        )
+
+    def scorer(self) -> RewardScorer | None:
+        """The scoring stage of this recipe, or None without a reward model."""
+        if self.reward_model is None:
+            return None
+        return RewardScorer(self.reward_model, revision=self.reward_revision, batch_size=self.reward_batch_size)
+
+    def recipe(self) -> dict[str, dict[str, Any]]:
+        """The settings by stage, as the dataset card shows them."""
+        generator = self.generator()
+        return {
+            "source": {
+                "source": self.source,
+                "name": self.source_name,
+                "split": self.source_split,
+                "revision": self.source_revision,
+                "limit": self.limit,
+            },
+            "passages": {
+                "split_documents": self.split_documents,
+                "min_tokens": self.min_tokens,
+                "max_tokens": self.max_tokens,
+            },
+            "generator": {
+                field.name: getattr(generator, field.name)
+                for field in dataclasses.fields(generator)
+                if field.name not in ("_", "device", "title_column", "content_column")
+            }
+            | {"do_sample": generator.sampling},
+            "reward model": {"model": self.reward_model, "revision": self.reward_revision},
+            "selection": {"best_of_n": self.best_of_n, "min_reward": self.min_reward},
+        }
+
+    def settings(self) -> dict[str, Any]:
+        """Every field of the recipe (not the `BuilderConfig` bookkeeping), for hashing."""
+        skip = {field.name for field in dataclasses.fields(datasets.BuilderConfig)}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+
+class GenstructBuilder(datasets.GeneratorBasedBuilder):
+    """Build a Genstruct dataset from a corpus: passages, completions, pairs, rewards, best-of-n.
+
+    `datasets` 4 and later no longer run loading scripts, so this builder is used directly (see
+    [`load_genstruct`]). Its cache directory is keyed by the whole recipe: the same recipe is read back
+    from the cache without loading any model, and a changed one builds anew.
+
+    Splits: ``train`` (the best pair of each passage with best-of-n, else every candidate) and, with
+    best-of-n, ``candidates`` (every sample, with its `finish_reason`, `parse_error` and `reward`).
+    """
+
+    BUILDER_CONFIG_CLASS = GenstructConfig
+    VERSION = datasets.Version("0.1.0")
+
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(
+            description="Grounded instruction pairs written by Genstruct from text passages.",
+            features=FEATURES,
+        )
+
+    def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:
+        config: GenstructConfig = self.config
+        candidates = self._candidates(config)
+        if not config.best_of_n:
+            return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"rows": candidates})]
+        best = select_best(candidates, min_reward=config.min_reward)
+        return [
+            datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"rows": best}),
+            datasets.SplitGenerator(name="candidates", gen_kwargs={"rows": candidates}),
+        ]
+
+    def _generate_examples(self, rows: datasets.Dataset):
+        yield from enumerate(rows.select_columns(list(FEATURES)))
+
+    def _candidates(self, config: GenstructConfig) -> datasets.Dataset:
+        documents = read_source(config, token=self.token)
+        if config.limit is not None:
+            documents = documents.select(range(min(config.limit, documents.num_rows)))
+        if config.split_documents:
+            passages = documents.map(config.splitter(), batched=True, desc="Splitting passages")
+        else:
+            passages = documents.map(
+                _as_passages,
+                batched=True,
+                fn_kwargs={"title_column": config.title_column, "text_column": config.text_column},
+                desc="Reading passages",
+            )
+        passages = passages.select_columns(["title", "content", "document_id", "passage_index"])
+        if config.limit is not None:
+            passages = passages.select(range(min(config.limit, passages.num_rows)))
+        candidates = passages.map(config.generator(), batched=True, desc="Generating")
+        candidates = candidates.map(parse_pairs, batched=True, desc="Parsing")
+        scorer = config.scorer()
+        if scorer is not None:
+            return candidates.map(scorer, batched=True, desc="Scoring")
+        return candidates.add_column("reward", [None] * candidates.num_rows, feature=FEATURES["reward"])
+
+
+def _as_passages(batch: dict[str, list], *, title_column: str, text_column: str) -> dict[str, list]:
+    """Treat each row as a passage already: `content` is its text, and it is its own document."""
+    ids = [passage_id(t, c) for t, c in zip(batch[title_column], batch[text_column])]
+    return {
+        "title": batch[title_column],
+        "content": batch[text_column],
+        "document_id": ids,
+        "passage_index": [0] * len(ids),
+    }
+
+
+def read_source(config: GenstructConfig, *, token: str | bool | None = None) -> datasets.Dataset:
+    """Read the recipe's documents: from local files, or from the Hub.
+
+    Args:
+        config ([`GenstructConfig`]): the recipe; `source` and the `source_*` fields say what to read.
+        token (`str` or `bool`, *optional*): a Hub token, for private or gated source datasets.
+
+    Returns:
+        `datasets.Dataset`: the documents, with the recipe's title and text columns.
+
+    Raises:
+        [`SourceError`]: a local path that does not exist or holds no supported files.
+        [`MissingColumnsError`]: the documents lack the title or text column.
+    """
+    path = Path(config.source) if config.source else None
+    if path is not None and (path.exists() or path.suffix in (*STRUCTURED_FORMATS, *TEXT_FORMATS)):
+        documents = _read_local(path, config)
+    elif config.source is None:
+        raise SourceError("No source given: name a Hub dataset id or local files.")
+    else:
+        documents = datasets.load_dataset(
+            config.source,
+            config.source_name,
+            split=config.source_split,
+            revision=config.source_revision,
+            token=token,
+        )
+    missing = [c for c in (config.title_column, config.text_column) if c not in documents.column_names]
+    if missing:
+        raise MissingColumnsError(
+            f"source {config.source!r}",
+            missing,
+            documents.column_names,
+            "Name yours with title_column= and text_column= (--title-column, --text-column).",
+        )
+    return documents
+
+
+def source_fingerprint(source: str) -> str | None:
+    """Sizes and modification times of a local source's files (None for a Hub id), for the recipe's hash."""
+    path = Path(source)
+    if not path.exists():
+        return None
+    files = _source_files(path)
+    return datasets.fingerprint.Hasher.hash([(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files])
+
+
+def _source_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    supported = (*STRUCTURED_FORMATS, *TEXT_FORMATS)
+    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in supported and not p.name.startswith("."))
+
+
+def _read_local(path: Path, config: GenstructConfig) -> datasets.Dataset:
+    if not path.exists():
+        raise SourceError(
+            f"Source {str(path)!r} does not exist; pass an existing file or folder, or a Hub dataset id."
+        )
+    files = _source_files(path)
+    kinds = {STRUCTURED_FORMATS.get(f.suffix, "text") for f in files}
+    if not files:
+        raise SourceError(
+            f"{str(path)!r} holds no supported files; use {', '.join((*STRUCTURED_FORMATS, *TEXT_FORMATS))}."
+        )
+    if len(kinds) > 1:
+        raise SourceError(
+            f"{str(path)!r} mixes files of kinds {sorted(kinds)}; put one kind of file in a folder and run each apart."
+        )
+    kind = kinds.pop()
+    if kind != "text":
+        return datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train")
+    titles, texts = [], []
+    for file in files:
+        text = file.read_text(encoding="utf-8")
+        heading = _MARKDOWN_TITLE.search(text) if file.suffix == ".md" else None
+        titles.append(heading.group(1) if heading else file.stem.replace("_", " "))
+        texts.append(text)
+    return datasets.Dataset.from_dict({config.title_column: titles, config.text_column: texts})
+
+
+def load_genstruct(
+    source: str,
+    name: str | None = None,
+    *,
+    split: str = "train",
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    download_mode: datasets.DownloadMode | str | None = None,
+    token: str | bool | None = None,
+    **config: Any,
+) -> datasets.DatasetDict:
+    """Build (or read back from the cache) a Genstruct dataset from a corpus, like `load_dataset`.
+
+    Args:
+        source (`str`): a Hub dataset id (``"wikimedia/wikipedia"``), or local files: a ``.jsonl``,
+            ``.csv``, ``.parquet``, ``.txt`` or ``.md`` file, or a folder of them.
+        name (`str`, *optional*): the Hub dataset's config, e.g. ``"20231101.en"``.
+        split (`str`, *optional*, defaults to `"train"`): the source split to read.
+        revision (`str`, *optional*): the Hub dataset's revision.
+        cache_dir (`str`, *optional*): where built datasets are cached; defaults to the `datasets` cache.
+        download_mode (`DownloadMode` or `str`, *optional*): ``"force_redownload"`` builds anew even with the
+            same recipe.
+        token (`str` or `bool`, *optional*): a Hub token for private or gated sources and models.
+        **config: the rest of the recipe, see [`GenstructConfig`] (``model=``, ``num_samples=``,
+            ``reward_model=``, ``min_reward=``, ``limit=`` ...).
+
+    Returns:
+        `datasets.DatasetDict`: ``train`` and, with best-of-n, ``candidates``.
+
+    Raises:
+        [`InvalidConfigError`]: a setting is out of range (before anything is read or loaded).
+        [`SourceError`]: a local source that does not exist or holds no supported files.
+        [`MissingColumnsError`]: the source lacks the title or text column (before any model loads).
+
+    Example:
+
+    ```py
+    >>> pairs = load_genstruct("wikimedia/wikipedia", "20231101.en", limit=1000, num_samples=4)  # doctest: +SKIP
+    >>> pairs
+    DatasetDict({
+        train: Dataset({features: ['title', 'content', ..., 'reward'], num_rows: 1000})
+        candidates: Dataset({features: [...], num_rows: 4000})
+    })
+    ```
+    """
+    settings = {
+        "source": str(source),
+        "source_name": name,
+        "source_split": split,
+        "source_revision": revision,
+        "source_fingerprint": source_fingerprint(str(source)),
+        **config,
+    }
+    unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(GenstructConfig)})
+    if unknown:
+        raise InvalidConfigError(
+            f"Unknown setting(s) {unknown} for load_genstruct; see GenstructConfig for the recipe's fields."
+        )
+    recipe = GenstructConfig(**settings)
+    # The cache is keyed by the whole recipe, defaults included, so that passing a default changes nothing.
+    config_id = f"{_slug(str(source))}-{datasets.fingerprint.Hasher.hash(recipe.settings())}"
+    builder = GenstructBuilder(cache_dir=cache_dir, config_id=config_id, token=token, **settings)
+    builder.download_and_prepare(download_mode=download_mode)
+    return builder.as_dataset()
+
+
+def _slug(source: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source).name or source)[:64] or "source"

@@ -1,0 +1,166 @@
+"""The `genstruct-datasets` command: a corpus to a published Genstruct dataset in one line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .builder import GenstructConfig, load_genstruct, source_fingerprint
+from .card import dataset_stats
+from .errors import GenstructError, MissingTokenError
+from .generate import DEFAULT_GENERATOR
+from .score import DEFAULT_REWARD_MODEL
+
+logger = logging.getLogger("genstruct_datasets")
+
+EPILOG = """examples:
+  genstruct-datasets run passages.jsonl --no-split --title-column title --text-column content --output pairs/
+  genstruct-datasets run wikimedia/wikipedia --name 20231101.en --limit 1000 --push-to-hub me/wiki-genstruct
+  genstruct-datasets run notes/ --quantization 4bit --num-samples 4 --min-reward 0 --output notes-pairs/
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genstruct-datasets",
+        description="Turn a corpus of text passages into a grounded instruction dataset with Genstruct-7B.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="split documents, generate, parse, score, keep the best pair of each passage, save or publish",
+        description="Split documents into passages, generate Genstruct completions, parse them into pairs, "
+        "score them with a reward model, keep the best pair of each passage, and save or publish the result. "
+        "A second run with the same recipe reads the result from the cache.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = run.add_argument_group("source")
+    source.add_argument(
+        "source", metavar="SOURCE", help="a Hub dataset id, or a .jsonl/.csv/.parquet/.txt/.md file or folder"
+    )
+    source.add_argument("--name", help="the Hub dataset's config, e.g. 20231101.en")
+    source.add_argument("--split", default="train", help="the source split (default: %(default)s)")
+    source.add_argument("--title-column", default="title", help="column with document titles (default: %(default)s)")
+    source.add_argument("--text-column", default="text", help="column with document texts (default: %(default)s)")
+    source.add_argument(
+        "--no-split",
+        dest="split_documents",
+        action="store_false",
+        help="the text column holds single passages already: do not split documents",
+    )
+    source.add_argument("--limit", type=int, help="use only the first N passages, for a trial run")
+
+    generation = run.add_argument_group("generation")
+    generation.add_argument("--model", default=DEFAULT_GENERATOR, help="generator model (default: %(default)s)")
+    generation.add_argument("--revision", help="generator model revision (branch, tag or commit)")
+    generation.add_argument(
+        "--num-samples", type=int, default=4, help="completions per passage (default: %(default)s)"
+    )
+    generation.add_argument(
+        "--max-new-tokens", type=int, default=512, help="cap per completion (default: %(default)s)"
+    )
+    generation.add_argument(
+        "--temperature", type=float, default=0.7, help="sampling temperature (default: %(default)s)"
+    )
+    generation.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default: %(default)s)")
+    generation.add_argument("--seed", type=int, help="makes sampling repeatable")
+    generation.add_argument("--quantization", choices=["8bit", "4bit"], help="load the generator with bitsandbytes")
+    generation.add_argument(
+        "--batch-size", type=int, default=8, help="prompts per generate call (default: %(default)s)"
+    )
+
+    scoring = run.add_argument_group("scoring and selection")
+    scoring.add_argument("--reward-model", default=DEFAULT_REWARD_MODEL, help="reward model (default: %(default)s)")
+    scoring.add_argument("--min-reward", type=float, help="drop pairs scored below this")
+
+    output = run.add_argument_group("output")
+    output.add_argument("--output", metavar="FOLDER", help="write parquet shards and a dataset card to FOLDER")
+    output.add_argument("--push-to-hub", metavar="REPO", help="publish to this Hub dataset repository")
+    output.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    output.add_argument("--license", help="license id for the dataset card (mind the source's terms)")
+    output.add_argument("--cache-dir", help="where built datasets are cached (default: the datasets cache)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 done, 2 bad input, 1 another failure)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logger.setLevel(logging.INFO)
+    try:
+        return _run(args)
+    except GenstructError as err:
+        print(f"genstruct-datasets: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a model or file that cannot be read, a full disk, a network failure
+        print(f"genstruct-datasets: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = {
+        "title_column": args.title_column,
+        "text_column": args.text_column,
+        "split_documents": args.split_documents,
+        "limit": args.limit,
+        "model": args.model,
+        "revision": args.revision,
+        "num_samples": args.num_samples,
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "seed": args.seed,
+        "quantization": args.quantization,
+        "batch_size": args.batch_size,
+        "reward_model": args.reward_model,
+        "min_reward": args.min_reward,
+    }
+    # The checks that need no model come first: the settings and the token here, then the source and its
+    # columns, which the builder reads before it loads any model.
+    config = GenstructConfig(source=args.source, source_name=args.name, source_split=args.split, **settings)
+    local = source_fingerprint(args.source) is not None
+    if args.push_to_hub:
+        from huggingface_hub import get_token
+
+        if not get_token():
+            raise MissingTokenError(
+                f"--push-to-hub {args.push_to_hub} needs a Hugging Face token: run `hf auth login` or set HF_TOKEN."
+            )
+    pairs = load_genstruct(args.source, args.name, split=args.split, cache_dir=args.cache_dir, **settings)
+    best = pairs["train"]
+    candidates = pairs.get("candidates", best)
+    card_settings = {
+        "recipe": config.recipe(),
+        "candidates": candidates,
+        "license": args.license,
+        "source_datasets": None if local else [args.source],
+    }
+    destinations = []
+    if args.output:
+        from .publish import save_local
+
+        destinations.append(str(save_local(best, args.output, **card_settings)))
+    if args.push_to_hub:
+        from .publish import publish
+
+        publish(best, args.push_to_hub, private=args.private, **card_settings)
+        destinations.append(f"https://huggingface.co/datasets/{args.push_to_hub}")
+    _print_summary(best, candidates, destinations)
+    return 0
+
+
+def _print_summary(best, candidates, destinations: list[str]) -> None:
+    stats = dataset_stats(best, candidates)
+    counts = stats["counts"]
+    print(", ".join(f"{name}: {value}" for name, value in counts.items()))
+    if stats["outcomes"]:
+        print("outcomes: " + ", ".join(f"{name}={value}" for name, value in stats["outcomes"].items()))
+    if stats["rewards"]:
+        print("reward: " + ", ".join(f"{name} {value:.3f}" for name, value in stats["rewards"].items()))
+    print("written to: " + (", ".join(destinations) if destinations else "the datasets cache only (use --output)"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

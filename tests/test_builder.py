@@ -1,0 +1,186 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+
+import genstruct_datasets.models as models
+from genstruct_datasets import (
+    GenstructConfig,
+    InvalidConfigError,
+    MissingColumnsError,
+    SourceError,
+    clear_model_cache,
+    load_genstruct,
+    testing,
+)
+from genstruct_datasets.builder import FEATURES
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def documents(tmp_path) -> Path:
+    path = tmp_path / "documents.jsonl"
+    rows = [
+        {
+            "title": "Moon",
+            "text": (DATA / "moon_wikipedia.txt").read_text(),
+            "url": "https://en.wikipedia.org/wiki/Moon",
+        },
+        {"title": "Beekeeping", "text": (DATA / "plain_essay.txt").read_text(), "url": None},
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture
+def recipe(taught_generator, tiny_reward_model, tmp_path) -> dict:
+    return {
+        "model": taught_generator,
+        "reward_model": tiny_reward_model,
+        "num_samples": 2,
+        "max_new_tokens": 24,
+        "seed": 0,
+        "max_tokens": 160,
+        "cache_dir": str(tmp_path / "builds"),
+    }
+
+
+@pytest.fixture
+def loads(monkeypatch) -> list:
+    """The models and tokenizers loaded from now on, by name."""
+    clear_model_cache()
+    loaded = []
+    real_load, real_tokenizer = models._load, models.load_tokenizer
+
+    def load(kind, name, **kwargs):
+        loaded.append(name)
+        return real_load(kind, name, **kwargs)
+
+    def load_tokenizer(name, **kwargs):
+        loaded.append(f"tokenizer:{name}")
+        return real_tokenizer(name, **kwargs)
+
+    monkeypatch.setattr(models, "_load", load)
+    monkeypatch.setattr("genstruct_datasets.passages.load_tokenizer", load_tokenizer)
+    return loaded
+
+
+def test_builds_best_pairs_and_candidates(documents, recipe, loads):
+    pairs = load_genstruct(str(documents), **recipe)
+    assert set(pairs) == {"train", "candidates"}
+    best, candidates = pairs["train"], pairs["candidates"]
+    assert best.features == FEATURES and candidates.features == FEATURES
+    assert candidates.num_rows == 2 * best.num_rows
+    assert best.num_rows == len(set(candidates["passage_id"])) == 8
+    assert best["title"] == ["Moon"] * 6 + ["Beekeeping"] * 2
+    assert best["passage_index"] == [0, 1, 2, 3, 4, 5, 0, 1]
+    assert all(error is None for error in best["parse_error"])
+    assert set(best["instruction"]) == {testing.TAUGHT_INSTRUCTION}
+    assert sorted(set(loads)) == sorted({recipe["model"], f"tokenizer:{recipe['model']}", recipe["reward_model"]})
+
+
+def test_the_same_recipe_comes_from_the_cache_and_a_changed_one_builds_anew(documents, recipe, loads):
+    first = load_genstruct(str(documents), **recipe)
+    clear_model_cache()
+    loads.clear()
+    again = load_genstruct(
+        str(documents), num_samples=2, temperature=0.7, **{k: v for k, v in recipe.items() if k != "num_samples"}
+    )
+    assert loads == []  # a default passed explicitly is the same recipe
+    assert again["train"].to_list() == first["train"].to_list()
+    assert again["train"].cache_files == first["train"].cache_files
+    changed = load_genstruct(str(documents), **{**recipe, "seed": 1})
+    assert recipe["model"] in loads
+    assert changed["train"].cache_files != first["train"].cache_files
+
+
+def test_an_edited_source_is_a_new_recipe(documents, recipe, loads):
+    first = load_genstruct(str(documents), **recipe)
+    with documents.open("a") as f:
+        f.write(json.dumps({"title": "Tea", "text": "Tea is an aromatic beverage. " * 8}) + "\n")
+    os.utime(documents, ns=(documents.stat().st_atime_ns, documents.stat().st_mtime_ns + 10**9))
+    second = load_genstruct(str(documents), **recipe)
+    assert second["train"].num_rows == first["train"].num_rows + 1
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_structured_files(tmp_path, recipe, kind):
+    ds = Dataset.from_dict({"title": ["Bees"], "text": [(DATA / "plain_essay.txt").read_text()]})
+    path = tmp_path / f"documents.{kind}"
+    getattr(ds, f"to_{kind}")(str(path))
+    assert load_genstruct(str(path), **recipe)["train"]["title"] == ["Bees", "Bees"]
+
+
+def test_a_folder_of_text_and_markdown_files(recipe):
+    best = load_genstruct(str(DATA), **recipe)["train"]
+    # Markdown files take their title from the first heading, text files from their name.
+    assert set(best["title"]) == {"Building an instruction dataset", "moon wikipedia", "plain essay"}
+
+
+def test_passages_without_splitting(tmp_path, recipe):
+    path = tmp_path / "passages.jsonl"
+    path.write_text(json.dumps({"title": "Tea", "content": "Tea is an aromatic beverage."}) + "\n")
+    best = load_genstruct(str(path), text_column="content", split_documents=False, **recipe)["train"]
+    assert best["content"] == ["Tea is an aromatic beverage."] and best["passage_index"] == [0]
+
+
+def test_without_best_of_n_train_holds_every_candidate(documents, recipe):
+    pairs = load_genstruct(
+        str(documents), best_of_n=False, reward_model=None, **{k: v for k, v in recipe.items() if k != "reward_model"}
+    )
+    assert list(pairs) == ["train"]
+    assert pairs["train"].num_rows == 16 and set(pairs["train"]["reward"]) == {None}
+
+
+def test_limit_takes_the_first_passages(documents, recipe):
+    assert load_genstruct(str(documents), limit=3, **recipe)["train"]["passage_index"] == [0, 1, 2]
+
+
+def test_a_missing_column_is_named_before_any_model_loads(documents, recipe, loads):
+    with pytest.raises(MissingColumnsError, match=r"'body'.*it has: title, text, url\. Name yours with title_column="):
+        load_genstruct(str(documents), text_column="body", **recipe)
+    assert loads == []
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        pytest.param(lambda root: root / "missing.jsonl", "does not exist", id="missing-file"),
+        pytest.param(lambda root: root, "holds no supported files", id="empty-folder"),
+    ],
+)
+def test_bad_sources(tmp_path, recipe, make, match):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match=match):
+        load_genstruct(str(make(tmp_path / "empty")), **recipe)
+
+
+def test_a_folder_of_mixed_kinds_is_refused(tmp_path, recipe):
+    (tmp_path / "a.md").write_text("# A\n\ntext")
+    (tmp_path / "b.csv").write_text("title,text\nB,text\n")
+    with pytest.raises(SourceError, match=r"mixes files of kinds \['csv', 'text'\]"):
+        load_genstruct(str(tmp_path), **recipe)
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        pytest.param({"num_sampels": 4}, r"Unknown setting\(s\) \['num_sampels'\]", id="typo"),
+        pytest.param({"limit": 0}, "limit must be a positive integer", id="limit"),
+        pytest.param({"reward_model": None}, "best_of_n needs a reward_model", id="no-reward-model"),
+        pytest.param({"quantization": "2bit"}, "quantization='2bit' is not supported", id="stage-settings"),
+    ],
+)
+def test_bad_recipes_are_refused_before_anything_runs(settings, match):
+    with pytest.raises(InvalidConfigError, match=match):
+        load_genstruct("does-not-matter.jsonl", **settings)
+
+
+def test_recipe_lists_every_generation_setting():
+    recipe = GenstructConfig(source="x.jsonl", seed=3, quantization="4bit").recipe()
+    assert recipe["generator"]["seed"] == 3 and recipe["generator"]["quantization"] == "4bit"
+    assert recipe["generator"]["do_sample"] is True and recipe["generator"]["num_samples"] == 4
+    assert recipe["reward model"]["model"] == "OpenAssistant/reward-model-deberta-v3-large-v2"

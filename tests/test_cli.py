@@ -1,0 +1,83 @@
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from datasets import load_dataset
+from huggingface_hub import DatasetCard
+
+DATA = Path(__file__).parent / "data"
+COMMAND = shutil.which("genstruct-datasets")
+pytestmark = pytest.mark.skipif(COMMAND is None, reason="the console script is installed by `pip install -e .`")
+
+
+def run(*args: str, tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "cache"), **(env or {})}
+    environment.pop("HF_TOKEN", None)
+    return subprocess.run([COMMAND, *args], capture_output=True, text=True, env=environment, timeout=600)
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    path = tmp_path / "articles.jsonl"
+    rows = [
+        {"heading": "Moon", "body": (DATA / "moon_wikipedia.txt").read_text()},
+        {"heading": "Beekeeping", "body": (DATA / "plain_essay.txt").read_text()},
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_run_writes_a_dataset_folder_and_a_summary(tmp_path, corpus, taught_generator, tiny_reward_model):
+    output = tmp_path / "pairs"
+    args = [
+        "run", str(corpus), "--title-column", "heading", "--text-column", "body",
+        "--model", taught_generator, "--reward-model", tiny_reward_model,
+        "--num-samples", "2", "--max-new-tokens", "24", "--seed", "0", "--limit", "5",
+        "--output", str(output), "--license", "cc-by-sa-4.0",
+    ]  # fmt: skip
+    result = run(*args, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == "passages: 5, candidates: 10, parsed: 10, kept: 5"
+    assert lines[1] == "outcomes: finish_reason: stop=10"
+    assert lines[2].startswith("reward: mean ")
+    assert lines[3] == f"written to: {output}"
+    assert "Generating" in result.stderr  # progress bars for each stage, on stderr
+    pairs = load_dataset(str(output), split="train")
+    assert pairs.num_rows == 5 and pairs["instruction"][0]
+    card = DatasetCard.load(output / "README.md")
+    assert card.data.license == "cc-by-sa-4.0" and "| candidates | 10 |" in card.text
+    assert f"| `model` | `{taught_generator}` |" in card.text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["missing.jsonl"], "Source 'missing.jsonl' does not exist", id="missing-file"),
+        pytest.param(
+            ["CORPUS"], "'title', 'text', which the dataset does not have; it has: heading, body", id="column"
+        ),
+        pytest.param(["CORPUS", "--num-samples", "0"], "num_samples must be a positive integer, got 0.", id="setting"),
+        pytest.param(["CORPUS", "--push-to-hub", "me/x"], "--push-to-hub me/x needs a Hugging Face token", id="token"),
+    ],
+)
+def test_bad_input_exits_with_one_line_before_any_model_loads(tmp_path, corpus, args, message):
+    args = [str(corpus) if a == "CORPUS" else a for a in args]
+    # A model that does not exist: reaching it would fail differently.
+    result = run(
+        "run", *args, "--model", str(tmp_path / "no-model"), tmp_path=tmp_path, env={"HF_HOME": str(tmp_path)}
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("genstruct-datasets: error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_help_reads_well(tmp_path):
+    result = run("run", "--help", tmp_path=tmp_path)
+    assert result.returncode == 0
+    for option in ("--num-samples", "--quantization {8bit,4bit}", "--push-to-hub REPO", "--limit LIMIT", "examples:"):
+        assert option in result.stdout
