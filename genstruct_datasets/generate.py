@@ -180,8 +180,15 @@ class GenstructGenerator:
         prompts: dict[int, list[int]] = {}
         results: dict[int, list[tuple]] = {}
         truncated = 0
-        for i, (title, content) in passages.items():
-            ids, was_truncated = _fit_prompt(tokenizer, title, content, budget)
+        # One batched tokenizer call for all prompts; only the few that overflow are fitted one by one.
+        rendered = [
+            tokenizer.apply_chat_template([{"title": t, "content": c}], tokenize=False) for t, c in passages.values()
+        ]
+        encoded = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        for (i, (title, content)), ids in zip(passages.items(), encoded):
+            was_truncated = False
+            if len(ids) > budget:
+                ids, was_truncated = _fit_prompt(tokenizer, title, content, budget)
             if ids is None:
                 logger.warning(
                     "The prompt frame for title %r alone is longer than %d tokens; marked invalid_input.",

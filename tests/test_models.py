@@ -1,6 +1,7 @@
 import pickle
 import subprocess
 import sys
+import time
 
 import pytest
 from datasets import Dataset, load_dataset
@@ -53,8 +54,10 @@ def test_fingerprints_are_the_same_in_fresh_processes_and_ignore_loaded_models(
     assert runs[0] == runs[1] == [Hasher.hash(gen), Hasher.hash(scorer)]
     gen(passages)
     scorer({"instruction": ["Why?"], "response": ["Because."]})
-    # With the models loaded, the callables still pickle to their settings alone.
+    # With the models loaded, the callables still pickle to their settings alone, and hash at once.
+    start = time.perf_counter()
     assert [Hasher.hash(gen), Hasher.hash(scorer)] == runs[0]
+    assert time.perf_counter() - start < 1.0
     assert len(pickle.dumps(gen)) < 2_000 and len(pickle.dumps(scorer)) < 2_000
     assert Hasher.hash(GenstructGenerator(tiny_generator, num_samples=4, seed=4, max_new_tokens=64)) != runs[0][0]
 
