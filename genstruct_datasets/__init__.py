@@ -2,6 +2,7 @@
 
 from .builder import GenstructBuilder, GenstructConfig, SourceError, load_genstruct
 from .card import build_card, dataset_stats
+from .dedup import dedup_pairs
 from .errors import (
     GenstructError,
     InvalidConfigError,
@@ -15,6 +16,8 @@ from .parse import PARSE_ERRORS, ParsedPair, parse_completion, parse_pairs
 from .passages import PassageSplitter, split_passages
 from .prompt import GENSTRUCT_CHAT_TEMPLATE, format_prompt, passage_id
 from .publish import publish, save_local
+from .quality import quality_report, validity_report
+from .report import plot_quality
 from .score import RewardScorer, score_pairs
 from .select import select_best
 
@@ -40,15 +43,19 @@ __all__ = [
     "build_card",
     "clear_model_cache",
     "dataset_stats",
+    "dedup_pairs",
     "format_prompt",
     "genstruct_generate",
     "load_genstruct",
     "parse_completion",
     "parse_pairs",
     "passage_id",
+    "plot_quality",
     "publish",
+    "quality_report",
     "save_local",
     "score_pairs",
     "select_best",
     "split_passages",
+    "validity_report",
 ]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .quality import summary
+from .report import headline
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -70,20 +72,7 @@ def dataset_stats(ds: Dataset, candidates: Dataset | None = None) -> dict[str, A
         for error, n in Counter(e for e in errors if e is not None).most_common():
             outcomes[f"parse_error: {error}"] = n
     counts["kept"] = ds.num_rows
-    rewards: dict[str, float] = {}
-    if "reward" in ds.column_names:
-        values = sorted(r for r in ds["reward"] if r is not None and not math.isnan(r))
-        if values:
-            mean = sum(values) / len(values)
-            rewards = {
-                "mean": mean,
-                "std": math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)),
-                "min": values[0],
-                "25%": _quantile(values, 0.25),
-                "50%": _quantile(values, 0.5),
-                "75%": _quantile(values, 0.75),
-                "max": values[-1],
-            }
+    rewards = summary(ds["reward"]) if "reward" in ds.column_names else {}
     return {"counts": counts, "outcomes": outcomes, "rewards": rewards}
 
 
@@ -100,6 +89,8 @@ def build_card(
     language: str | list[str] = "en",
     source_datasets: list[str] | None = None,
     existing: DatasetCard | None = None,
+    quality: dict[str, Any] | None = None,
+    figure: str | None = None,
     num_samples: int = 3,
 ) -> DatasetCard:
     """Build the dataset card of a Genstruct dataset with `huggingface_hub`'s `DatasetCard`.
@@ -117,6 +108,8 @@ def build_card(
         language (`str` or `list[str]`, *optional*, defaults to `"en"`): language codes of the text.
         source_datasets (`list[str]`, *optional*): Hub ids of the corpora the passages came from.
         existing (`DatasetCard`, *optional*): the repository's current card, whose other configs are kept.
+        quality (`dict`, *optional*): a [`quality_report`], shown in a "Quality" section.
+        figure (`str`, *optional*): path, relative to the card, of the picture of the distributions.
         num_samples (`int`, *optional*, defaults to 3): sample rows shown in the card.
 
     Returns:
@@ -172,13 +165,9 @@ def build_card(
         rewards=stats["rewards"],
         columns={name: _dtype(feature) for name, feature in ds.features.items()},
         samples=[{key: row.get(key) for key in ("instruction", "response", "title", "reward")} for row in samples],
+        quality=headline(quality) if quality else [],
+        figure=figure,
     )
-
-
-def _quantile(values: list[float], q: float) -> float:
-    position = (len(values) - 1) * q
-    low, high = math.floor(position), math.ceil(position)
-    return values[low] + (values[high] - values[low]) * (position - low)
 
 
 def _dtype(feature: Any) -> str:

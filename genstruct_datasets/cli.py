@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
-from .builder import GenstructConfig, load_genstruct, source_fingerprint
+from .builder import GenstructConfig, SourceError, load_genstruct, source_fingerprint
 from .card import dataset_stats
+from .dedup import dedup_pairs
 from .errors import GenstructError, MissingTokenError
 from .generate import DEFAULT_GENERATOR
+from .quality import quality_report, validity_report
+from .report import format_headline, format_report
 from .score import DEFAULT_REWARD_MODEL
 
 logger = logging.getLogger("genstruct_datasets")
@@ -75,12 +79,30 @@ def build_parser() -> argparse.ArgumentParser:
     scoring.add_argument("--reward-model", default=DEFAULT_REWARD_MODEL, help="reward model (default: %(default)s)")
     scoring.add_argument("--min-reward", type=float, help="drop pairs scored below this")
 
+    scoring.add_argument(
+        "--dedup-threshold",
+        type=float,
+        metavar="J",
+        help="drop instructions that nearly repeat a better-rewarded one (MinHash Jaccard >= J, e.g. 0.8)",
+    )
+
     output = run.add_argument_group("output")
     output.add_argument("--output", metavar="FOLDER", help="write parquet shards and a dataset card to FOLDER")
     output.add_argument("--push-to-hub", metavar="REPO", help="publish to this Hub dataset repository")
     output.add_argument("--private", action="store_true", help="create the Hub repository as private")
     output.add_argument("--license", help="license id for the dataset card (mind the source's terms)")
     output.add_argument("--cache-dir", help="where built datasets are cached (default: the datasets cache)")
+
+    report = commands.add_parser(
+        "report",
+        help="print the quality figures of a dataset folder or Hub repository",
+        description="Measure a Genstruct dataset (a folder written by `run --output` or a Hub dataset repository): "
+        "validity, diversity, grounding, question form, lengths and rewards.",
+    )
+    report.add_argument("dataset", metavar="FOLDER_OR_REPO", help="a dataset folder or a Hub dataset id")
+    report.add_argument("--config", help="the dataset config (default: the dataset's default)")
+    report.add_argument("--split", default="train", help="the split to measure (default: %(default)s)")
+    report.add_argument("--json", action="store_true", help="print the figures as JSON, for machines")
     return parser
 
 
@@ -90,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)
     try:
-        return _run(args)
+        return _run(args) if args.command == "run" else _report(args)
     except GenstructError as err:
         print(f"genstruct-datasets: error: {err}", file=sys.stderr)
         return 2
@@ -131,6 +153,8 @@ def _run(args: argparse.Namespace) -> int:
     pairs = load_genstruct(args.source, args.name, split=args.split, cache_dir=args.cache_dir, **settings)
     best = pairs["train"]
     candidates = pairs.get("candidates", best)
+    if args.dedup_threshold is not None:
+        best = dedup_pairs(best, threshold=args.dedup_threshold)
     card_settings = {
         "recipe": config.recipe(),
         "candidates": candidates,
@@ -151,6 +175,26 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    import json
+
+    import datasets
+
+    local = Path(args.dataset).exists()
+    if not local and Path(args.dataset).suffix:
+        raise SourceError(f"{args.dataset!r} is neither a dataset folder nor a Hub dataset id.")
+    ds = datasets.load_dataset(
+        args.dataset,
+        args.config,
+        split=args.split,
+        # datasets caches a folder by its name and card, not its files: read a folder afresh.
+        download_mode="force_redownload" if local else None,
+    )
+    report = quality_report(ds)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
 def _print_summary(best, candidates, destinations: list[str]) -> None:
     stats = dataset_stats(best, candidates)
     counts = stats["counts"]
@@ -159,6 +203,10 @@ def _print_summary(best, candidates, destinations: list[str]) -> None:
         print("outcomes: " + ", ".join(f"{name}={value}" for name, value in stats["outcomes"].items()))
     if stats["rewards"]:
         print("reward: " + ", ".join(f"{name} {value:.3f}" for name, value in stats["rewards"].items()))
+    if {"instruction", "response"} <= set(best.column_names) and best.num_rows:
+        report = quality_report(best)
+        report["validity"] = validity_report(candidates)
+        print(format_headline(report))
     print("written to: " + (", ".join(destinations) if destinations else "the datasets cache only (use --output)"))
 
 

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from .card import build_card
 from .errors import MissingTokenError
+from .quality import quality_report, validity_report
+from .report import plot_quality
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_SHARD_SIZE = 500 * 2**20
+QUALITY_FIGURE = "quality.png"
 
 
 def save_local(
@@ -40,7 +43,8 @@ def save_local(
 
     The shards go to ``data/{split}-00000-of-0000N.parquet`` (``{config_name}/...`` for a config other than
     ``"default"``), the layout `Dataset.push_to_hub` uses, and the card's YAML names them, so that
-    ``load_dataset(folder)`` reads the same rows and features back.
+    ``load_dataset(folder)`` reads the same rows and features back. For pairs, the card gains a "Quality"
+    section ([`quality_report`]) and ``quality.png``, a picture of the reward and length distributions.
 
     Args:
         ds (`datasets.Dataset`): the rows to write.
@@ -78,6 +82,12 @@ def save_local(
     for index in range(num_shards):
         shard = ds.shard(num_shards=num_shards, index=index, contiguous=True)
         shard.to_parquet(folder / data_dir / f"{split}-{index:05d}-of-{num_shards:05d}.parquet")
+    quality, figure = None, None
+    if {"instruction", "response"} <= set(ds.column_names) and ds.num_rows:
+        quality = quality_report(ds)
+        if candidates is not None:
+            quality["validity"] = validity_report(candidates)
+        figure = plot_quality(ds, folder / QUALITY_FIGURE).name
     card = build_card(
         ds,
         repo_id=repo_id or str(folder),
@@ -90,6 +100,8 @@ def save_local(
         language=language,
         source_datasets=source_datasets,
         existing=existing_card,
+        quality=quality,
+        figure=figure,
     )
     card.save(folder / "README.md")
     logger.info("Wrote %d rows in %d parquet shard(s) and a dataset card to %s", ds.num_rows, num_shards, folder)

@@ -44,7 +44,8 @@ def test_run_writes_a_dataset_folder_and_a_summary(tmp_path, corpus, taught_gene
     assert lines[0] == "passages: 5, candidates: 10, parsed: 10, kept: 5"
     assert lines[1] == "outcomes: finish_reason: stop=10"
     assert lines[2].startswith("reward: mean ")
-    assert lines[3] == f"written to: {output}"
+    assert lines[3] == "quality" and lines[4].startswith("  pairs among candidates ")
+    assert lines[-1] == f"written to: {output}"
     assert "Generating" in result.stderr  # progress bars for each stage, on stderr
     pairs = load_dataset(str(output), split="train")
     assert pairs.num_rows == 5 and pairs["instruction"][0]
@@ -81,3 +82,27 @@ def test_help_reads_well(tmp_path):
     assert result.returncode == 0
     for option in ("--num-samples", "--quantization {8bit,4bit}", "--push-to-hub REPO", "--limit LIMIT", "examples:"):
         assert option in result.stdout
+
+
+def test_report_prints_a_table_and_json(tmp_path):
+    from datasets import Dataset
+
+    from genstruct_datasets import save_local
+
+    pairs = Dataset.from_dict(
+        {
+            "content": ["The Moon orbits Earth and shows phases.", "Bees dance to share food sources."],
+            "instruction": ["Why does the Moon show phases?", "Explain how bees share food."],
+            "response": ["The Moon orbits Earth.", "Bees dance."],
+            "reward": [2.0, 1.0],
+        }
+    )
+    folder = save_local(pairs, tmp_path / "pairs")
+    table = run("report", str(folder), tmp_path=tmp_path)
+    assert table.returncode == 0, table.stderr[-2000:]
+    assert table.stdout.startswith("quality\n  pairs among candidates")
+    assert "reward (mean / median)                    1.500 / 1.500" in table.stdout
+    as_json = run("report", str(folder), "--json", tmp_path=tmp_path)
+    assert json.loads(as_json.stdout)["validity"]["pairs"] == 2
+    missing = run("report", str(tmp_path / "nothing.parquet"), tmp_path=tmp_path)
+    assert missing.returncode == 2 and "is neither a dataset folder nor a Hub dataset id" in missing.stderr

@@ -83,7 +83,14 @@ def test_save_local_round_trips_through_load_dataset(tmp_path, best, candidates)
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
         "README.md",
         "data/train-00000-of-00001.parquet",
+        "quality.png",
     ]
+    assert (folder / "quality.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    text = (folder / "README.md").read_text()
+    assert "## Quality" in text and "![Distributions of rewards and lengths](quality.png)" in text
+    # Validity over all five candidates; the rest over the two pairs kept.
+    assert "| pairs among candidates | 40.0% |" in text
+    assert "| instructions that ask something | 100.0% |" in text
     reloaded = load_dataset(str(folder), split="train")
     assert reloaded.features == best.features
     assert reloaded.to_list() == best.to_list()

@@ -1,0 +1,89 @@
+"""Drop near-duplicate instructions, keeping the better-rewarded pair."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+from .errors import InvalidConfigError, MissingColumnsError
+from .quality import NEAR_DUPLICATE_THRESHOLD, minhashes
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+
+def dedup_pairs(
+    ds: Dataset,
+    *,
+    threshold: float = NEAR_DUPLICATE_THRESHOLD,
+    num_perm: int = 128,
+    column: str = "instruction",
+) -> Dataset:
+    """Drop rows whose instruction nearly repeats another's, keeping the one with the higher reward.
+
+    Instructions are compared by MinHash LSH (datasketch) over character 5-gram shingles: two are
+    near-duplicates when their estimated Jaccard similarity is at least `threshold`. Rows are visited from
+    the highest reward down (rows without a reward last, then in their order), and a row is dropped when an
+    instruction already kept is its near-duplicate. Rows without an instruction are kept untouched. The
+    kept rows stay in their original order, and a log line says how many went.
+
+    Args:
+        ds (`datasets.Dataset`): pairs, with an `instruction` column and, ideally, `reward`.
+        threshold (`float`, *optional*, defaults to 0.8): Jaccard similarity from which instructions are
+            near-duplicates; 1.0 drops exact repeats only (up to case and white space).
+        num_perm (`int`, *optional*, defaults to 128): MinHash permutations; more is slower and more precise.
+        column (`str`, *optional*, defaults to `"instruction"`): the column compared.
+
+    Returns:
+        `datasets.Dataset`: the rows kept.
+
+    Raises:
+        [`MissingColumnsError`]: `ds` has no `column`.
+        [`InvalidConfigError`]: `threshold` is not in (0, 1].
+
+    Example:
+
+    ```py
+    >>> from datasets import Dataset
+    >>> ds = Dataset.from_dict({
+    ...     "instruction": ["What is the Moon made of?", "What is the moon made of ?", "Why do bees dance?"],
+    ...     "reward": [0.2, 0.9, 0.5],
+    ... })
+    >>> dedup_pairs(ds)["instruction"]
+    ['What is the moon made of ?', 'Why do bees dance?']
+    ```
+    """
+    from datasketch import MinHashLSH
+
+    if column not in ds.column_names:
+        raise MissingColumnsError("dedup_pairs", [column], ds.column_names, "Run parse_pairs first, or pass column=.")
+    if not 0 < threshold <= 1:
+        raise InvalidConfigError(f"threshold must be in (0, 1], got {threshold!r}.")
+    texts = ds[column]
+    rewards = ds["reward"] if "reward" in ds.column_names else [None] * len(texts)
+    with_text = [i for i, text in enumerate(texts) if text]
+
+    def rank(i: int) -> tuple:
+        reward = rewards[i]
+        known = reward is not None and not math.isnan(reward)
+        return (not known, -reward if known else 0.0, i)
+
+    order = sorted(with_text, key=rank)
+    signatures = dict(zip(order, minhashes([texts[i] for i in order], num_perm)))
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    dropped = set()
+    for i in order:
+        if lsh.query(signatures[i]):
+            dropped.add(i)
+        else:
+            lsh.insert(i, signatures[i])
+    logger.info(
+        "dedup_pairs: dropped %d of %d instructions as near-duplicates (threshold %.2f).",
+        len(dropped),
+        len(with_text),
+        threshold,
+    )
+    return ds.select([i for i in range(len(texts)) if i not in dropped])
