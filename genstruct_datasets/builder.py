@@ -68,7 +68,7 @@ class GenstructConfig(datasets.BuilderConfig):
         split_documents (`bool`, *optional*, defaults to `True`): run [`PassageSplitter`] on the documents.
         min_tokens, max_tokens (`int`, *optional*, defaults to 32 and 384): passage sizes, see [`PassageSplitter`].
         limit (`int`, *optional*): use only the first `limit` passages (and documents), for a trial run.
-        model, revision, num_samples, max_new_tokens, do_sample, temperature, top_p, seed, quantization,
+        model, model_revision, num_samples, max_new_tokens, do_sample, temperature, top_p, seed, quantization,
         dtype, batch_size, max_prompt_tokens: the generator's settings, see [`GenstructGenerator`];
             `num_samples` defaults to 4 here, for best-of-n.
         reward_model (`str`, *optional*, defaults to `"OpenAssistant/reward-model-deberta-v3-large-v2"`): the
@@ -92,7 +92,7 @@ class GenstructConfig(datasets.BuilderConfig):
     max_tokens: int = PassageSplitter.max_tokens
     limit: int | None = None
     model: str = DEFAULT_GENERATOR
-    revision: str | None = None
+    model_revision: str | None = None
     num_samples: int = 4
     max_new_tokens: int = GenstructGenerator.max_new_tokens
     do_sample: bool | None = None
@@ -126,7 +126,7 @@ class GenstructConfig(datasets.BuilderConfig):
         """The passage stage of this recipe (counting in the generator's tokenizer)."""
         return PassageSplitter(
             self.model,
-            revision=self.revision,
+            revision=self.model_revision,
             min_tokens=self.min_tokens,
             max_tokens=self.max_tokens,
             title_column=self.title_column,
@@ -137,7 +137,7 @@ class GenstructConfig(datasets.BuilderConfig):
         """The generation stage of this recipe."""
         return GenstructGenerator(
             self.model,
-            revision=self.revision,
+            revision=self.model_revision,
             num_samples=self.num_samples,
             max_new_tokens=self.max_new_tokens,
             do_sample=self.do_sample,
@@ -276,6 +276,17 @@ def read_source(config: GenstructConfig, *, token: str | bool | None = None) -> 
         documents = _read_local(path, config)
     elif config.source is None:
         raise SourceError("No source given: name a Hub dataset id or local files.")
+    elif config.limit is not None:
+        # A trial run on a large Hub corpus streams the first documents instead of preparing the whole split.
+        stream = datasets.load_dataset(
+            config.source,
+            config.source_name,
+            split=config.source_split,
+            revision=config.source_revision,
+            token=token,
+            streaming=True,
+        )
+        documents = datasets.Dataset.from_list(list(stream.take(config.limit)), features=stream.features)
     else:
         documents = datasets.load_dataset(
             config.source,

@@ -128,8 +128,14 @@ def build_card(
     from datasets.info import DatasetInfosDict
     from datasets.splits import SplitDict
 
-    configs = [c for c in (existing.data.get("configs") or [] if existing else []) if c["config_name"] != config_name]
-    configs.append({"config_name": config_name, "data_files": [{"split": split, "path": f"{data_dir}/{split}-*"}]})
+    # Keep what the repository already lists: other configs, and other splits of this config.
+    configs = list(existing.data.get("configs") or []) if existing else []
+    ours = next((c for c in configs if c["config_name"] == config_name), None)
+    if ours is None:
+        ours = {"config_name": config_name, "data_files": []}
+        configs.append(ours)
+    ours["data_files"] = [f for f in ours["data_files"] if f["split"] != split]
+    ours["data_files"].append({"split": split, "path": f"{data_dir}/{split}-*"})
     card_data = DatasetCardData(
         language=language,
         license=license or "unknown",
@@ -144,8 +150,11 @@ def build_card(
     # Features and split sizes, as push_to_hub writes them; the Hub's viewer and `datasets` read them.
     num_bytes = ds.data.nbytes * ds.num_rows // max(len(ds.data), 1)
     splits = SplitDict()
+    for other in _existing_splits(existing, config_name):
+        if other["name"] != split:
+            splits.add(SplitInfo(other["name"], other.get("num_bytes", 0), other.get("num_examples", 0)))
     splits.add(SplitInfo(name=split, num_bytes=num_bytes, num_examples=ds.num_rows))
-    info = DatasetInfo(features=ds.features, splits=splits, dataset_size=num_bytes)
+    info = DatasetInfo(features=ds.features, splits=splits, dataset_size=sum(s.num_bytes for s in splits.values()))
     DatasetInfosDict({config_name: info}).to_dataset_card_data(card_data)
     stats = dataset_stats(ds, candidates)
     samples = ds.select(range(min(num_samples, ds.num_rows))).to_list() if "instruction" in ds.column_names else []
@@ -157,7 +166,9 @@ def build_card(
         split=split,
         version=__version__,
         generator=generator,
+        generator_url=_hub_url(generator),
         reward_model=reward_settings.get("model"),
+        reward_model_url=_hub_url(reward_settings.get("model")),
         best_of_n=recipe.get("selection", {}).get("best_of_n", False),
         recipe=recipe,
         counts=stats["counts"],
@@ -168,6 +179,21 @@ def build_card(
         quality=headline(quality) if quality else [],
         figure=figure,
     )
+
+
+def _existing_splits(existing: DatasetCard | None, config_name: str) -> list[dict]:
+    infos = existing.data.get("dataset_info") if existing else None
+    for info in [infos] if isinstance(infos, dict) else infos or []:
+        if info.get("config_name", "default") == config_name:
+            return list(info.get("splits") or [])
+    return []
+
+
+def _hub_url(model: str | None) -> str | None:
+    """The model's page on the Hub, or None for a local folder."""
+    if not model or Path(model).exists() or model.startswith((".", "/", "~")):
+        return None
+    return f"https://huggingface.co/{model}"
 
 
 def _dtype(feature: Any) -> str:

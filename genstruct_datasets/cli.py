@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     scoring = run.add_argument_group("scoring and selection")
     scoring.add_argument("--reward-model", default=DEFAULT_REWARD_MODEL, help="reward model (default: %(default)s)")
+    scoring.add_argument("--reward-revision", help="reward model revision (branch, tag or commit)")
     scoring.add_argument("--min-reward", type=float, help="drop pairs scored below this")
 
     scoring.add_argument(
@@ -128,7 +129,8 @@ def _run(args: argparse.Namespace) -> int:
         "split_documents": args.split_documents,
         "limit": args.limit,
         "model": args.model,
-        "revision": args.revision,
+        "model_revision": args.revision,
+        "reward_revision": args.reward_revision,
         "num_samples": args.num_samples,
         "max_new_tokens": args.max_new_tokens,
         "temperature": args.temperature,

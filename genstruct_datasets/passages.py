@@ -14,6 +14,8 @@ from .prompt import passage_id
 
 logger = logging.getLogger(__name__)
 
+OUTPUT_COLUMNS = ("title", "content", "document_id", "passage_index")
+
 _BLANK_LINES = re.compile(r"\n[ \t]*\n")
 _MARKDOWN_HEADING = re.compile(r"^#{1,6}[ \t]+(.*?)[ \t]*#*[ \t]*$")
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -90,12 +92,13 @@ class PassageSplitter:
             "Pass title_column= and text_column= to name yours.",
         )
         tokenizer = load_tokenizer(self.tokenizer, revision=self.revision)
-        passthrough = [key for key in batch if key not in (self.text_column, "title", "content")]
+        written = (self.text_column, *OUTPUT_COLUMNS)
+        passthrough = [key for key in batch if key not in written]
         output: dict[str, list] = {key: [] for key in passthrough}
         # `datasets` needs every input column back when the row count changes; the document's text is
         # not repeated on each of its passages but emptied.
         output[self.text_column] = []
-        output.update(title=[], content=[], document_id=[], passage_index=[])
+        output.update({column: [] for column in OUTPUT_COLUMNS})
         empty = too_short = 0
         for row, (title, text) in enumerate(zip(batch[self.title_column], batch[self.text_column])):
             if not isinstance(text, str) or not text.strip():

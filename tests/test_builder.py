@@ -179,8 +179,30 @@ def test_bad_recipes_are_refused_before_anything_runs(settings, match):
         load_genstruct("does-not-matter.jsonl", **settings)
 
 
+def test_a_trial_run_on_a_hub_source_streams_only_what_it_needs(monkeypatch, recipe):
+    from datasets import IterableDataset
+
+    calls = []
+
+    def fake_load_dataset(path, name=None, **kwargs):
+        calls.append((path, name, kwargs))
+
+        def documents():
+            for i in range(1000):
+                yield {"title": f"Doc {i}", "text": (DATA / "plain_essay.txt").read_text()}
+
+        assert kwargs.get("streaming"), "a limited Hub source must be streamed"
+        return IterableDataset.from_generator(documents)
+
+    monkeypatch.setattr("genstruct_datasets.builder.datasets.load_dataset", fake_load_dataset)
+    best = load_genstruct("someone/corpus", "en", revision="v1", limit=2, **recipe)["train"]
+    assert best["title"] == ["Doc 0", "Doc 0"]
+    assert calls == [("someone/corpus", "en", {"split": "train", "revision": "v1", "token": None, "streaming": True})]
+
+
 def test_recipe_lists_every_generation_setting():
-    recipe = GenstructConfig(source="x.jsonl", seed=3, quantization="4bit").recipe()
+    recipe = GenstructConfig(source="x.jsonl", seed=3, quantization="4bit", model_revision="abc").recipe()
+    assert recipe["generator"]["revision"] == "abc"
     assert recipe["generator"]["seed"] == 3 and recipe["generator"]["quantization"] == "4bit"
     assert recipe["generator"]["do_sample"] is True and recipe["generator"]["num_samples"] == 4
     assert recipe["reward model"]["model"] == "OpenAssistant/reward-model-deberta-v3-large-v2"

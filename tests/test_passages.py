@@ -108,3 +108,15 @@ def test_missing_column_is_named(tokenizer_folder):
 def test_bad_sizes_are_refused():
     with pytest.raises(InvalidConfigError, match="min_tokens=500 is larger than max_tokens=384"):
         PassageSplitter(min_tokens=500)
+
+
+def test_columns_the_stage_writes_are_replaced_not_doubled(tokenizer_folder):
+    batch = {
+        "title": ["Bees"],
+        "text": [(DATA / "plain_essay.txt").read_text()],
+        "document_id": ["old-id"],
+        "passage_index": [7],
+    }
+    out = PassageSplitter(tokenizer_folder, min_tokens=32, max_tokens=384)(batch)
+    assert out["passage_index"] == [0, 1] and len(out["document_id"]) == 2
+    assert "old-id" not in out["document_id"]

@@ -105,6 +105,26 @@ def test_save_local_shards_and_replaces_old_shards(tmp_path, candidates):
     assert load_dataset(str(folder), split="train").num_rows == 1
 
 
+def test_a_second_split_of_the_same_config_keeps_the_first(tmp_path, best, candidates):
+    folder = save_local(best, tmp_path / "pairs")
+    save_local(candidates, folder, split="candidates", existing_card=DatasetCard.load(folder / "README.md"))
+    card = DatasetCard.load(folder / "README.md")
+    assert [f["split"] for f in card.data.configs[0]["data_files"]] == ["train", "candidates"]
+    assert sorted(s["name"] for s in card.data.dataset_info["splits"]) == ["candidates", "train"]
+    assert load_dataset(str(folder), split="train").num_rows == 2
+    assert load_dataset(str(folder), split="candidates").num_rows == 5
+
+
+def test_local_models_are_named_not_linked(tmp_path, best):
+    recipe = {
+        "generator": {"model": str(tmp_path)},
+        "reward model": {"model": "OpenAssistant/reward-model-deberta-v3-large-v2"},
+    }
+    text = build_card(best, repo_id="me/pairs", recipe=recipe).text
+    assert f"written by `{tmp_path}` from text passages" in text and "huggingface.co//" not in text
+    assert "[OpenAssistant/reward-model-deberta-v3-large-v2](https://huggingface.co/OpenAssistant/" in text
+
+
 def test_a_second_config_keeps_the_first(tmp_path, best, candidates):
     folder = save_local(best, tmp_path / "pairs")
     save_local(candidates, folder, config_name="candidates", existing_card=DatasetCard.load(folder / "README.md"))
