@@ -168,6 +168,7 @@ def test_publish_sends_shards_and_card_in_one_commit(monkeypatch, tmp_path, best
     assert upload["delete_patterns"] == ["data/train-*"]
     assert upload["commit_message"] == "Upload 2 Genstruct pairs with genstruct-datasets"
     uploaded = tmp_path / "uploaded"
+    assert (uploaded / "quality.png").is_file()  # the picture travels with the card it is shown in
     card = DatasetCard((uploaded / "README.md").read_text())
     assert "genstruct" in card.data.tags and 'load_dataset("me/pairs", split="train")' in card.text
     assert load_dataset(str(uploaded), split="train").to_list() == best.to_list()
