@@ -20,6 +20,9 @@ not be prompted (empty or None title or content, or a title longer than the mode
 
 OUTPUT_COLUMNS = ("passage_id", "sample_index", "completion", "finish_reason", "completion_tokens")
 
+# Sub-batch sizes that fit in memory, learnt from out-of-memory errors, per model, device and lengths.
+_WORKING_BATCH_SIZES: dict[tuple, int] = {}
+
 
 @dataclass
 class GenstructGenerator:
@@ -51,7 +54,9 @@ class GenstructGenerator:
         device (`str`, *optional*): defaults to ``cuda:{rank % n_gpus}`` with `with_rank=True`, else the first
             GPU, else the CPU.
         batch_size (`int`, *optional*, defaults to 8): prompts per `generate` call. A map batch is sorted by
-            prompt length and cut into sub-batches of this size; the row order is restored.
+            prompt length and cut into sub-batches of this size; the row order is restored. On an
+            out-of-memory error the sub-batch is halved and retried, and the size that worked is kept for
+            the rest of the process (and logged); no row is lost or repeated.
         max_prompt_tokens (`int`, *optional*): longest prompt; defaults to the model's context minus
             `max_new_tokens`. A longer passage has its content truncated (never the frame of the prompt).
         title_column (`str`, *optional*, defaults to `"title"`): column with the titles.
@@ -207,24 +212,44 @@ class GenstructGenerator:
         generation_config = self._generation_config(loaded.model, tokenizer)
         stop_ids = _stop_ids(generation_config, tokenizer)
         order = sorted(prompts, key=lambda i: len(prompts[i]), reverse=True)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            encoded = tokenizer.pad({"input_ids": [prompts[i] for i in chunk]}, return_tensors="pt")
-            input_ids = encoded["input_ids"].to(loaded.device)
-            attention_mask = encoded["attention_mask"].to(loaded.device)
-            sampler = self._seeded_sampler([passages[i] for i in chunk], loaded.device)
-            with torch.inference_mode():
-                output = loaded.model.generate(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    generation_config=generation_config,
-                    logits_processor=sampler,
-                )
-            new_tokens = output[:, input_ids.shape[1] :].tolist()
+        memory_key = (self.model, self.revision, self.quantization, self.dtype, str(loaded.device))
+        memory_key += (self.num_samples, self.max_new_tokens)
+        size = min(self.batch_size, _WORKING_BATCH_SIZES.get(memory_key, self.batch_size))
+        start = 0
+        while start < len(order):
+            chunk = order[start : start + size]
+            try:
+                new_tokens = self._generate_chunk(loaded, tokenizer, generation_config, prompts, passages, chunk)
+            except torch.OutOfMemoryError:
+                if size == 1:
+                    raise
+                if loaded.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                logger.warning("Out of memory with %d prompts per generate call; retrying with %d.", size, size // 2)
+                size //= 2
+                _WORKING_BATCH_SIZES[memory_key] = size
+                continue
             for row, i in enumerate(chunk):
                 samples = new_tokens[row * self.num_samples : (row + 1) * self.num_samples]
                 results[i] = [_decode(tokenizer, tokens, stop_ids) for tokens in samples]
+            start += len(chunk)
         return results
+
+    def _generate_chunk(self, loaded, tokenizer, generation_config, prompts, passages, chunk) -> list[list[int]]:
+        """Run `generate` on one length-sorted sub-batch and return the new tokens of each sample."""
+        import torch
+
+        encoded = tokenizer.pad({"input_ids": [prompts[i] for i in chunk]}, return_tensors="pt")
+        input_ids = encoded["input_ids"].to(loaded.device)
+        sampler = self._seeded_sampler([passages[i] for i in chunk], loaded.device)
+        with torch.inference_mode():
+            output = loaded.model.generate(
+                input_ids=input_ids,
+                attention_mask=encoded["attention_mask"].to(loaded.device),
+                generation_config=generation_config,
+                logits_processor=sampler,
+            )
+        return output[:, input_ids.shape[1] :].tolist()
 
     def _generation_config(self, model, tokenizer):
         from transformers import GenerationConfig

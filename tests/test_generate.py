@@ -229,3 +229,46 @@ def test_default_instance_is_genstruct_7b():
     assert genstruct_generate.model == "NousResearch/Genstruct-7B"
     assert genstruct_generate.num_samples == 1 and not genstruct_generate.sampling
     assert GenstructGenerator(num_samples=4).sampling
+
+
+def test_out_of_memory_halves_the_sub_batch_and_remembers_it(monkeypatch, tiny_generator, passages, caplog):
+    import torch
+
+    from genstruct_datasets import generate
+
+    settings = {"max_new_tokens": 6, "num_samples": 2, "seed": 3, "batch_size": 4}
+    expected = GenstructGenerator(tiny_generator, **settings)(passages)
+    monkeypatch.setattr(generate, "_WORKING_BATCH_SIZES", {})
+    model = load_model("causal_lm", tiny_generator, device="cpu").model
+    real, sizes = model.generate, []
+
+    def generate_in_little_memory(*args, **kwargs):
+        sizes.append(kwargs["input_ids"].shape[0])
+        if sizes[-1] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", generate_in_little_memory)
+    with caplog.at_level(logging.WARNING, logger="genstruct_datasets"):
+        out = GenstructGenerator(tiny_generator, **settings)(passages)
+    assert sizes == [4, 2, 1, 1, 1, 1]
+    assert out == expected  # every row once, in order, with the same seeded samples
+    assert "Out of memory with 4 prompts per generate call; retrying with 2." in caplog.text
+    sizes.clear()
+    GenstructGenerator(tiny_generator, **settings)(passages)
+    assert sizes == [1, 1, 1, 1]  # the size that worked is remembered
+
+
+def test_out_of_memory_with_one_prompt_is_raised(monkeypatch, tiny_generator):
+    import torch
+
+    model = load_model("causal_lm", tiny_generator, device="cpu").model
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    monkeypatch.setattr(model, "generate", no_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        GenstructGenerator(tiny_generator, max_new_tokens=2, batch_size=1)(
+            {"title": ["Moon"], "content": ["The Moon."]}
+        )
