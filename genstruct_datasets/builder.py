@@ -69,7 +69,7 @@ class GenstructConfig(datasets.BuilderConfig):
         min_tokens, max_tokens (`int`, *optional*, defaults to 32 and 384): passage sizes, see [`PassageSplitter`].
         limit (`int`, *optional*): use only the first `limit` passages (and documents), for a trial run.
         model, model_revision, num_samples, max_new_tokens, do_sample, temperature, top_p, seed, quantization,
-        dtype, batch_size, max_prompt_tokens: the generator's settings, see [`GenstructGenerator`];
+        dtype, batch_size, max_prompt_tokens, backend: the generator's settings, see [`GenstructGenerator`];
             `num_samples` defaults to 4 here, for best-of-n.
         reward_model (`str`, *optional*, defaults to `"OpenAssistant/reward-model-deberta-v3-large-v2"`): the
             scorer; None skips scoring (and best-of-n).
@@ -103,6 +103,7 @@ class GenstructConfig(datasets.BuilderConfig):
     dtype: str = GenstructGenerator.dtype
     batch_size: int = GenstructGenerator.batch_size
     max_prompt_tokens: int | None = None
+    backend: str = GenstructGenerator.backend
     reward_model: str | None = DEFAULT_REWARD_MODEL
     reward_revision: str | None = None
     reward_batch_size: int = RewardScorer.batch_size
@@ -148,6 +149,7 @@ class GenstructConfig(datasets.BuilderConfig):
             dtype=self.dtype,
             batch_size=self.batch_size,
             max_prompt_tokens=self.max_prompt_tokens,
+            backend=self.backend,
         )
 
     def scorer(self) -> RewardScorer | None:

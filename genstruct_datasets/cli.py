@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     generation.add_argument(
         "--batch-size", type=int, default=8, help="prompts per generate call (default: %(default)s)"
     )
+    generation.add_argument(
+        "--backend",
+        choices=["transformers", "continuous"],
+        default="transformers",
+        help="static length-sorted batches, or transformers' continuous batching (default: %(default)s)",
+    )
 
     scoring = run.add_argument_group("scoring and selection")
     scoring.add_argument("--reward-model", default=DEFAULT_REWARD_MODEL, help="reward model (default: %(default)s)")
@@ -138,6 +144,7 @@ def _run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "quantization": args.quantization,
         "batch_size": args.batch_size,
+        "backend": args.backend,
         "reward_model": args.reward_model,
         "min_reward": args.min_reward,
     }

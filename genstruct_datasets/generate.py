@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import KW_ONLY, dataclass
-from typing import Any
+from typing import Any, Literal
 
-from .errors import InvalidConfigError, check_columns
+from .errors import GenstructError, InvalidConfigError, check_columns
 from .models import load_model, resolve_device, validate_quantization
 from .prompt import GENSTRUCT_CHAT_TEMPLATE, passage_id
 
@@ -19,6 +20,11 @@ FINISH_REASONS = ("stop", "length", "invalid_input")
 not be prompted (empty or None title or content, or a title longer than the model's context)."""
 
 OUTPUT_COLUMNS = ("passage_id", "sample_index", "completion", "finish_reason", "completion_tokens")
+
+Backend = Literal["transformers", "continuous"]
+BACKENDS = ("transformers", "continuous")
+# generate_batch names a prompt's requests req_{index}, and its further samples req_{index}__child#{k}.
+_REQUEST_ID = re.compile(r"req_(?P<index>\d+)(?:__child#(?P<child>\d+))?")
 
 # Sub-batch sizes that fit in memory, learnt from out-of-memory errors, per model, device and lengths.
 _WORKING_BATCH_SIZES: dict[tuple, int] = {}
@@ -59,6 +65,11 @@ class GenstructGenerator:
             the rest of the process (and logged); no row is lost or repeated.
         max_prompt_tokens (`int`, *optional*): longest prompt; defaults to the model's context minus
             `max_new_tokens`. A longer passage has its content truncated (never the frame of the prompt).
+        backend (`str`, *optional*, defaults to `"transformers"`): ``"transformers"`` runs `generate` on
+            length-sorted sub-batches (static batching); ``"continuous"`` submits the whole map batch to
+            transformers' continuous batching (`generate_batch`, paged attention), where finished samples
+            make room for waiting ones at every step. With ``"continuous"`` a seed makes a run repeatable
+            for the same map batch, not per passage, and `batch_size` does not apply.
         title_column (`str`, *optional*, defaults to `"title"`): column with the titles.
         content_column (`str`, *optional*, defaults to `"content"`): column with the passages.
 
@@ -96,11 +107,14 @@ class GenstructGenerator:
     device: str | None = None
     batch_size: int = 8
     max_prompt_tokens: int | None = None
+    backend: Backend = "transformers"
     title_column: str = "title"
     content_column: str = "content"
 
     def __post_init__(self) -> None:
         validate_quantization(self.quantization)
+        if self.backend not in BACKENDS:
+            raise InvalidConfigError(f"backend={self.backend!r} is not one of {BACKENDS}.")
         for name in ("num_samples", "max_new_tokens", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -211,6 +225,8 @@ class GenstructGenerator:
             )
         generation_config = self._generation_config(loaded.model, tokenizer)
         stop_ids = _stop_ids(generation_config, tokenizer)
+        if self.backend == "continuous":
+            return self._generate_continuous(loaded, tokenizer, generation_config, prompts, stop_ids)
         order = sorted(prompts, key=lambda i: len(prompts[i]), reverse=True)
         memory_key = (self.model, self.revision, self.quantization, self.dtype, str(loaded.device))
         memory_key += (self.num_samples, self.max_new_tokens)
@@ -233,6 +249,29 @@ class GenstructGenerator:
                 samples = new_tokens[row * self.num_samples : (row + 1) * self.num_samples]
                 results[i] = [_decode(tokenizer, tokens, stop_ids) for tokens in samples]
             start += len(chunk)
+        return results
+
+    def _generate_continuous(self, loaded, tokenizer, generation_config, prompts, stop_ids) -> dict[int, list[tuple]]:
+        """Submit every prompt of the map batch at once to transformers' continuous batching (paged attention)."""
+        from transformers.generation import ContinuousBatchingConfig
+
+        rows = list(prompts)
+        outputs = loaded.model.generate_batch(
+            inputs=[prompts[i] for i in rows],
+            generation_config=generation_config,
+            continuous_batching_config=ContinuousBatchingConfig(seed=self.seed),
+            progress_bar=False,
+        )
+        results: dict[int, list] = {i: [None] * self.num_samples for i in rows}
+        for request_id, output in outputs.items():
+            match = _REQUEST_ID.fullmatch(request_id)
+            if match is None or output.error:
+                raise GenstructError(f"continuous batching failed on request {request_id!r}: {output.error}")
+            sample = 0 if match["child"] is None else int(match["child"]) + 1
+            results[rows[int(match["index"])]][sample] = _decode(tokenizer, output.generated_tokens, stop_ids)
+        missing = [i for i, samples in results.items() if None in samples]
+        if missing:
+            raise GenstructError(f"continuous batching returned no result for {len(missing)} of {len(rows)} prompts.")
         return results
 
     def _generate_chunk(self, loaded, tokenizer, generation_config, prompts, passages, chunk) -> list[list[int]]:
@@ -262,7 +301,7 @@ class GenstructGenerator:
             "eos_token_id": model.generation_config.eos_token_id or tokenizer.eos_token_id,
             "bos_token_id": tokenizer.bos_token_id,
         }
-        if self.sampling and self.seed is None:
+        if self.sampling and (self.seed is None or self.backend == "continuous"):
             settings.update(temperature=self.temperature, top_p=self.top_p, top_k=0)
         elif self.sampling:
             # The seeded sampler applies temperature and top-p itself and hands generate a single choice.

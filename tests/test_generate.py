@@ -272,3 +272,22 @@ def test_out_of_memory_with_one_prompt_is_raised(monkeypatch, tiny_generator):
         GenstructGenerator(tiny_generator, max_new_tokens=2, batch_size=1)(
             {"title": ["Moon"], "content": ["The Moon."]}
         )
+
+
+def test_continuous_batching_gives_the_static_backends_greedy_completions(tiny_generator, passages):
+    static = GenstructGenerator(tiny_generator, max_new_tokens=12, batch_size=2)(passages)
+    continuous = GenstructGenerator(tiny_generator, max_new_tokens=12, backend="continuous")(passages)
+    assert continuous == static
+
+
+def test_continuous_batching_forks_samples(taught_generator, passages):
+    gen = GenstructGenerator(taught_generator, max_new_tokens=30, num_samples=3, seed=0, backend="continuous")
+    out = gen(passages)
+    assert out["sample_index"] == [0, 1, 2] * 4 and out["title"] == [t for t in passages["title"] for _ in range(3)]
+    assert set(out["finish_reason"]) <= {"stop", "length"}
+    assert all(isinstance(c, str) and c for c in out["completion"])
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(InvalidConfigError, match=r"backend='vllm' is not one of \('transformers', 'continuous'\)"):
+        GenstructGenerator(backend="vllm")
