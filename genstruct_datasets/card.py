@@ -91,6 +91,7 @@ def build_card(
     existing: DatasetCard | None = None,
     quality: dict[str, Any] | None = None,
     figure: str | None = None,
+    validity_over_candidates: bool = False,
     num_samples: int = 3,
 ) -> DatasetCard:
     """Build the dataset card of a Genstruct dataset with `huggingface_hub`'s `DatasetCard`.
@@ -110,6 +111,8 @@ def build_card(
         existing (`DatasetCard`, *optional*): the repository's current card, whose other configs are kept.
         quality (`dict`, *optional*): a [`quality_report`], shown in a "Quality" section.
         figure (`str`, *optional*): path, relative to the card, of the picture of the distributions.
+        validity_over_candidates (`bool`, *optional*, defaults to `False`): the quality's validity figures were
+            measured over every candidate, not only over the rows published.
         num_samples (`int`, *optional*, defaults to 3): sample rows shown in the card.
 
     Returns:
@@ -178,6 +181,7 @@ def build_card(
         samples=[{key: row.get(key) for key in ("instruction", "response", "title", "reward")} for row in samples],
         quality=headline(quality) if quality else [],
         figure=figure,
+        validity_over_candidates=validity_over_candidates,
     )
 
 

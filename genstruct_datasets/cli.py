@@ -7,7 +7,14 @@ import logging
 import sys
 from pathlib import Path
 
-from .builder import GenstructConfig, SourceError, load_genstruct, source_fingerprint
+from .builder import (
+    STRUCTURED_FORMATS,
+    TEXT_FORMATS,
+    GenstructConfig,
+    SourceError,
+    load_genstruct,
+    source_fingerprint,
+)
 from .card import dataset_stats
 from .dedup import dedup_pairs
 from .errors import GenstructError, MissingTokenError
@@ -164,8 +171,10 @@ def _run(args: argparse.Namespace) -> int:
     candidates = pairs.get("candidates", best)
     if args.dedup_threshold is not None:
         best = dedup_pairs(best, threshold=args.dedup_threshold)
+    recipe = config.recipe()
+    recipe["selection"]["dedup_threshold"] = args.dedup_threshold
     card_settings = {
-        "recipe": config.recipe(),
+        "recipe": recipe,
         "candidates": candidates,
         "license": args.license,
         "source_datasets": None if local else [args.source],
@@ -190,15 +199,18 @@ def _report(args: argparse.Namespace) -> int:
     import datasets
 
     local = Path(args.dataset).exists()
-    if not local and Path(args.dataset).suffix:
+    if not local and Path(args.dataset).suffix in (*STRUCTURED_FORMATS, *TEXT_FORMATS):
         raise SourceError(f"{args.dataset!r} is neither a dataset folder nor a Hub dataset id.")
-    ds = datasets.load_dataset(
-        args.dataset,
-        args.config,
-        split=args.split,
-        # datasets caches a folder by its name and card, not its files: read a folder afresh.
-        download_mode="force_redownload" if local else None,
-    )
+    try:
+        ds = datasets.load_dataset(
+            args.dataset,
+            args.config,
+            split=args.split,
+            # datasets caches a folder by its name and card, not its files: read a folder afresh.
+            download_mode="force_redownload" if local else None,
+        )
+    except ValueError as err:  # an unknown split or config
+        raise SourceError(f"cannot read {args.dataset!r}: {err}") from err
     report = quality_report(ds)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

@@ -7,7 +7,7 @@ import math
 from typing import TYPE_CHECKING
 
 from .errors import InvalidConfigError, MissingColumnsError
-from .quality import NEAR_DUPLICATE_THRESHOLD, minhashes
+from .quality import NEAR_DUPLICATE_THRESHOLD, minhashes, near_duplicate_index
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -24,8 +24,8 @@ def dedup_pairs(
 ) -> Dataset:
     """Drop rows whose instruction nearly repeats another's, keeping the one with the higher reward.
 
-    Instructions are compared by MinHash LSH (datasketch) over character 5-gram shingles: two are
-    near-duplicates when their estimated Jaccard similarity is at least `threshold`. Rows are visited from
+    Instructions are compared by MinHash (datasketch) over character 5-gram shingles, candidates found by
+    LSH: two are near-duplicates when their estimated Jaccard similarity is at least `threshold`. Rows are visited from
     the highest reward down (rows without a reward last, then in their order), and a row is dropped when an
     instruction already kept is its near-duplicate. Rows without an instruction are kept untouched. The
     kept rows stay in their original order, and a log line says how many went.
@@ -56,8 +56,6 @@ def dedup_pairs(
     ['What is the moon made of ?', 'Why do bees dance?']
     ```
     """
-    from datasketch import MinHashLSH
-
     if column not in ds.column_names:
         raise MissingColumnsError("dedup_pairs", [column], ds.column_names, "Run parse_pairs first, or pass column=.")
     if not 0 < threshold <= 1:
@@ -73,10 +71,10 @@ def dedup_pairs(
 
     order = sorted(with_text, key=rank)
     signatures = dict(zip(order, minhashes([texts[i] for i in order], num_perm)))
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    lsh = near_duplicate_index(threshold, num_perm)
     dropped = set()
     for i in order:
-        if lsh.query(signatures[i]):
+        if any(signatures[kept].jaccard(signatures[i]) >= threshold for kept in lsh.query(signatures[i])):
             dropped.add(i)
         else:
             lsh.insert(i, signatures[i])

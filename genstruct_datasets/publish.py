@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_SHARD_SIZE = 500 * 2**20
-QUALITY_FIGURE = "quality.png"
+QUALITY_FIGURE = "quality-{config}-{split}.png"
 
 
 def save_local(
@@ -44,7 +44,8 @@ def save_local(
     The shards go to ``data/{split}-00000-of-0000N.parquet`` (``{config_name}/...`` for a config other than
     ``"default"``), the layout `Dataset.push_to_hub` uses, and the card's YAML names them, so that
     ``load_dataset(folder)`` reads the same rows and features back. For pairs, the card gains a "Quality"
-    section ([`quality_report`]) and ``quality.png``, a picture of the reward and length distributions.
+    section ([`quality_report`]) and ``quality-{config_name}-{split}.png``, a picture of the reward and
+    length distributions.
 
     Args:
         ds (`datasets.Dataset`): the rows to write.
@@ -87,7 +88,7 @@ def save_local(
         quality = quality_report(ds)
         if candidates is not None:
             quality["validity"] = validity_report(candidates)
-        figure = plot_quality(ds, folder / QUALITY_FIGURE).name
+        figure = plot_quality(ds, folder / QUALITY_FIGURE.format(config=config_name, split=split)).name
     card = build_card(
         ds,
         repo_id=repo_id or str(folder),
@@ -102,6 +103,7 @@ def save_local(
         existing=existing_card,
         quality=quality,
         figure=figure,
+        validity_over_candidates=candidates is not None,
     )
     card.save(folder / "README.md")
     logger.info("Wrote %d rows in %d parquet shard(s) and a dataset card to %s", ds.num_rows, num_shards, folder)

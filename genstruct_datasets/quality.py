@@ -130,20 +130,31 @@ def near_duplicate_share(
     """The share of texts that have a near-duplicate among the others.
 
     Two texts are near-duplicates when the Jaccard similarity of their character 5-gram shingles, as
-    estimated by MinHash LSH (datasketch), is at least `threshold`. Exact duplicates count too.
+    estimated by MinHash (datasketch, candidates found by LSH), is at least `threshold`. Exact duplicates
+    count too.
     """
-    from datasketch import MinHashLSH
-
     if len(texts) < 2:
         return 0.0
     signatures = minhashes(texts, num_perm)
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    lsh = near_duplicate_index(threshold, num_perm)
     for index, signature in enumerate(signatures):
         lsh.insert(index, signature)
     duplicated = sum(
-        any(other != index for other in lsh.query(signature)) for index, signature in enumerate(signatures)
+        any(other != index and signatures[other].jaccard(signature) >= threshold for other in lsh.query(signature))
+        for index, signature in enumerate(signatures)
     )
     return duplicated / len(texts)
+
+
+def near_duplicate_index(threshold: float, num_perm: int = 128):
+    """A MinHash LSH index that finds the candidates of near-duplicates at `threshold`.
+
+    LSH cannot be banded for thresholds close to 1, so the index is built at no more than 0.9 and callers
+    confirm each candidate with the MinHash estimate of the Jaccard similarity.
+    """
+    from datasketch import MinHashLSH
+
+    return MinHashLSH(threshold=min(threshold, 0.9), num_perm=num_perm)
 
 
 def summary(values: Sequence[float]) -> dict[str, float]:
@@ -222,12 +233,13 @@ def _validity(rows: int, pairs: list[int], parse_error, finish_reason) -> dict[s
         "pairs": len(pairs),
         "pair_share": len(pairs) / rows if rows else 0.0,
         "parse_error": dict(Counter(e for e in parse_error if e).most_common()) if parse_error else {},
-        "finish_reason": dict(Counter(finish_reason).most_common()) if finish_reason else {},
+        "finish_reason": dict(Counter(f for f in finish_reason if f).most_common()) if finish_reason else {},
     }
 
 
 def validity_report(ds: Dataset) -> dict[str, Any]:
     """The ``validity`` part of [`quality_report`] alone: cheap enough for every candidate of a run."""
+    _check_pair_columns("validity_report", ds)
     columns = [c for c in ("instruction", "response", "parse_error", "finish_reason") if c in ds.column_names]
     data = ds.select_columns(columns).to_dict()
     pairs = _pair_rows(data["instruction"], data["response"], data.get("parse_error"))
@@ -270,11 +282,7 @@ def quality_report(ds: Dataset, *, near_duplicate_threshold: float = NEAR_DUPLIC
     0.5
     ```
     """
-    from .errors import MissingColumnsError
-
-    missing = [c for c in ("instruction", "response") if c not in ds.column_names]
-    if missing:
-        raise MissingColumnsError("quality_report", missing, ds.column_names, "Run parse_pairs first.")
+    _check_pair_columns("quality_report", ds)
     optional = ("content", "parse_error", "finish_reason", "reward")
     columns = ds.select_columns([c for c in ("instruction", "response", *optional) if c in ds.column_names])
     data = columns.to_dict()
@@ -284,3 +292,11 @@ def quality_report(ds: Dataset, *, near_duplicate_threshold: float = NEAR_DUPLIC
         near_duplicate_threshold=near_duplicate_threshold,
         **{c: data[c] for c in optional if c in data},
     )
+
+
+def _check_pair_columns(stage: str, ds: Dataset) -> None:
+    from .errors import MissingColumnsError
+
+    missing = [c for c in ("instruction", "response") if c not in ds.column_names]
+    if missing:
+        raise MissingColumnsError(stage, missing, ds.column_names, "Run parse_pairs first.")

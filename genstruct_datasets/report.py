@@ -64,10 +64,7 @@ def plot_quality(ds: Dataset, path: str | Path) -> Path:
     Returns:
         `Path`: the PNG.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     data = ds.select_columns([c for c in ("instruction", "response", "reward") if c in ds.column_names]).to_dict()
@@ -77,7 +74,9 @@ def plot_quality(ds: Dataset, path: str | Path) -> Path:
         panels.append(("reward", rewards, "reward-model score"))
     for name in ("instruction", "response"):
         panels.append((f"{name} length", [len(words(t)) for t in data[name] if t], "words"))
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), constrained_layout=True)
+    # The object API draws without pyplot, so the caller's matplotlib backend (a notebook's) is left alone.
+    figure = Figure(figsize=(4.2 * len(panels), 3.2), layout="constrained")
+    axes = figure.subplots(1, len(panels))
     for axis, (title, values, unit) in zip(axes, panels):
         axis.hist(values, bins=min(30, max(len(set(values)), 1)), color="#4c72b0", edgecolor="white")
         axis.set_title(f"{title} (n={len(values)})")
@@ -86,7 +85,6 @@ def plot_quality(ds: Dataset, path: str | Path) -> Path:
         axis.yaxis.set_major_locator(MaxNLocator(integer=True))
     path = Path(path)
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path
 
 

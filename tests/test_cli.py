@@ -106,3 +106,6 @@ def test_report_prints_a_table_and_json(tmp_path):
     assert json.loads(as_json.stdout)["validity"]["pairs"] == 2
     missing = run("report", str(tmp_path / "nothing.parquet"), tmp_path=tmp_path)
     assert missing.returncode == 2 and "is neither a dataset folder nor a Hub dataset id" in missing.stderr
+    no_split = run("report", str(folder), "--split", "test", tmp_path=tmp_path)
+    assert no_split.returncode == 2 and "Traceback" not in no_split.stderr
+    assert "genstruct-datasets: error: cannot read" in no_split.stderr

@@ -49,3 +49,10 @@ def test_bad_arguments():
         dedup_pairs(Dataset.from_dict({"question": ["x"]}))
     with pytest.raises(InvalidConfigError, match=r"threshold must be in \(0, 1\], got 1.5"):
         dedup_pairs(Dataset.from_dict(ROWS), threshold=1.5)
+
+
+def test_a_threshold_of_one_drops_exact_repeats_only():
+    ds = Dataset.from_dict(
+        {"instruction": ["Why is the sky blue?", "why is the  SKY blue?", "Why is the sky blue today?"]}
+    )
+    assert dedup_pairs(ds, threshold=1.0)["instruction"] == ["Why is the sky blue?", "Why is the sky blue today?"]

@@ -83,11 +83,11 @@ def test_save_local_round_trips_through_load_dataset(tmp_path, best, candidates)
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
         "README.md",
         "data/train-00000-of-00001.parquet",
-        "quality.png",
+        "quality-default-train.png",
     ]
-    assert (folder / "quality.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert (folder / "quality-default-train.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     text = (folder / "README.md").read_text()
-    assert "## Quality" in text and "![Distributions of rewards and lengths](quality.png)" in text
+    assert "## Quality" in text and "![Distributions of rewards and lengths](quality-default-train.png)" in text
     # Validity over all five candidates; the rest over the two pairs kept.
     assert "| pairs among candidates | 40.0% |" in text
     assert "| instructions that ask something | 100.0% |" in text
@@ -98,6 +98,7 @@ def test_save_local_round_trips_through_load_dataset(tmp_path, best, candidates)
 
 def test_save_local_shards_and_replaces_old_shards(tmp_path, candidates):
     folder = save_local(candidates, tmp_path / "pairs", max_shard_size=200)
+    assert "for `evaluate`):\nover the rows published." in (folder / "README.md").read_text()
     shards = sorted(p.name for p in (folder / "data").iterdir())
     assert len(shards) > 1 and shards[-1].endswith(f"-of-{len(shards):05d}.parquet")
     save_local(candidates.select([0]), folder)
@@ -168,7 +169,7 @@ def test_publish_sends_shards_and_card_in_one_commit(monkeypatch, tmp_path, best
     assert upload["delete_patterns"] == ["data/train-*"]
     assert upload["commit_message"] == "Upload 2 Genstruct pairs with genstruct-datasets"
     uploaded = tmp_path / "uploaded"
-    assert (uploaded / "quality.png").is_file()  # the picture travels with the card it is shown in
+    assert (uploaded / "quality-default-train.png").is_file()  # the picture travels with the card it is shown in
     card = DatasetCard((uploaded / "README.md").read_text())
     assert "genstruct" in card.data.tags and 'load_dataset("me/pairs", split="train")' in card.text
     assert load_dataset(str(uploaded), split="train").to_list() == best.to_list()

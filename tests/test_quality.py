@@ -129,6 +129,8 @@ def test_report_without_optional_columns():
     assert report["validity"]["pair_share"] == 1.0
     with pytest.raises(MissingColumnsError, match=r"'response'.*it has: instruction"):
         quality_report(Dataset.from_dict({"instruction": ["Why?"]}))
+    with pytest.raises(MissingColumnsError, match=r"validity_report needs the column\(s\) 'instruction'"):
+        validity_report(Dataset.from_dict({"response": ["Because."]}))
 
 
 def test_the_evaluate_measurement_loads_offline_and_agrees(candidates):
