@@ -1,0 +1,215 @@
+"""Generation throughput: the seed recipe, our map with each local backend, and raw `generate` as the floor.
+
+Everything runs in one process, on the same passages (mixed lengths, the real Mistral tokenizer) and the
+same model, so that the ratios are measured side by side. On a CPU it uses a small random Mistral and a
+fixed number of new tokens; pass ``--model`` and ``--device cuda`` on a GPU for Genstruct-sized settings.
+
+    python benchmarks/throughput.py                       # CPU, small random model
+    python benchmarks/throughput.py --model NousResearch/Genstruct-7B --device cuda --max-new-tokens 256
+
+It prints a table and writes JSON (``--output``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+
+from genstruct_datasets import GenstructGenerator, testing
+from genstruct_datasets.generate import _prepare_tokenizer
+from genstruct_datasets.models import load_model
+
+EXAMPLES = Path(__file__).parent.parent / "examples" / "passages.jsonl"
+
+
+def passages(count: int) -> dict[str, list[str]]:
+    """`count` passages of mixed lengths: the example paragraphs, whole and cut to a third or two thirds."""
+    rows = [json.loads(line) for line in EXAMPLES.read_text().splitlines()]
+    rows = [row for row in rows if row["content"]]
+    titles, contents = [], []
+    for i in range(count):
+        row = rows[i % len(rows)]
+        words = row["content"].split()
+        keep = len(words) * (1 + i % 3) // 3
+        titles.append(row["title"])
+        contents.append(" ".join(words[:keep]))
+    return {"title": titles, "content": contents}
+
+
+def build_model(folder: str) -> str:
+    """A small random Mistral (4 layers, width 256) with the real tokenizer: big enough that compute counts."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=32000,
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    return testing._save(MistralForCausalLM(config), testing.load_mistral_tokenizer(), folder)
+
+
+def seed_recipe(model, tokenizer, data, max_new_tokens: int) -> int:
+    """The model card's way: one passage at a time, `generate` per passage."""
+    tokens = 0
+    for title, content in zip(data["title"], data["content"]):
+        inputs = tokenizer.apply_chat_template([{"title": title, "content": content}], return_tensors="pt")
+        inputs = inputs["input_ids"] if hasattr(inputs, "keys") else inputs
+        output = model.generate(
+            inputs.to(model.device),
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        tokens += output.shape[1] - inputs.shape[1]
+    return tokens
+
+
+def floor(model, tokenizer, data, max_new_tokens: int, batch_size: int) -> tuple[int, float]:
+    """Raw `generate` on pre-tokenized prompts in length-sorted batches: what static batching cannot beat."""
+    texts = [
+        tokenizer.apply_chat_template([{"title": t, "content": c}], tokenize=False)
+        for t, c in zip(data["title"], data["content"])
+    ]
+    prompts = sorted(tokenizer(texts, add_special_tokens=False)["input_ids"], key=len, reverse=True)
+    batches = [
+        tokenizer.pad({"input_ids": prompts[i : i + batch_size]}, return_tensors="pt")
+        for i in range(0, len(prompts), batch_size)
+    ]
+    start = time.perf_counter()
+    tokens = 0
+    for batch in batches:
+        output = model.generate(
+            input_ids=batch["input_ids"].to(model.device),
+            attention_mask=batch["attention_mask"].to(model.device),
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        tokens += (output.shape[1] - batch["input_ids"].shape[1]) * output.shape[0]
+    return tokens, time.perf_counter() - start
+
+
+def our_map(model_path, data, max_new_tokens: int, batch_size: int, backend: str, device: str) -> int:
+    gen = GenstructGenerator(
+        model_path, max_new_tokens=max_new_tokens, batch_size=batch_size, backend=backend, device=device
+    )
+    out = Dataset.from_dict(data).map(gen, batched=True, batch_size=len(data["title"]))
+    return sum(out["completion_tokens"])
+
+
+def timed(function, repeats: int) -> tuple[int, float]:
+    """Best of `repeats` runs: (tokens, seconds)."""
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function()
+        elapsed = time.perf_counter() - start
+        # The floor times its own generate calls, leaving tokenization out.
+        tokens, elapsed = result if isinstance(result, tuple) else (result, elapsed)
+        runs.append((elapsed, tokens))
+    elapsed, tokens = min(runs)
+    return tokens, elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="generator to measure (default: a small random Mistral built here)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--passages", type=int, default=48)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--batch-sizes", default="8,16,32")
+    parser.add_argument("--backends", default="transformers,continuous")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "throughput-cpu.json"))
+    args = parser.parse_args()
+
+    folder = tempfile.mkdtemp(prefix="genstruct-bench-")
+    model_path = args.model or build_model(folder)
+    data = passages(args.passages)
+    loaded = load_model("causal_lm", model_path, device=args.device)
+    model, tokenizer = loaded.model, _prepare_tokenizer(loaded.tokenizer)
+    n = args.max_new_tokens
+
+    # Output lengths are fixed: min_new_tokens for the seed recipe and the floor; for our map, a random
+    # model's EOS is rare enough (one in 32000 per token) that its completions run to max_new_tokens too.
+    our_map(model_path, {k: v[:4] for k, v in data.items()}, n, 4, "transformers", args.device)  # warm-up
+    rows = []
+
+    def add(name, backend, batch_size, tokens, seconds):
+        rows.append(
+            {"name": name, "backend": backend, "batch_size": batch_size, "tokens": tokens, "seconds": seconds,
+             "tokens_per_second": tokens / seconds}
+        )  # fmt: skip
+
+    tokens, seconds = timed(lambda: seed_recipe(model, tokenizer, data, n), args.repeats)
+    add("seed recipe (one passage per generate)", "-", 1, tokens, seconds)
+    for batch_size in map(int, args.batch_sizes.split(",")):
+        tokens, seconds = timed(lambda b=batch_size: floor(model, tokenizer, data, n, b), args.repeats)
+        add("floor: raw generate, sorted batches", "transformers", batch_size, tokens, seconds)
+        for backend in args.backends.split(","):
+            if backend == "continuous" and batch_size != int(args.batch_sizes.split(",")[0]):
+                continue  # continuous batching takes the whole map batch; batch_size does not apply
+            tokens, seconds = timed(
+                lambda b=batch_size, k=backend: our_map(model_path, data, n, b, k, args.device), args.repeats
+            )
+            add(
+                "ours: ds.map(GenstructGenerator)",
+                backend,
+                batch_size if backend == "transformers" else "-",
+                tokens,
+                seconds,
+            )
+
+    seed_speed = rows[0]["tokens_per_second"]
+    floors = {row["batch_size"]: row["tokens_per_second"] for row in rows if row["name"].startswith("floor")}
+    for row in rows:
+        row["vs_seed_recipe"] = row["tokens_per_second"] / seed_speed
+        if row["name"].startswith("ours") and row["backend"] == "transformers":
+            row["vs_floor"] = row["tokens_per_second"] / floors[row["batch_size"]]
+
+    print(f"{'run':<40} {'backend':<13} {'batch':>5} {'tokens':>7} {'s':>7} {'tok/s':>8} {'x seed':>7} {'/floor':>7}")
+    for row in rows:
+        vs_floor = f"{row['vs_floor']:.2f}" if "vs_floor" in row else ""
+        print(
+            f"{row['name']:<40} {row['backend']:<13} {row['batch_size']!s:>5} {row['tokens']:>7} "
+            f"{row['seconds']:>7.2f} {row['tokens_per_second']:>8.1f} {row['vs_seed_recipe']:>7.2f} {vs_floor:>7}"
+        )
+    result = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": torch.get_num_threads(),
+            "device": args.device,
+            "torch": torch.__version__,
+        },
+        "settings": {
+            "model": args.model or "random Mistral, 4 layers, width 256, real Mistral tokenizer",
+            "passages": args.passages,
+            "max_new_tokens": n,
+            "repeats": args.repeats,
+        },
+        "rows": rows,
+    }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
