@@ -69,7 +69,7 @@ class GenstructConfig(datasets.BuilderConfig):
         min_tokens, max_tokens (`int`, *optional*, defaults to 32 and 384): passage sizes, see [`PassageSplitter`].
         limit (`int`, *optional*): use only the first `limit` passages (and documents), for a trial run.
         model, model_revision, num_samples, max_new_tokens, do_sample, temperature, top_p, seed, quantization,
-        dtype, batch_size, max_prompt_tokens, backend: the generator's settings, see [`GenstructGenerator`];
+        dtype, batch_size, max_prompt_tokens, backend, base_url: the generator's settings, see [`GenstructGenerator`];
             `num_samples` defaults to 4 here, for best-of-n.
         reward_model (`str`, *optional*, defaults to `"OpenAssistant/reward-model-deberta-v3-large-v2"`): the
             scorer; None skips scoring (and best-of-n).
@@ -104,6 +104,7 @@ class GenstructConfig(datasets.BuilderConfig):
     batch_size: int = GenstructGenerator.batch_size
     max_prompt_tokens: int | None = None
     backend: str = GenstructGenerator.backend
+    base_url: str | None = None
     reward_model: str | None = DEFAULT_REWARD_MODEL
     reward_revision: str | None = None
     reward_batch_size: int = RewardScorer.batch_size
@@ -150,6 +151,7 @@ class GenstructConfig(datasets.BuilderConfig):
             batch_size=self.batch_size,
             max_prompt_tokens=self.max_prompt_tokens,
             backend=self.backend,
+            base_url=self.base_url,
         )
 
     def scorer(self) -> RewardScorer | None:
@@ -177,7 +179,7 @@ class GenstructConfig(datasets.BuilderConfig):
             "generator": {
                 field.name: getattr(generator, field.name)
                 for field in dataclasses.fields(generator)
-                if field.name not in ("_", "device", "title_column", "content_column")
+                if field.name not in ("_", "device", "api_key", "title_column", "content_column")
             }
             | {"do_sample": generator.sampling},
             "reward model": {"model": self.reward_model, "revision": self.reward_revision},

@@ -83,9 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generation.add_argument(
         "--backend",
-        choices=["transformers", "continuous"],
+        choices=["transformers", "continuous", "openai"],
         default="transformers",
-        help="static length-sorted batches, or transformers' continuous batching (default: %(default)s)",
+        help="static length-sorted batches, transformers' continuous batching, or an OpenAI-compatible server "
+        "(default: %(default)s)",
+    )
+    generation.add_argument(
+        "--base-url",
+        help="with --backend openai: the server's API root, e.g. http://127.0.0.1:8000/v1 (key: OPENAI_API_KEY)",
     )
 
     scoring = run.add_argument_group("scoring and selection")
@@ -152,6 +157,7 @@ def _run(args: argparse.Namespace) -> int:
         "quantization": args.quantization,
         "batch_size": args.batch_size,
         "backend": args.backend,
+        "base_url": args.base_url,
         "reward_model": args.reward_model,
         "min_reward": args.min_reward,
     }

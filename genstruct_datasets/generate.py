@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import os
 import re
+import threading
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, Literal
 
 from .errors import GenstructError, InvalidConfigError, check_columns
 from .models import load_model, resolve_device, validate_quantization
-from .prompt import GENSTRUCT_CHAT_TEMPLATE, passage_id
+from .prompt import GENSTRUCT_CHAT_TEMPLATE, format_prompt, passage_id
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_GENERATOR = "NousResearch/Genstruct-7B"
-FINISH_REASONS = ("stop", "length", "invalid_input")
-"""Every value `finish_reason` can take: EOS reached, `max_new_tokens` reached, or a passage that could
-not be prompted (empty or None title or content, or a title longer than the model's context)."""
+FINISH_REASONS = ("stop", "length", "invalid_input", "error")
+"""Every value `finish_reason` can take: EOS reached, `max_new_tokens` reached, a passage that could not be
+prompted (empty or None title or content, or a title longer than the model's context), or (``"openai"``
+backend) a request that failed after its retries."""
 
 OUTPUT_COLUMNS = ("passage_id", "sample_index", "completion", "finish_reason", "completion_tokens")
 
-Backend = Literal["transformers", "continuous"]
-BACKENDS = ("transformers", "continuous")
+Backend = Literal["transformers", "continuous", "openai"]
+BACKENDS = ("transformers", "continuous", "openai")
 # generate_batch names a prompt's requests req_{index}, and its further samples req_{index}__child#{k}.
 _REQUEST_ID = re.compile(r"req_(?P<index>\d+)(?:__child#(?P<child>\d+))?")
 
@@ -69,7 +73,17 @@ class GenstructGenerator:
             length-sorted sub-batches (static batching); ``"continuous"`` submits the whole map batch to
             transformers' continuous batching (`generate_batch`, paged attention), where finished samples
             make room for waiting ones at every step. With ``"continuous"`` a seed makes a run repeatable
-            for the same map batch, not per passage, and `batch_size` does not apply.
+            for the same map batch, not per passage, and `batch_size` does not apply. ``"openai"`` sends the
+            prompts to an OpenAI-compatible ``/v1/completions`` server (vLLM, SGLang, ``transformers serve``)
+            and loads no model here; `model` is the name the server knows. See [`agenerate`].
+        base_url (`str`, *optional*): the server's API root, e.g. ``"http://127.0.0.1:8000/v1"``; defaults to
+            the `OPENAI_BASE_URL` environment variable.
+        api_key (`str`, *optional*): defaults to the `OPENAI_API_KEY` environment variable (read at call time,
+            so it stays out of the fingerprint).
+        max_concurrency (`int`, *optional*, defaults to 64): requests in flight at once, per map batch.
+        request_timeout (`float`, *optional*, defaults to 600): seconds before a request is abandoned and retried.
+        max_retries (`int`, *optional*, defaults to 5): retries, with exponential backoff (and the server's
+            Retry-After), of a request that timed out, failed to connect, or got 408, 409, 429 or 5xx.
         title_column (`str`, *optional*, defaults to `"title"`): column with the titles.
         content_column (`str`, *optional*, defaults to `"content"`): column with the passages.
 
@@ -108,6 +122,11 @@ class GenstructGenerator:
     batch_size: int = 8
     max_prompt_tokens: int | None = None
     backend: Backend = "transformers"
+    base_url: str | None = None
+    api_key: str | None = None
+    max_concurrency: int = 64
+    request_timeout: float = 600.0
+    max_retries: int = 5
     title_column: str = "title"
     content_column: str = "content"
 
@@ -115,7 +134,14 @@ class GenstructGenerator:
         validate_quantization(self.quantization)
         if self.backend not in BACKENDS:
             raise InvalidConfigError(f"backend={self.backend!r} is not one of {BACKENDS}.")
-        for name in ("num_samples", "max_new_tokens", "batch_size"):
+        if self.backend == "openai" and not (self.base_url or os.environ.get("OPENAI_BASE_URL")):
+            raise InvalidConfigError(
+                "backend='openai' needs the server's address: pass base_url='http://host:8000/v1' or set "
+                "OPENAI_BASE_URL."
+            )
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise InvalidConfigError(f"max_retries must be a non-negative integer, got {self.max_retries!r}.")
+        for name in ("num_samples", "max_new_tokens", "batch_size", "max_concurrency"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise InvalidConfigError(f"{name} must be a positive integer, got {value!r}.")
@@ -140,6 +166,8 @@ class GenstructGenerator:
 
     def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
         """Generate completions for one map batch; see the class docstring for the columns."""
+        if self.backend == "openai":
+            return _run_coroutine(self.agenerate(batch, rank))
         check_columns(
             "GenstructGenerator",
             batch,
@@ -169,6 +197,65 @@ class GenstructGenerator:
                 self.content_column,
             )
         return self._assemble(batch, titles, contents, results)
+
+    async def agenerate(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
+        """The ``"openai"`` backend as an async map function: ``ds.map(gen.agenerate, batched=True)``.
+
+        `datasets` runs several batches of an async function at once; within a batch, up to
+        `max_concurrency` requests are in flight. Same columns as the local backends; `finish_reason`
+        comes from the server, and ``"error"`` marks a passage whose request failed after `max_retries`.
+        """
+        from ._openai import CompletionRequest, ServerSettings, complete_all
+
+        if self.backend != "openai":
+            raise InvalidConfigError(
+                f"agenerate is the 'openai' backend's; this generator has backend={self.backend!r}."
+            )
+        check_columns(
+            "GenstructGenerator",
+            batch,
+            [self.title_column, self.content_column],
+            "Pass title_column= and content_column= to name yours, or rename them with ds.rename_column().",
+        )
+        titles, contents = batch[self.title_column], batch[self.content_column]
+        valid = [i for i, (t, c) in enumerate(zip(titles, contents)) if _is_text(t) and _is_text(c)]
+        prompts = {i: self._remote_prompt(titles[i], contents[i]) for i in valid}
+        prompts = {i: prompt for i, prompt in prompts.items() if prompt is not None}
+        settings = ServerSettings(
+            base_url=self.base_url or os.environ["OPENAI_BASE_URL"],
+            api_key=self.api_key or os.environ.get("OPENAI_API_KEY"),
+            model=self.model,
+            max_tokens=self.max_new_tokens,
+            temperature=self.temperature if self.sampling else 0.0,
+            top_p=self.top_p if self.sampling else 1.0,
+            max_concurrency=self.max_concurrency,
+            timeout=self.request_timeout,
+            max_retries=self.max_retries,
+        )
+        requests = [
+            CompletionRequest(
+                prompt,
+                self.num_samples,
+                None if self.seed is None else _row_seed(self.seed, passage_id(titles[i], contents[i]), 0) % 2**31,
+            )
+            for i, prompt in prompts.items()
+        ]
+        samples = await complete_all(requests, settings)
+        results = dict(zip(prompts, samples))
+        failed = sum(sample[1] == "error" for rows in samples for sample in rows)
+        if failed:
+            logger.warning("%d sample(s) failed on the server after retries (finish_reason='error').", failed)
+        return self._assemble(batch, titles, contents, results)
+
+    def _remote_prompt(self, title: str, content: str) -> str | None:
+        """The prompt text for a server, its content cut to `max_prompt_tokens` (needs the tokenizer) when set."""
+        if self.max_prompt_tokens is None:
+            return format_prompt(title, content)
+        from .models import load_tokenizer
+
+        tokenizer = _prepare_tokenizer(load_tokenizer(self.model, revision=self.revision))
+        ids, _ = _fit_prompt(tokenizer, title, content, self.max_prompt_tokens)
+        return None if ids is None else tokenizer.decode(ids, skip_special_tokens=True)
 
     def _assemble(self, batch, titles, contents, results) -> dict[str, list]:
         output: dict[str, list] = {key: [] for key in batch}
@@ -425,3 +512,25 @@ def _row_seed(seed: int, pid: str, sample_index: int) -> int:
     """The seed of one sample of one passage, derived from the run's seed."""
     digest = hashlib.sha256(f"{seed}/{pid}/{sample_index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def _run_coroutine(coroutine):
+    """Run a coroutine to completion from sync code, also where an event loop is already running (Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    result: dict = {}
+
+    def target() -> None:
+        try:
+            result["value"] = asyncio.run(coroutine)
+        except BaseException as err:  # handed back to the caller's thread
+            result["error"] = err
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]

@@ -206,3 +206,4 @@ def test_recipe_lists_every_generation_setting():
     assert recipe["generator"]["seed"] == 3 and recipe["generator"]["quantization"] == "4bit"
     assert recipe["generator"]["do_sample"] is True and recipe["generator"]["num_samples"] == 4
     assert recipe["reward model"]["model"] == "OpenAssistant/reward-model-deberta-v3-large-v2"
+    assert "api_key" not in recipe["generator"]  # a card never shows a key

@@ -289,5 +289,7 @@ def test_continuous_batching_forks_samples(taught_generator, passages):
 
 
 def test_unknown_backend_is_refused():
-    with pytest.raises(InvalidConfigError, match=r"backend='vllm' is not one of \('transformers', 'continuous'\)"):
+    with pytest.raises(
+        InvalidConfigError, match=r"backend='vllm' is not one of \('transformers', 'continuous', 'openai'\)"
+    ):
         GenstructGenerator(backend="vllm")

@@ -1,0 +1,144 @@
+"""The "openai" backend against real servers on 127.0.0.1: `transformers serve`, and a flaky one for retries."""
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+from datasets import Dataset
+from datasets.fingerprint import Hasher
+
+from genstruct_datasets import GenstructGenerator, InvalidConfigError, testing
+
+SERVE = shutil.which("transformers")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def served_model(taught_generator, tmp_path_factory):
+    """`transformers serve` with the taught generator on a free local port; yields (base_url, model)."""
+    if SERVE is None or shutil.which("uvicorn") is None:
+        pytest.skip("needs transformers[serving]: pip install 'genstruct-datasets[testing]'")
+    port = free_port()
+    log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
+    server = subprocess.Popen(
+        [SERVE, "serve", taught_generator, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    deadline = time.monotonic() + 180
+    while True:  # wait for the server to answer, within a bound
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"transformers serve did not start; see {log.name}")
+            time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}/v1", taught_generator
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
+
+
+def test_greedy_completions_match_the_local_backend(served_model, passages):
+    base_url, model = served_model
+    remote = GenstructGenerator(model, backend="openai", base_url=base_url, max_new_tokens=40)(passages)
+    local = GenstructGenerator(model, max_new_tokens=40)(passages)
+    assert remote == local
+    assert remote["completion"][0] == testing.TAUGHT_COMPLETION.strip().removesuffix("</s>")
+
+
+def test_samples_and_the_async_map(served_model, passages):
+    base_url, model = served_model
+    gen = GenstructGenerator(model, backend="openai", base_url=base_url, max_new_tokens=30, num_samples=2, seed=0)
+    out = Dataset.from_dict(passages).map(gen.agenerate, batched=True, batch_size=2)
+    # transformers serve ignores `n`: the client asks again until each passage has its samples.
+    assert out["sample_index"] == [0, 1] * 4
+    assert out["title"] == [t for t in passages["title"] for _ in range(2)]
+    assert set(out["finish_reason"]) <= {"stop", "length"} and all(out["completion"])
+
+
+class FlakyServer:
+    """A real HTTP server on 127.0.0.1 that answers 503 to the first `failures` requests, then completes."""
+
+    def __init__(self, failures: int, status: int = 503) -> None:
+        self.failures, self.status, self.requests = failures, status, []
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+        self.thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
+        self.thread.start()
+        started.wait(10)
+
+    def _serve(self, started) -> None:
+        from aiohttp import web
+
+        async def completions(request):
+            self.requests.append(await request.json())
+            if len(self.requests) <= self.failures:
+                return web.Response(status=self.status, headers={"Retry-After": "0"}, text="busy")
+            body = {"choices": [{"index": 0, "text": " Why?\n[[[Assistant]]] Because.", "finish_reason": "stop"}],
+                    "usage": {"completion_tokens": 9}}  # fmt: skip
+            return web.json_response(body)
+
+        app = web.Application()
+        app.router.add_post("/v1/completions", completions)
+        runner = web.AppRunner(app)
+        self.loop.run_until_complete(runner.setup())
+        self.loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        started.set()
+        self.loop.run_forever()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.mark.parametrize(
+    ("failures", "status", "retries", "expected", "requests"),
+    [
+        pytest.param(2, 503, 3, ("Why?\n[[[Assistant]]] Because.", "stop", 9), 3, id="retried-then-answered"),
+        pytest.param(2, 429, 1, (None, "error", None), 2, id="rate-limited-past-the-retries"),
+        pytest.param(1, 400, 3, (None, "error", None), 1, id="bad-request-not-retried"),
+    ],
+)
+def test_retries_with_backoff(failures, status, retries, expected, requests, caplog):
+    server = FlakyServer(failures, status)
+    try:
+        gen = GenstructGenerator(
+            "tiny", backend="openai", base_url=f"http://127.0.0.1:{server.port}/v1", max_retries=retries
+        )
+        out = gen({"title": ["Moon"], "content": ["The Moon orbits Earth."]})
+    finally:
+        server.close()
+    assert (out["completion"][0], out["finish_reason"][0], out["completion_tokens"][0]) == expected
+    assert len(server.requests) == requests
+    assert server.requests[0]["prompt"].endswith("[[[User]]] ") and server.requests[0]["model"] == "tiny"
+    if expected[1] == "error":
+        assert "1 sample(s) failed on the server after retries" in caplog.text
+
+
+def test_the_api_key_stays_out_of_the_fingerprint(monkeypatch):
+    gen = GenstructGenerator("m", backend="openai", base_url="http://127.0.0.1:1/v1")
+    before = Hasher.hash(gen)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-rotated")
+    assert Hasher.hash(GenstructGenerator("m", backend="openai", base_url="http://127.0.0.1:1/v1")) == before
+
+
+def test_openai_needs_an_address(monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(InvalidConfigError, match="backend='openai' needs the server's address"):
+        GenstructGenerator(backend="openai")
