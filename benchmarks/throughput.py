@@ -6,6 +6,7 @@ fixed number of new tokens; pass ``--model`` and ``--device cuda`` on a GPU for 
 
     python benchmarks/throughput.py                       # CPU, small random model
     python benchmarks/throughput.py --model NousResearch/Genstruct-7B --device cuda --max-new-tokens 256
+    python benchmarks/throughput.py --server              # also the openai backend against transformers serve
 
 It prints a table and writes JSON (``--output``).
 """
@@ -105,12 +106,56 @@ def floor(model, tokenizer, data, max_new_tokens: int, batch_size: int) -> tuple
     return tokens, time.perf_counter() - start
 
 
-def our_map(model_path, data, max_new_tokens: int, batch_size: int, backend: str, device: str) -> int:
+def our_map(model_path, data, max_new_tokens: int, batch_size: int, backend: str, device: str, **server) -> int:
     gen = GenstructGenerator(
-        model_path, max_new_tokens=max_new_tokens, batch_size=batch_size, backend=backend, device=device
+        model_path, max_new_tokens=max_new_tokens, batch_size=batch_size, backend=backend, device=device, **server
     )
     out = Dataset.from_dict(data).map(gen, batched=True, batch_size=len(data["title"]))
     return sum(out["completion_tokens"])
+
+
+def server_floor(base_url: str, model: str, data, max_new_tokens: int, concurrency: int) -> int:
+    """The same prompts sent straight to the server, as many at once as our backend sends: no map, no parsing."""
+    import asyncio
+
+    import aiohttp
+
+    from genstruct_datasets import format_prompt
+
+    async def send_all() -> int:
+        semaphore = asyncio.Semaphore(concurrency)
+        async with aiohttp.ClientSession() as session:
+
+            async def one(title, content) -> int:
+                body = {"model": model, "prompt": format_prompt(title, content), "max_tokens": max_new_tokens}
+                async with semaphore, session.post(f"{base_url}/completions", json={**body, "temperature": 0}) as r:
+                    return (await r.json())["usage"]["completion_tokens"]
+
+            return sum(await asyncio.gather(*(one(t, c) for t, c in zip(data["title"], data["content"]))))
+
+    return asyncio.run(send_all())
+
+
+def start_server(model: str, device: str):
+    """`transformers serve` for `model` on a free local port: (process, base_url)."""
+    import socket
+    import subprocess
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = ["transformers", "serve", model, "--host", "127.0.0.1", "--port", str(port), "--device", device]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return server, f"http://127.0.0.1:{port}/v1"
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    raise RuntimeError("transformers serve did not start")
 
 
 def timed(function, repeats: int) -> tuple[int, float]:
@@ -136,6 +181,12 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="8,16,32")
     parser.add_argument("--backends", default="transformers,continuous")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--server",
+        action="store_true",
+        help="also start `transformers serve` with the model and time the openai backend against raw requests",
+    )
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight for the server rows")
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "throughput-cpu.json"))
     args = parser.parse_args()
 
@@ -176,12 +227,31 @@ def main() -> None:
                 seconds,
             )
 
+    if args.server:
+        server, base_url = start_server(model_path, args.device)
+        try:
+            tokens, seconds = timed(
+                lambda: server_floor(base_url, model_path, data, n, args.concurrency), args.repeats
+            )
+            add("floor: raw requests to the server", "openai", "-", tokens, seconds)
+            remote = {"base_url": base_url, "max_concurrency": args.concurrency}
+            tokens, seconds = timed(
+                lambda: our_map(model_path, data, n, 8, "openai", args.device, **remote), args.repeats
+            )
+            add("ours: ds.map(GenstructGenerator)", "openai", "-", tokens, seconds)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
     seed_speed = rows[0]["tokens_per_second"]
-    floors = {row["batch_size"]: row["tokens_per_second"] for row in rows if row["name"].startswith("floor")}
+    floors = {row["batch_size"]: row["tokens_per_second"] for row in rows if row["name"].startswith("floor: raw gen")}
     for row in rows:
         row["vs_seed_recipe"] = row["tokens_per_second"] / seed_speed
         if row["name"].startswith("ours") and row["backend"] == "transformers":
             row["vs_floor"] = row["tokens_per_second"] / floors[row["batch_size"]]
+        if row["name"].startswith("ours") and row["backend"] == "openai":
+            server_floor_row = next(r for r in rows if r["name"] == "floor: raw requests to the server")
+            row["vs_floor"] = row["tokens_per_second"] / server_floor_row["tokens_per_second"]
 
     print(f"{'run':<40} {'backend':<13} {'batch':>5} {'tokens':>7} {'s':>7} {'tok/s':>8} {'x seed':>7} {'/floor':>7}")
     for row in rows:
