@@ -46,21 +46,16 @@ def passages(count: int) -> dict[str, list[str]]:
 
 def build_model(folder: str) -> str:
     """A small random Mistral (4 layers, width 256) with the real tokenizer: big enough that compute counts."""
-    from transformers import MistralConfig, MistralForCausalLM
-
-    torch.manual_seed(0)
-    config = MistralConfig(
-        vocab_size=32000,
+    return testing.build_tiny_generator(
+        folder,
+        max_position_embeddings=2048,
         hidden_size=256,
         intermediate_size=768,
         num_hidden_layers=4,
         num_attention_heads=8,
         num_key_value_heads=4,
-        max_position_embeddings=2048,
-        bos_token_id=1,
-        eos_token_id=2,
+        head_dim=32,
     )
-    return testing._save(MistralForCausalLM(config), testing.load_mistral_tokenizer(), folder)
 
 
 def seed_recipe(model, tokenizer, data, max_new_tokens: int) -> int:

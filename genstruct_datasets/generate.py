@@ -168,14 +168,7 @@ class GenstructGenerator:
         """Generate completions for one map batch; see the class docstring for the columns."""
         if self.backend == "openai":
             return _run_coroutine(self.agenerate(batch, rank))
-        check_columns(
-            "GenstructGenerator",
-            batch,
-            [self.title_column, self.content_column],
-            "Pass title_column= and content_column= to name yours, or rename them with ds.rename_column().",
-        )
-        titles, contents = batch[self.title_column], batch[self.content_column]
-        valid = [i for i, (t, c) in enumerate(zip(titles, contents)) if _is_text(t) and _is_text(c)]
+        titles, contents, valid = self._passages(batch)
         results: dict[int, list[tuple[str, str, int]]] = {}
         if valid:
             loaded = load_model(
@@ -187,6 +180,18 @@ class GenstructGenerator:
                 device=resolve_device(self.device, rank),
             )
             results = self._generate(loaded, {i: (titles[i], contents[i]) for i in valid})
+        return self._assemble(batch, titles, contents, results)
+
+    def _passages(self, batch: dict[str, list]) -> tuple[list, list, list[int]]:
+        """The batch's titles and contents, and the rows that can be prompted; the others are counted in a warning."""
+        check_columns(
+            "GenstructGenerator",
+            batch,
+            [self.title_column, self.content_column],
+            "Pass title_column= and content_column= to name yours, or rename them with ds.rename_column().",
+        )
+        titles, contents = batch[self.title_column], batch[self.content_column]
+        valid = [i for i, (t, c) in enumerate(zip(titles, contents)) if _is_text(t) and _is_text(c)]
         if len(valid) < len(titles):
             logger.warning(
                 "%d of %d passages have an empty or missing %r or %r and were not prompted "
@@ -196,7 +201,7 @@ class GenstructGenerator:
                 self.title_column,
                 self.content_column,
             )
-        return self._assemble(batch, titles, contents, results)
+        return titles, contents, valid
 
     async def agenerate(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
         """The ``"openai"`` backend as an async map function: ``ds.map(gen.agenerate, batched=True)``.
@@ -211,14 +216,7 @@ class GenstructGenerator:
             raise InvalidConfigError(
                 f"agenerate is the 'openai' backend's; this generator has backend={self.backend!r}."
             )
-        check_columns(
-            "GenstructGenerator",
-            batch,
-            [self.title_column, self.content_column],
-            "Pass title_column= and content_column= to name yours, or rename them with ds.rename_column().",
-        )
-        titles, contents = batch[self.title_column], batch[self.content_column]
-        valid = [i for i, (t, c) in enumerate(zip(titles, contents)) if _is_text(t) and _is_text(c)]
+        titles, contents, valid = self._passages(batch)
         prompts = {i: self._remote_prompt(titles[i], contents[i]) for i in valid}
         prompts = {i: prompt for i, prompt in prompts.items() if prompt is not None}
         settings = ServerSettings(

@@ -91,7 +91,12 @@ def load_mistral_tokenizer(chat_template: str | None = GENSTRUCT_CHAT_TEMPLATE):
 
 
 def build_tiny_generator(
-    path: str | os.PathLike, *, seed: int = 0, max_position_embeddings: int = 1024, chat_template: str | None = None
+    path: str | os.PathLike,
+    *,
+    seed: int = 0,
+    max_position_embeddings: int = 1024,
+    chat_template: str | None = None,
+    **config: int,
 ) -> str:
     """Save a tiny random Mistral causal LM with the real Mistral tokenizer to `path`.
 
@@ -104,11 +109,13 @@ def build_tiny_generator(
         max_position_embeddings (`int`, *optional*, defaults to 1024): the model's context length.
         chat_template (`str`, *optional*): saved with the tokenizer; by default none is, as for
             checkpoints without one, and the generator falls back to [`GENSTRUCT_CHAT_TEMPLATE`].
+        **config: `MistralConfig` settings to change, e.g. ``hidden_size=256, num_hidden_layers=4`` for a
+            model big enough that compute counts in a benchmark.
 
     Returns:
         `str`: the folder, to pass as `GenstructGenerator(model=...)`.
     """
-    model = _tiny_mistral(seed, max_position_embeddings)
+    model = _tiny_mistral(seed, max_position_embeddings, **config)
     return _save(model, load_mistral_tokenizer(chat_template), path)
 
 
@@ -258,30 +265,30 @@ _CONVERSATION_TEMPLATE = (
 )
 
 
-def _mistral_config(max_position_embeddings: int, **kwargs):
+def _mistral_config(max_position_embeddings: int, **overrides):
     from transformers import MistralConfig
 
-    return MistralConfig(
-        vocab_size=32000,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=max_position_embeddings,
-        bos_token_id=1,
-        eos_token_id=2,
-        **kwargs,
-    )
+    settings = {
+        "vocab_size": 32000,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "max_position_embeddings": max_position_embeddings,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
+    return MistralConfig(**{**settings, **overrides})
 
 
-def _tiny_mistral(seed: int, max_position_embeddings: int):
+def _tiny_mistral(seed: int, max_position_embeddings: int, **overrides):
     import torch
     from transformers import MistralForCausalLM
 
     torch.manual_seed(seed)
-    return MistralForCausalLM(_mistral_config(max_position_embeddings))
+    return MistralForCausalLM(_mistral_config(max_position_embeddings, **overrides))
 
 
 def _save(model, tokenizer, path: str | os.PathLike) -> str:
