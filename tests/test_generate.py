@@ -293,3 +293,19 @@ def test_unknown_backend_is_refused():
         InvalidConfigError, match=r"backend='vllm' is not one of \('transformers', 'continuous', 'openai'\)"
     ):
         GenstructGenerator(backend="vllm")
+
+
+@pytest.mark.slow
+def test_two_worker_processes_give_the_single_process_rows(tiny_generator, passages):
+    import multiprocess
+
+    # As on GPUs, where CUDA does not survive a fork: spawned workers, one model each, cuda:{rank} there.
+    multiprocess.set_start_method("spawn", force=True)
+    try:
+        ds = Dataset.from_dict(passages)
+        gen = GenstructGenerator(tiny_generator, max_new_tokens=6, num_samples=2, seed=0)
+        single = ds.map(gen, batched=True, batch_size=1)
+        workers = ds.map(gen, batched=True, batch_size=1, with_rank=True, num_proc=2)
+    finally:
+        multiprocess.set_start_method("fork", force=True)
+    assert workers.to_list() == single.to_list()
