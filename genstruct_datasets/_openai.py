@@ -49,7 +49,10 @@ async def complete_all(requests: list[CompletionRequest], settings: ServerSettin
     semaphore = asyncio.Semaphore(settings.max_concurrency)
     headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
     timeout = aiohttp.ClientTimeout(total=settings.timeout)
-    async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
+    # As many connections as requests in flight, so that no request waits for a pooled one (aiohttp's default
+    # is 100) and its timeout covers only the request itself.
+    connector = aiohttp.TCPConnector(limit=settings.max_concurrency)
+    async with aiohttp.ClientSession(headers=headers, timeout=timeout, connector=connector) as session:
 
         async def one(request: CompletionRequest) -> list[Sample]:
             async with semaphore:
@@ -74,12 +77,16 @@ async def _complete(session, request: CompletionRequest, settings: ServerSetting
         if request.seed is not None:
             body["seed"] = request.seed + len(samples)
         reply = await _post(session, f"{settings.base_url.rstrip('/')}/completions", body, settings.max_retries)
-        if reply is None:
+        try:
+            choices = sorted(reply["choices"], key=lambda choice: choice.get("index", 0))[:wanted]
+            new = _samples(choices, reply.get("usage") or {})
+        except (TypeError, KeyError, AttributeError):  # no reply, or not the shape of a completion
+            new = []
+        if not new:
+            if reply is not None:
+                logger.warning("The server's reply has no completion: %.300s", reply)
             return samples + [(None, "error", None)] * wanted
-        choices = sorted(reply.get("choices") or [], key=lambda choice: choice.get("index", 0))[:wanted]
-        if not choices:
-            return samples + [(None, "error", None)] * wanted
-        samples.extend(_samples(choices, reply.get("usage") or {}))
+        samples.extend(new)
     return samples
 
 
@@ -106,7 +113,11 @@ async def _post(session, url: str, body: dict, max_retries: int) -> dict | None:
         try:
             async with session.post(url, json=body) as response:
                 if response.status == 200:
-                    return await response.json()
+                    try:
+                        return await response.json(content_type=None)
+                    except ValueError:
+                        logger.warning("The server answered 200 with a body that is not JSON.")
+                        return None
                 detail = (await response.text())[:300]
                 if response.status not in RETRY_STATUSES:
                     logger.warning("The server refused a request (%d): %s", response.status, detail)
@@ -118,6 +129,6 @@ async def _post(session, url: str, body: dict, max_retries: int) -> dict | None:
         if attempt == max_retries:
             logger.warning("A request failed after %d retries (%s).", max_retries, problem)
             return None
-        delay = float(retry_after) if retry_after and retry_after.isdigit() else min(30.0, 0.5 * 2**attempt)
+        delay = min(60.0, float(retry_after)) if retry_after and retry_after.isdigit() else min(30.0, 0.5 * 2**attempt)
         await asyncio.sleep(delay * (0.5 + random.random()))
     return None

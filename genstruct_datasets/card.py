@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -132,12 +133,12 @@ def build_card(
     from datasets.splits import SplitDict
 
     # Keep what the repository already lists: other configs, and other splits of this config.
-    configs = list(existing.data.get("configs") or []) if existing else []
+    configs = copy.deepcopy(existing.data.get("configs") or []) if existing else []
     ours = next((c for c in configs if c["config_name"] == config_name), None)
     if ours is None:
         ours = {"config_name": config_name, "data_files": []}
         configs.append(ours)
-    ours["data_files"] = [f for f in ours["data_files"] if f["split"] != split]
+    ours["data_files"] = [f for f in _data_files(ours["data_files"]) if f["split"] != split]
     ours["data_files"].append({"split": split, "path": f"{data_dir}/{split}-*"})
     card_data = DatasetCardData(
         language=language,
@@ -183,6 +184,13 @@ def build_card(
         figure=figure,
         validity_over_candidates=validity_over_candidates,
     )
+
+
+def _data_files(data_files) -> list[dict]:
+    """A config's `data_files` as a list of {split, path}: the Hub also allows a path, or a list of paths."""
+    if isinstance(data_files, str):
+        return [{"split": "train", "path": data_files}]
+    return [f if isinstance(f, dict) else {"split": "train", "path": f} for f in data_files]
 
 
 def _existing_splits(existing: DatasetCard | None, config_name: str) -> list[dict]:

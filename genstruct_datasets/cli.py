@@ -17,7 +17,7 @@ from .builder import (
 )
 from .card import dataset_stats
 from .dedup import dedup_pairs
-from .errors import GenstructError, MissingTokenError
+from .errors import GenstructError, InvalidConfigError, MissingTokenError
 from .generate import DEFAULT_GENERATOR
 from .quality import quality_report, validity_report
 from .report import format_headline, format_report
@@ -164,6 +164,8 @@ def _run(args: argparse.Namespace) -> int:
     # The checks that need no model come first: the settings and the token here, then the source and its
     # columns, which the builder reads before it loads any model.
     config = GenstructConfig(source=args.source, source_name=args.name, source_split=args.split, **settings)
+    if args.dedup_threshold is not None and not 0 < args.dedup_threshold <= 1:
+        raise InvalidConfigError(f"--dedup-threshold must be in (0, 1], got {args.dedup_threshold}.")
     local = source_fingerprint(args.source) is not None
     if args.push_to_hub:
         from huggingface_hub import get_token

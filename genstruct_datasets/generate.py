@@ -11,6 +11,7 @@ import threading
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, Literal
 
+from ._fingerprint import hash_only_results
 from .errors import GenstructError, InvalidConfigError, check_columns
 from .models import load_model, resolve_device, validate_quantization
 from .prompt import GENSTRUCT_CHAT_TEMPLATE, format_prompt, passage_id
@@ -256,13 +257,15 @@ class GenstructGenerator:
         return None if ids is None else tokenizer.decode(ids, skip_special_tokens=True)
 
     def _assemble(self, batch, titles, contents, results) -> dict[str, list]:
-        output: dict[str, list] = {key: [] for key in batch}
+        # Input columns repeat on every sample; columns of the stage's own names are replaced, not doubled.
+        passthrough = [key for key in batch if key not in OUTPUT_COLUMNS]
+        output: dict[str, list] = {key: [] for key in passthrough}
         output.update({key: [] for key in OUTPUT_COLUMNS})
         for i, (title, content) in enumerate(zip(titles, contents)):
             samples = results.get(i) or [(None, "invalid_input", 0)]
             pid = passage_id(title, content)
             for sample_index, (completion, finish_reason, n_tokens) in enumerate(samples):
-                for key in batch:
+                for key in passthrough:
                     output[key].append(batch[key][i])
                 output["passage_id"].append(pid)
                 output["sample_index"].append(sample_index)
@@ -438,6 +441,10 @@ class _SeededSampler:
         choice = (probabilities / waiting_times).argmax(dim=-1, keepdim=True)
         return torch.full_like(scores, float("-inf")).scatter_(-1, choice, 0.0)
 
+
+hash_only_results(
+    GenstructGenerator, ("batch_size", "device", "api_key", "max_concurrency", "request_timeout", "max_retries")
+)
 
 genstruct_generate = GenstructGenerator()
 """The default [`GenstructGenerator`]: NousResearch/Genstruct-7B, one greedy sample per passage.

@@ -96,8 +96,10 @@ class PassageSplitter:
         passthrough = [key for key in batch if key not in written]
         output: dict[str, list] = {key: [] for key in passthrough}
         # `datasets` needs every input column back when the row count changes; the document's text is
-        # not repeated on each of its passages but emptied.
-        output[self.text_column] = []
+        # not repeated on each of its passages but emptied (unless the stage writes that column itself).
+        empty_text = self.text_column not in OUTPUT_COLUMNS
+        if empty_text:
+            output[self.text_column] = []
         output.update({column: [] for column in OUTPUT_COLUMNS})
         empty = too_short = 0
         for row, (title, text) in enumerate(zip(batch[self.title_column], batch[self.text_column])):
@@ -109,7 +111,8 @@ class PassageSplitter:
             for index, content in enumerate(passages):
                 for key in passthrough:
                     output[key].append(batch[key][row])
-                output[self.text_column].append(None)
+                if empty_text:
+                    output[self.text_column].append(None)
                 output["title"].append(title)
                 output["content"].append(content)
                 output["document_id"].append(passage_id(title, text))

@@ -79,7 +79,9 @@ def save_local(
     (folder / data_dir).mkdir(parents=True, exist_ok=True)
     for old in (folder / data_dir).glob(f"{split}-*.parquet"):
         old.unlink()
-    num_shards = max(1, math.ceil(ds.data.nbytes / max_shard_size))
+    # The rows' share of the table: after select_best or filter, `ds.data` still holds every candidate.
+    num_bytes = ds.data.nbytes * ds.num_rows // max(len(ds.data), 1)
+    num_shards = min(max(1, math.ceil(num_bytes / max_shard_size)), max(ds.num_rows, 1))
     for index in range(num_shards):
         shard = ds.shard(num_shards=num_shards, index=index, contiguous=True)
         shard.to_parquet(folder / data_dir / f"{split}-{index:05d}-of-{num_shards:05d}.parquet")

@@ -6,6 +6,7 @@ import logging
 import math
 from dataclasses import KW_ONLY, dataclass
 
+from ._fingerprint import hash_only_results
 from .errors import InvalidConfigError, check_columns
 from .models import load_model, resolve_device
 
@@ -105,7 +106,7 @@ class RewardScorer:
                 cut,
                 self.max_length,
             )
-        order = sorted(valid, key=lambda i: len(encoded[i]), reverse=True)
+        order = sorted(valid, key=lambda i: len(encoded[i]["input_ids"]), reverse=True)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             scores = self._score(loaded, [encoded[i] for i in chunk])
@@ -119,21 +120,14 @@ class RewardScorer:
             )
         return {"reward": rewards}
 
-    def _encode(self, tokenizer, instruction: str, response: str) -> tuple[list[int], bool]:
-        """Token ids of one pair, cut to `max_length`, and whether the instruction itself had to be cut."""
+    def _encode(self, tokenizer, instruction: str, response: str) -> tuple[dict[str, list[int]], bool]:
+        """The model inputs of one pair, cut to `max_length`, and whether the instruction itself had to be cut.
+
+        Text pairs keep their `token_type_ids` where the tokenizer makes them (BERT-like reward models use them).
+        """
         if getattr(tokenizer, "chat_template", None):
-            ids = _conversation_ids(tokenizer, instruction, response)
-            if len(ids) <= self.max_length:
-                return ids, False
-            frame = len(_conversation_ids(tokenizer, instruction, ""))
-            response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-            keep = min(len(response_ids), self.max_length - frame)
-            while keep > 0:
-                ids = _conversation_ids(tokenizer, instruction, tokenizer.decode(response_ids[:keep]))
-                if len(ids) <= self.max_length:
-                    return ids, False
-                keep -= len(ids) - self.max_length
-            return ids[: self.max_length], True
+            ids, cut = self._conversation(tokenizer, instruction, response)
+            return {"input_ids": ids}, cut
         instruction_length = len(tokenizer(instruction, add_special_tokens=False)["input_ids"])
         fits = instruction_length + tokenizer.num_special_tokens_to_add(pair=True) < self.max_length
         encoded = tokenizer(
@@ -142,19 +136,34 @@ class RewardScorer:
             truncation="only_second" if fits else "longest_first",
             max_length=self.max_length,
         )
-        return encoded["input_ids"], not fits
+        return {name: encoded[name] for name in ("input_ids", "token_type_ids") if name in encoded}, not fits
 
-    def _score(self, loaded, sequences: list[list[int]]) -> list[float]:
+    def _conversation(self, tokenizer, instruction: str, response: str) -> tuple[list[int], bool]:
+        """A user/assistant conversation's token ids, the response cut to fit `max_length`."""
+        ids = _conversation_ids(tokenizer, instruction, response)
+        if len(ids) <= self.max_length:
+            return ids, False
+        frame = len(_conversation_ids(tokenizer, instruction, ""))
+        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+        keep = min(len(response_ids), self.max_length - frame)
+        while keep > 0:
+            ids = _conversation_ids(tokenizer, instruction, tokenizer.decode(response_ids[:keep]))
+            if len(ids) <= self.max_length:
+                return ids, False
+            keep -= len(ids) - self.max_length
+        return ids[: self.max_length], True
+
+    def _score(self, loaded, features: list[dict[str, list[int]]]) -> list[float]:
         import torch
 
-        padded = loaded.tokenizer.pad({"input_ids": sequences}, return_tensors="pt")
+        padded = loaded.tokenizer.pad(features, return_tensors="pt")
+        inputs = {name: tensor.to(loaded.device) for name, tensor in padded.items()}
         with torch.inference_mode():
-            logits = loaded.model(
-                input_ids=padded["input_ids"].to(loaded.device),
-                attention_mask=padded["attention_mask"].to(loaded.device),
-            ).logits
+            logits = loaded.model(**inputs).logits
         return logits[:, 0].float().cpu().tolist()
 
+
+hash_only_results(RewardScorer, ("batch_size", "device"))
 
 score_pairs = RewardScorer()
 """The default [`RewardScorer`]: OpenAssistant/reward-model-deberta-v3-large-v2.

@@ -63,6 +63,9 @@ def test_run_writes_a_dataset_folder_and_a_summary(tmp_path, corpus, taught_gene
         ),
         pytest.param(["CORPUS", "--num-samples", "0"], "num_samples must be a positive integer, got 0.", id="setting"),
         pytest.param(["CORPUS", "--push-to-hub", "me/x"], "--push-to-hub me/x needs a Hugging Face token", id="token"),
+        pytest.param(
+            ["CORPUS", "--dedup-threshold", "1.5"], "--dedup-threshold must be in (0, 1], got 1.5", id="dedup"
+        ),
     ],
 )
 def test_bad_input_exits_with_one_line_before_any_model_loads(tmp_path, corpus, args, message):

@@ -309,3 +309,10 @@ def test_two_worker_processes_give_the_single_process_rows(tiny_generator, passa
     finally:
         multiprocess.set_start_method("fork", force=True)
     assert workers.to_list() == single.to_list()
+
+
+def test_columns_the_stage_writes_are_replaced_not_doubled(tiny_generator, passages):
+    rerun = dict(passages, completion=["old"] * 4, passage_id=["x"] * 4)
+    out = Dataset.from_dict(rerun).map(GenstructGenerator(tiny_generator, max_new_tokens=2), batched=True)
+    assert out.num_rows == 4 and "old" not in out["completion"]
+    assert out["passage_id"][0] == passage_id(passages["title"][0], passages["content"][0])

@@ -93,3 +93,21 @@ def test_quantization_without_bitsandbytes_says_how_to_install(monkeypatch, tiny
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'genstruct-datasets\[quantization\]'"):
         load_model("causal_lm", tiny_generator, quantization="4bit", device="cpu")
+
+
+def test_settings_that_do_not_change_results_do_not_change_the_fingerprint(
+    monkeypatch, tmp_path, tiny_generator, passages
+):
+    def gen(**settings):
+        return GenstructGenerator(tiny_generator, max_new_tokens=4, seed=0, num_samples=2, **settings)
+
+    assert Hasher.hash(gen(batch_size=2)) == Hasher.hash(gen(batch_size=16, device="cpu", max_retries=1))
+    assert Hasher.hash(gen(batch_size=2)) != Hasher.hash(gen(batch_size=2, temperature=0.9))
+    assert Hasher.hash(RewardScorer("m", batch_size=2)) == Hasher.hash(RewardScorer("m", batch_size=64))
+    assert pickle.loads(pickle.dumps(gen(batch_size=2))).batch_size == 2  # workers still get every setting
+    Dataset.from_dict(passages).to_parquet(tmp_path / "passages.parquet")
+    ds = load_dataset("parquet", data_files=str(tmp_path / "passages.parquet"), split="train")
+    first = ds.map(gen(batch_size=4), batched=True)
+    model = load_model("causal_lm", tiny_generator, device="cpu").model
+    monkeypatch.setattr(model, "generate", lambda *a, **k: pytest.fail("a smaller batch_size must reuse the cache"))
+    assert ds.map(gen(batch_size=1), batched=True)["completion"] == first["completion"]

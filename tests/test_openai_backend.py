@@ -74,8 +74,8 @@ def test_samples_and_the_async_map(served_model, passages):
 class FlakyServer:
     """A real HTTP server on 127.0.0.1 that answers 503 to the first `failures` requests, then completes."""
 
-    def __init__(self, failures: int, status: int = 503) -> None:
-        self.failures, self.status, self.requests = failures, status, []
+    def __init__(self, failures: int, status: int = 503, answer: str | None = None) -> None:
+        self.failures, self.status, self.answer, self.requests = failures, status, answer, []
         self.port = free_port()
         self.loop = asyncio.new_event_loop()
         started = threading.Event()
@@ -90,6 +90,8 @@ class FlakyServer:
             self.requests.append(await request.json())
             if len(self.requests) <= self.failures:
                 return web.Response(status=self.status, headers={"Retry-After": "0"}, text="busy")
+            if self.answer is not None:
+                return web.Response(status=200, text=self.answer)
             body = {"choices": [{"index": 0, "text": " Why?\n[[[Assistant]]] Because.", "finish_reason": "stop"}],
                     "usage": {"completion_tokens": 9}}  # fmt: skip
             return web.json_response(body)
@@ -142,3 +144,14 @@ def test_openai_needs_an_address(monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(InvalidConfigError, match="backend='openai' needs the server's address"):
         GenstructGenerator(backend="openai")
+
+
+@pytest.mark.parametrize("answer", ["not json", '{"choices": "none"}', '{"object": "error"}'])
+def test_a_malformed_answer_marks_the_row_and_spares_the_batch(answer, caplog):
+    server = FlakyServer(0, answer=answer)
+    try:
+        gen = GenstructGenerator("tiny", backend="openai", base_url=f"http://127.0.0.1:{server.port}/v1")
+        out = gen({"title": ["Moon", "Tea"], "content": ["The Moon orbits Earth.", "Tea is a drink."]})
+    finally:
+        server.close()
+    assert out["finish_reason"] == ["error", "error"] and out["completion"] == [None, None]

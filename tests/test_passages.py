@@ -120,3 +120,9 @@ def test_columns_the_stage_writes_are_replaced_not_doubled(tokenizer_folder):
     out = PassageSplitter(tokenizer_folder, min_tokens=32, max_tokens=384)(batch)
     assert out["passage_index"] == [0, 1] and len(out["document_id"]) == 2
     assert "old-id" not in out["document_id"]
+
+
+def test_a_text_column_named_content(tokenizer_folder):
+    text = (DATA / "plain_essay.txt").read_text()
+    out = PassageSplitter(tokenizer_folder, text_column="content")({"title": ["Bees"], "content": [text]})
+    assert len(out["content"]) == len(out["title"]) == 2 and None not in out["content"]

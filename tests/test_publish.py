@@ -205,3 +205,20 @@ def test_publish_to_a_private_temporary_repo_and_back(monkeypatch, best, candida
         assert reloaded.to_list() == best.to_list()
     finally:
         api.delete_repo(repo_id, repo_type="dataset", missing_ok=True)
+
+
+def test_shards_are_sized_by_the_rows_kept_not_the_whole_table(tmp_path):
+    ds = Dataset.from_dict({"instruction": [f"Q{i}?" for i in range(1000)], "response": ["A." * 50] * 1000})
+    folder = save_local(ds.select([3, 700]), tmp_path / "pairs", max_shard_size=ds.data.nbytes // 5)
+    assert [p.name for p in (folder / "data").iterdir()] == ["train-00000-of-00001.parquet"]
+    assert load_dataset(str(folder), split="train")["instruction"] == ["Q3?", "Q700?"]
+
+
+def test_an_existing_card_with_a_plain_data_files_path(best):
+    existing = DatasetCard("---\nconfigs:\n- config_name: default\n  data_files: data/*.parquet\n---\n")
+    card = build_card(best, repo_id="me/pairs", split="candidates", existing=existing)
+    assert card.data.configs[0]["data_files"] == [
+        {"split": "train", "path": "data/*.parquet"},
+        {"split": "candidates", "path": "data/candidates-*"},
+    ]
+    assert existing.data.configs[0]["data_files"] == "data/*.parquet"  # the caller's card is left alone

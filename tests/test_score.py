@@ -49,8 +49,12 @@ def test_text_pair_encoding_truncates_the_response_only(tiny_reward_model):
     scorer = RewardScorer(tiny_reward_model, max_length=32)
     tokenizer = load_model("sequence_classification", tiny_reward_model, device="cpu").tokenizer
     instruction = "Why does the Moon always show the same face to Earth?"
-    ids, instruction_cut = scorer._encode(tokenizer, instruction, "Because of tidal locking. " * 40)
+    features, instruction_cut = scorer._encode(tokenizer, instruction, "Because of tidal locking. " * 40)
+    ids = features["input_ids"]
     assert len(ids) == 32 and not instruction_cut
+    assert features["token_type_ids"] == [0] * (ids.index(tokenizer.sep_token_id) + 1) + [1] * (
+        31 - ids.index(tokenizer.sep_token_id)
+    )
     assert (
         ids[0] == tokenizer.cls_token_id
         and ids[-1] == tokenizer.sep_token_id
@@ -71,7 +75,8 @@ def test_chat_template_models_get_a_conversation(tiny_chat_reward_model):
     scorer = RewardScorer(tiny_chat_reward_model, max_length=40)
     tokenizer = load_model("sequence_classification", tiny_chat_reward_model, device="cpu").tokenizer
     instruction = "Why does the Moon always show the same face to Earth?"
-    ids, instruction_cut = scorer._encode(tokenizer, instruction, "Because of tidal locking. " * 40)
+    features, instruction_cut = scorer._encode(tokenizer, instruction, "Because of tidal locking. " * 40)
+    ids = features["input_ids"]
     text = tokenizer.decode(ids, skip_special_tokens=True)
     assert len(ids) <= 40 and not instruction_cut
     assert text.startswith(f"<|user|>\n{instruction}\n<|assistant|>\nBecause of tidal locking.")
@@ -108,3 +113,22 @@ def test_default_instance_is_openassistants_model():
 def test_builder_gives_a_one_logit_deberta(tiny_reward_model):
     model = load_model("sequence_classification", tiny_reward_model, device="cpu").model
     assert type(model).__name__ == "DebertaV2ForSequenceClassification" and model.config.num_labels == 1
+
+
+def test_segment_ids_reach_a_model_that_uses_them(tmp_path, tiny_reward_model):
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(tiny_reward_model, type_vocab_size=2)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config)
+    torch.nn.init.normal_(model.deberta.embeddings.token_type_embeddings.weight, std=1.0)
+    model.save_pretrained(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_reward_model)
+    tokenizer.save_pretrained(tmp_path)
+    question, answer = "Why does the Moon show phases?", "Sunlight lights half of it."
+    with torch.inference_mode():
+        expected = model.eval()(**tokenizer(question, answer, return_tensors="pt")).logits[0, 0].item()
+    assert RewardScorer(str(tmp_path))({"instruction": [question], "response": [answer]})["reward"] == [
+        pytest.approx(expected, abs=1e-6)
+    ]
