@@ -205,6 +205,8 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
 
     BUILDER_CONFIG_CLASS = GenstructConfig
     VERSION = datasets.Version("0.1.0")
+    # Worker processes of the generation and scoring maps (one per GPU); not part of the recipe.
+    map_num_proc: int | None = None
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
@@ -242,11 +244,12 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         passages = passages.select_columns(["title", "content", "document_id", "passage_index"])
         if config.limit is not None:
             passages = passages.select(range(min(config.limit, passages.num_rows)))
-        candidates = passages.map(config.generator(), batched=True, desc="Generating")
+        workers = {"with_rank": True, "num_proc": self.map_num_proc}
+        candidates = passages.map(config.generator(), batched=True, desc="Generating", **workers)
         candidates = candidates.map(parse_pairs, batched=True, desc="Parsing")
         scorer = config.scorer()
         if scorer is not None:
-            return candidates.map(scorer, batched=True, desc="Scoring")
+            return candidates.map(scorer, batched=True, desc="Scoring", **workers)
         return candidates.add_column("reward", [None] * candidates.num_rows, feature=FEATURES["reward"])
 
 
@@ -362,6 +365,7 @@ def load_genstruct(
     cache_dir: str | os.PathLike | None = None,
     download_mode: datasets.DownloadMode | str | None = None,
     token: str | bool | None = None,
+    num_proc: int | None = None,
     **config: Any,
 ) -> datasets.DatasetDict:
     """Build (or read back from the cache) a Genstruct dataset from a corpus, like `load_dataset`.
@@ -376,6 +380,9 @@ def load_genstruct(
         download_mode (`DownloadMode` or `str`, *optional*): ``"force_redownload"`` builds anew even with the
             same recipe.
         token (`str` or `bool`, *optional*): a Hub token for private or gated sources and models.
+        num_proc (`int`, *optional*): worker processes for generation and scoring, one model each on
+            ``cuda:{rank % n_gpus}`` (use ``torch.cuda.device_count()``; with CUDA, call
+            ``multiprocess.set_start_method("spawn")`` first). It does not change the results, nor the cache key.
         **config: the rest of the recipe, see [`GenstructConfig`] (``model=``, ``num_samples=``,
             ``reward_model=``, ``min_reward=``, ``limit=`` ...).
 
@@ -415,6 +422,7 @@ def load_genstruct(
     # The cache is keyed by the whole recipe, defaults included, so that passing a default changes nothing.
     config_id = f"{_slug(str(source))}-{datasets.fingerprint.Hasher.hash(recipe.settings())}"
     builder = GenstructBuilder(cache_dir=cache_dir, config_id=config_id, token=token, **settings)
+    builder.map_num_proc = num_proc
     builder.download_and_prepare(download_mode=download_mode)
     return builder.as_dataset()
 

@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     generation.add_argument(
+        "--num-proc",
+        type=int,
+        metavar="N",
+        help="worker processes for generation and scoring, one model each (one per GPU: cuda:{rank})",
+    )
+    generation.add_argument(
         "--base-url",
         help="with --backend openai: the server's API root, e.g. http://127.0.0.1:8000/v1 (key: OPENAI_API_KEY)",
     )
@@ -174,7 +180,13 @@ def _run(args: argparse.Namespace) -> int:
             raise MissingTokenError(
                 f"--push-to-hub {args.push_to_hub} needs a Hugging Face token: run `hf auth login` or set HF_TOKEN."
             )
-    pairs = load_genstruct(args.source, args.name, split=args.split, cache_dir=args.cache_dir, **settings)
+    if args.num_proc is not None and args.num_proc > 1:
+        import multiprocess
+
+        multiprocess.set_start_method("spawn", force=True)  # CUDA does not survive a fork
+    pairs = load_genstruct(
+        args.source, args.name, split=args.split, cache_dir=args.cache_dir, num_proc=args.num_proc, **settings
+    )
     best = pairs["train"]
     candidates = pairs.get("candidates", best)
     if args.dedup_threshold is not None:

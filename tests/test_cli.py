@@ -54,6 +54,21 @@ def test_run_writes_a_dataset_folder_and_a_summary(tmp_path, corpus, taught_gene
     assert f"| `model` | `{taught_generator}` |" in card.text
 
 
+@pytest.mark.slow
+def test_run_with_two_worker_processes_gives_the_same_pairs(tmp_path, corpus, taught_generator, tiny_reward_model):
+    common = [
+        "run", str(corpus), "--title-column", "heading", "--text-column", "body",
+        "--model", taught_generator, "--reward-model", tiny_reward_model,
+        "--num-samples", "2", "--max-new-tokens", "24", "--seed", "0", "--limit", "4",
+    ]  # fmt: skip
+    single = run(*common, "--output", str(tmp_path / "one"), tmp_path=tmp_path)
+    workers = run(*common, "--num-proc", "2", "--output", str(tmp_path / "two"), tmp_path=tmp_path / "other-cache")
+    assert single.returncode == 0 and workers.returncode == 0, workers.stderr[-3000:]
+    one = load_dataset("parquet", data_files=str(tmp_path / "one" / "data" / "*.parquet"), split="train")
+    two = load_dataset("parquet", data_files=str(tmp_path / "two" / "data" / "*.parquet"), split="train")
+    assert two.to_list() == one.to_list()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
