@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,8 @@ class GenstructConfig(datasets.BuilderConfig):
         best_of_n (`bool`, *optional*, defaults to `True`): keep the best pair of each passage in ``train``
             and every candidate in ``candidates``; without it ``train`` holds every candidate.
         min_reward (`float`, *optional*): with best-of-n, drop pairs scored below this.
+        shard_size (`int`, *optional*, defaults to 1000): passages per shard. Each finished shard is written
+            before the next starts, so a run that is killed and started again redoes at most one shard.
     """
 
     source: str | None = None
@@ -110,9 +114,12 @@ class GenstructConfig(datasets.BuilderConfig):
     reward_batch_size: int = RewardScorer.batch_size
     best_of_n: bool = True
     min_reward: float | None = None
+    shard_size: int = 1000
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not isinstance(self.shard_size, int) or self.shard_size < 1:
+            raise InvalidConfigError(f"shard_size must be a positive integer, got {self.shard_size!r}.")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise InvalidConfigError(f"limit must be a positive integer, got {self.limit!r}.")
         if self.best_of_n and self.reward_model is None:
@@ -229,6 +236,33 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         yield from enumerate(rows.select_columns(list(FEATURES)))
 
     def _candidates(self, config: GenstructConfig) -> datasets.Dataset:
+        """Every candidate, built shard by shard; a shard finished by an earlier, interrupted run is reused."""
+        passages = self._passages(config)
+        work = self.work_dir
+        work.mkdir(parents=True, exist_ok=True)
+        count = max(1, math.ceil(passages.num_rows / config.shard_size))
+        paths = [work / f"candidates-{k:05d}-of-{count:05d}.parquet" for k in range(count)]
+        finished = sum(path.exists() for path in paths)
+        if finished:
+            logger.info("Resuming: %d of %d shards were finished by an earlier run and are reused.", finished, count)
+        for k, path in enumerate(paths):
+            if path.exists():
+                continue
+            rows = range(k * config.shard_size, min((k + 1) * config.shard_size, passages.num_rows))
+            logger.info("Shard %d of %d: %d passages.", k + 1, count, len(rows))
+            part = self._run_stages(config, passages.select(rows))
+            # Written whole, then renamed: a run killed mid-write leaves no shard that looks finished.
+            partial = path.with_suffix(".partial")
+            part.to_parquet(partial)
+            os.replace(partial, path)
+        return datasets.Dataset.from_parquet([str(path) for path in paths], features=FEATURES)
+
+    @property
+    def work_dir(self) -> Path:
+        """Where this recipe's finished shards wait until the build is done (next to the datasets cache)."""
+        return Path(self._cache_dir_root) / "genstruct-work" / self.config_id
+
+    def _passages(self, config: GenstructConfig) -> datasets.Dataset:
         documents = read_source(config, token=self.token)
         if config.limit is not None:
             documents = documents.select(range(min(config.limit, documents.num_rows)))
@@ -244,6 +278,9 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         passages = passages.select_columns(["title", "content", "document_id", "passage_index"])
         if config.limit is not None:
             passages = passages.select(range(min(config.limit, passages.num_rows)))
+        return passages
+
+    def _run_stages(self, config: GenstructConfig, passages: datasets.Dataset) -> datasets.Dataset:
         workers = {"with_rank": True, "num_proc": self.map_num_proc}
         candidates = passages.map(config.generator(), batched=True, desc="Generating", **workers)
         candidates = candidates.map(parse_pairs, batched=True, desc="Parsing")
@@ -424,6 +461,8 @@ def load_genstruct(
     builder = GenstructBuilder(cache_dir=cache_dir, config_id=config_id, token=token, **settings)
     builder.map_num_proc = num_proc
     builder.download_and_prepare(download_mode=download_mode)
+    # The build is in the cache now: the shards it was made of are no longer needed.
+    shutil.rmtree(builder.work_dir, ignore_errors=True)
     return builder.as_dataset()
 
 

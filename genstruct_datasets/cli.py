@@ -116,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--push-to-hub", metavar="REPO", help="publish to this Hub dataset repository")
     output.add_argument("--private", action="store_true", help="create the Hub repository as private")
     output.add_argument("--license", help="license id for the dataset card (mind the source's terms)")
+    output.add_argument(
+        "--shard-size",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="passages per shard; a killed run started again redoes at most one shard (default: %(default)s)",
+    )
     output.add_argument("--cache-dir", help="where built datasets are cached (default: the datasets cache)")
 
     report = commands.add_parser(
@@ -166,6 +173,7 @@ def _run(args: argparse.Namespace) -> int:
         "base_url": args.base_url,
         "reward_model": args.reward_model,
         "min_reward": args.min_reward,
+        "shard_size": args.shard_size,
     }
     # The checks that need no model come first: the settings and the token here, then the source and its
     # columns, which the builder reads before it loads any model.

@@ -1,7 +1,10 @@
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +55,41 @@ def test_run_writes_a_dataset_folder_and_a_summary(tmp_path, corpus, taught_gene
     card = DatasetCard.load(output / "README.md")
     assert card.data.license == "cc-by-sa-4.0" and "| candidates | 10 |" in card.text
     assert f"| `model` | `{taught_generator}` |" in card.text
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_finished_shards(tmp_path, taught_generator, tiny_reward_model):
+    corpus = tmp_path / "passages.jsonl"
+    rows = [
+        {"title": f"Passage {i}", "content": f"Passage {i} is about the Moon and its phases. " * 3} for i in range(6)
+    ]
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    args = [
+        "run", str(corpus), "--no-split", "--text-column", "content", "--shard-size", "1",
+        "--model", taught_generator, "--reward-model", tiny_reward_model,
+        "--num-samples", "2", "--max-new-tokens", "24", "--seed", "0", "--output", str(tmp_path / "pairs"),
+    ]  # fmt: skip
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "cache")}
+    environment.pop("HF_TOKEN", None)
+    first = subprocess.Popen([COMMAND, *args], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shards = tmp_path / "cache" / "genstruct-work"
+    deadline = time.monotonic() + 300
+    while len(list(shards.glob("*/candidates-*.parquet"))) < 2 and first.poll() is None:
+        assert time.monotonic() < deadline, "no shard was finished in time"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    finished = len(list(shards.glob("*/candidates-*.parquet")))
+    assert 2 <= finished < 6, "the run must be killed between its first and last shard"
+
+    second = run(*args, tmp_path=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"Resuming: {finished} of 6 shards were finished by an earlier run and are reused." in second.stderr
+    # Only the unfinished shards were generated again.
+    assert len(re.findall(r"Shard \d of 6: 1 passages\.", second.stderr)) == 6 - finished
+    pairs = load_dataset(str(tmp_path / "pairs"), split="train", download_mode="force_redownload")
+    assert sorted(pairs["title"]) == [f"Passage {i}" for i in range(6)]  # every passage exactly once
+    assert not list(shards.glob("*/*"))  # the finished build's shards are cleaned up
 
 
 @pytest.mark.slow
