@@ -237,6 +237,10 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
 
     def _candidates(self, config: GenstructConfig) -> datasets.Dataset:
         """Every candidate, built shard by shard; a shard finished by an earlier, interrupted run is reused."""
+        return datasets.Dataset.from_parquet([str(path) for path in self._build_shards(config)], features=FEATURES)
+
+    def _build_shards(self, config: GenstructConfig) -> list[Path]:
+        """Build this process's missing shards (all of them outside torchrun) and return every shard's path."""
         passages = self._passages(config)
         work = self.work_dir
         work.mkdir(parents=True, exist_ok=True)
@@ -245,8 +249,9 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         finished = sum(path.exists() for path in paths)
         if finished:
             logger.info("Resuming: %d of %d shards were finished by an earlier run and are reused.", finished, count)
+        rank, world = self.node
         for k, path in enumerate(paths):
-            if path.exists():
+            if path.exists() or k % world != rank:
                 continue
             rows = range(k * config.shard_size, min((k + 1) * config.shard_size, passages.num_rows))
             logger.info("Shard %d of %d: %d passages.", k + 1, count, len(rows))
@@ -255,7 +260,12 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
             partial = path.with_suffix(".partial")
             part.to_parquet(partial)
             os.replace(partial, path)
-        return datasets.Dataset.from_parquet([str(path) for path in paths], features=FEATURES)
+        return paths
+
+    @property
+    def node(self) -> tuple[int, int]:
+        """(rank, world size) of this process under `torchrun` / `accelerate launch`; (0, 1) otherwise."""
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
     @property
     def work_dir(self) -> Path:
@@ -404,7 +414,7 @@ def load_genstruct(
     token: str | bool | None = None,
     num_proc: int | None = None,
     **config: Any,
-) -> datasets.DatasetDict:
+) -> datasets.DatasetDict | None:
     """Build (or read back from the cache) a Genstruct dataset from a corpus, like `load_dataset`.
 
     Args:
@@ -424,7 +434,10 @@ def load_genstruct(
             ``reward_model=``, ``min_reward=``, ``limit=`` ...).
 
     Returns:
-        `datasets.DatasetDict`: ``train`` and, with best-of-n, ``candidates``.
+        `datasets.DatasetDict`: ``train`` and, with best-of-n, ``candidates``. Under `torchrun` or `accelerate
+        launch` (`WORLD_SIZE` > 1), every rank builds its share of the shards (shard k on rank k % world size,
+        into the work folder beside `cache_dir`, which must be shared between machines) and rank 0 returns
+        the dataset; the other ranks return None.
 
     Raises:
         [`InvalidConfigError`]: a setting is out of range (before anything is read or loaded).
@@ -460,10 +473,40 @@ def load_genstruct(
     config_id = f"{_slug(str(source))}-{datasets.fingerprint.Hasher.hash(recipe.settings())}"
     builder = GenstructBuilder(cache_dir=cache_dir, config_id=config_id, token=token, **settings)
     builder.map_num_proc = num_proc
+    rank, world = builder.node
+    if world > 1:
+        # Several processes (torchrun, accelerate launch): each builds its share of the shards into the shared
+        # work folder, then all wait for each other; rank 0 alone assembles the dataset from every shard.
+        _run_distributed_shards(builder)
+        if rank != 0:
+            return None
     builder.download_and_prepare(download_mode=download_mode)
     # The build is in the cache now: the shards it was made of are no longer needed.
     shutil.rmtree(builder.work_dir, ignore_errors=True)
-    return builder.as_dataset()
+    # datasets refuses to read a split without rows ("corresponds to no data"): a run in which no passage
+    # gave a pair still returns its splits, empty.
+    return datasets.DatasetDict(
+        {
+            name: builder.as_dataset(split=name)
+            if info.num_examples
+            else datasets.Dataset.from_dict({column: [] for column in FEATURES}, features=FEATURES)
+            for name, info in builder.info.splits.items()
+        }
+    )
+
+
+def _run_distributed_shards(builder: GenstructBuilder) -> None:
+    import torch.distributed as dist
+
+    started = not dist.is_initialized()
+    if started:
+        dist.init_process_group(backend="gloo")
+    try:
+        builder._build_shards(builder.config)
+        dist.barrier()
+    finally:
+        if started:
+            dist.destroy_process_group()
 
 
 def _slug(source: str) -> str:

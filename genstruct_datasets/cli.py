@@ -195,6 +195,8 @@ def _run(args: argparse.Namespace) -> int:
     pairs = load_genstruct(
         args.source, args.name, split=args.split, cache_dir=args.cache_dir, num_proc=args.num_proc, **settings
     )
+    if pairs is None:  # a rank other than 0 under torchrun: its shards are done, rank 0 writes the output
+        return 0
     best = pairs["train"]
     candidates = pairs.get("candidates", best)
     if args.dedup_threshold is not None:

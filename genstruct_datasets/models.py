@@ -8,6 +8,7 @@ module, keyed by everything that changes what is loaded.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -40,8 +41,8 @@ def resolve_device(device: str | None, rank: int | None = None) -> str:
         rank (`int`, *optional*): the worker rank that `Dataset.map(..., with_rank=True)` passes.
 
     Returns:
-        `str`: ``"cuda:{rank % n}"`` with a rank and n visible GPUs, ``"cuda:0"`` without a rank, else
-        ``"cpu"``.
+        `str`: ``"cuda:{(LOCAL_RANK + rank) % n}"`` with n visible GPUs, where `LOCAL_RANK` is set by
+        `torchrun` / `accelerate launch` (0 otherwise) and `rank` defaults to 0; else ``"cpu"``.
 
     Example:
 
@@ -55,7 +56,8 @@ def resolve_device(device: str | None, rank: int | None = None) -> str:
     import torch
 
     if torch.cuda.is_available():
-        return f"cuda:{(rank or 0) % torch.cuda.device_count()}"
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        return f"cuda:{(local_rank + (rank or 0)) % torch.cuda.device_count()}"
     return "cpu"
 
 

@@ -207,3 +207,13 @@ def test_recipe_lists_every_generation_setting():
     assert recipe["generator"]["do_sample"] is True and recipe["generator"]["num_samples"] == 4
     assert recipe["reward model"]["model"] == "OpenAssistant/reward-model-deberta-v3-large-v2"
     assert "api_key" not in recipe["generator"]  # a card never shows a key
+
+
+def test_a_run_without_a_single_pair_returns_empty_splits(documents, tiny_generator, tiny_reward_model, tmp_path):
+    # A random generator never writes a pair: best-of-n keeps nothing, and that is an answer, not a crash.
+    pairs = load_genstruct(
+        str(documents), model=tiny_generator, reward_model=tiny_reward_model, num_samples=1, max_new_tokens=4,
+        max_tokens=160, cache_dir=str(tmp_path / "builds"),
+    )  # fmt: skip
+    assert pairs["train"].num_rows == 0 and pairs["train"].features == FEATURES
+    assert pairs["candidates"].num_rows == 8 and set(pairs["candidates"]["parse_error"]) != {None}

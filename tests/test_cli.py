@@ -93,6 +93,46 @@ def test_a_killed_run_resumes_from_its_finished_shards(tmp_path, taught_generato
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun comes with torch")
+def test_run_under_torchrun_builds_every_passage_once(tmp_path, taught_generator, tiny_reward_model):
+    corpus = tmp_path / "passages.jsonl"
+    rows = [
+        {"title": f"Passage {i}", "content": f"Passage {i} is about bees and their dances. " * 3} for i in range(5)
+    ]
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    args = [
+        "run", str(corpus), "--no-split", "--text-column", "content", "--shard-size", "1",
+        "--model", taught_generator, "--reward-model", tiny_reward_model,
+        "--num-samples", "2", "--max-new-tokens", "24", "--seed", "0",
+    ]  # fmt: skip
+    single = run(*args, "--output", str(tmp_path / "one"), tmp_path=tmp_path / "single")
+    assert single.returncode == 0, single.stderr[-3000:]
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "shared-cache")}
+    environment.pop("HF_TOKEN", None)
+    ranks = subprocess.run(
+        [shutil.which("torchrun"), "--nproc_per_node", "2", "--master_port", str(_free_port()),
+         "-m", "genstruct_datasets.cli", *args, "--output", str(tmp_path / "two")],
+        capture_output=True, text=True, env=environment, timeout=600,
+    )  # fmt: skip
+    assert ranks.returncode == 0, ranks.stderr[-3000:]
+    # Shards 1, 3, 5 on rank 0 and 2, 4 on rank 1; rank 0 alone writes the dataset and prints the summary.
+    assert len(re.findall(r"Shard \d of 5: 1 passages\.", ranks.stderr)) == 5
+    assert ranks.stdout.count("written to: ") == 1
+    one = load_dataset("parquet", data_files=str(tmp_path / "one" / "data" / "*.parquet"), split="train")
+    two = load_dataset("parquet", data_files=str(tmp_path / "two" / "data" / "*.parquet"), split="train")
+    assert sorted(two["title"]) == [f"Passage {i}" for i in range(5)]
+    assert two.to_list() == one.to_list()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
 def test_run_with_two_worker_processes_gives_the_same_pairs(tmp_path, corpus, taught_generator, tiny_reward_model):
     common = [
         "run", str(corpus), "--title-column", "heading", "--text-column", "body",
