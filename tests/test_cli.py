@@ -17,9 +17,33 @@ pytestmark = pytest.mark.skipif(COMMAND is None, reason="the console script is i
 
 
 def run(*args: str, tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "cache"), **(env or {})}
-    environment.pop("HF_TOKEN", None)
+    environment = {**offline_environment(tmp_path / "cache"), **(env or {})}
     return subprocess.run([COMMAND, *args], capture_output=True, text=True, env=environment, timeout=600)
+
+
+def offline_environment(cache: Path) -> dict[str, str]:
+    """This process's environment, offline, without a token, with a datasets cache of its own."""
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(cache)}
+    environment.pop("HF_TOKEN", None)
+    return environment
+
+
+def passages_corpus(path: Path, count: int) -> Path:
+    """A JSON-lines file of `count` short passages (title, content), one per shard with --shard-size 1."""
+    rows = [
+        {"title": f"Passage {i}", "content": f"Passage {i} is about the Moon and its phases. " * 3}
+        for i in range(count)
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def sharded_run_args(corpus: Path, generator: str, reward_model: str) -> list[str]:
+    return [
+        "run", str(corpus), "--no-split", "--text-column", "content", "--shard-size", "1",
+        "--model", generator, "--reward-model", reward_model,
+        "--num-samples", "2", "--max-new-tokens", "24", "--seed", "0",
+    ]  # fmt: skip
 
 
 @pytest.fixture
@@ -59,18 +83,9 @@ def test_run_writes_a_dataset_folder_and_a_summary(tmp_path, corpus, taught_gene
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_from_its_finished_shards(tmp_path, taught_generator, tiny_reward_model):
-    corpus = tmp_path / "passages.jsonl"
-    rows = [
-        {"title": f"Passage {i}", "content": f"Passage {i} is about the Moon and its phases. " * 3} for i in range(6)
-    ]
-    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    args = [
-        "run", str(corpus), "--no-split", "--text-column", "content", "--shard-size", "1",
-        "--model", taught_generator, "--reward-model", tiny_reward_model,
-        "--num-samples", "2", "--max-new-tokens", "24", "--seed", "0", "--output", str(tmp_path / "pairs"),
-    ]  # fmt: skip
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "cache")}
-    environment.pop("HF_TOKEN", None)
+    corpus = passages_corpus(tmp_path / "passages.jsonl", 6)
+    args = [*sharded_run_args(corpus, taught_generator, tiny_reward_model), "--output", str(tmp_path / "pairs")]
+    environment = offline_environment(tmp_path / "cache")
     first = subprocess.Popen([COMMAND, *args], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shards = tmp_path / "cache" / "genstruct-work"
     deadline = time.monotonic() + 300
@@ -95,20 +110,11 @@ def test_a_killed_run_resumes_from_its_finished_shards(tmp_path, taught_generato
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun comes with torch")
 def test_run_under_torchrun_builds_every_passage_once(tmp_path, taught_generator, tiny_reward_model):
-    corpus = tmp_path / "passages.jsonl"
-    rows = [
-        {"title": f"Passage {i}", "content": f"Passage {i} is about bees and their dances. " * 3} for i in range(5)
-    ]
-    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    args = [
-        "run", str(corpus), "--no-split", "--text-column", "content", "--shard-size", "1",
-        "--model", taught_generator, "--reward-model", tiny_reward_model,
-        "--num-samples", "2", "--max-new-tokens", "24", "--seed", "0",
-    ]  # fmt: skip
+    corpus = passages_corpus(tmp_path / "passages.jsonl", 5)
+    args = sharded_run_args(corpus, taught_generator, tiny_reward_model)
     single = run(*args, "--output", str(tmp_path / "one"), tmp_path=tmp_path / "single")
     assert single.returncode == 0, single.stderr[-3000:]
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "shared-cache")}
-    environment.pop("HF_TOKEN", None)
+    environment = offline_environment(tmp_path / "shared-cache")
     ranks = subprocess.run(
         [shutil.which("torchrun"), "--nproc_per_node", "2", "--master_port", str(_free_port()),
          "-m", "genstruct_datasets.cli", *args, "--output", str(tmp_path / "two")],
