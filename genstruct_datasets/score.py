@@ -8,6 +8,7 @@ from dataclasses import KW_ONLY, dataclass
 
 from ._fingerprint import hash_only_results
 from .errors import InvalidConfigError, check_columns
+from .generate import _is_text
 from .models import load_model, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -174,10 +175,6 @@ Example:
 >>> ds = ds.map(score_pairs, batched=True)  # doctest: +SKIP
 ```
 """
-
-
-def _is_text(value) -> bool:
-    return isinstance(value, str) and bool(value.strip())
 
 
 def _conversation_ids(tokenizer, instruction: str, response: str) -> list[int]:
