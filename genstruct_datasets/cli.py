@@ -19,7 +19,7 @@ from .card import dataset_stats
 from .dedup import dedup_pairs
 from .errors import GenstructError, InvalidConfigError, MissingTokenError
 from .generate import DEFAULT_GENERATOR
-from .quality import quality_report, validity_report
+from .quality import quality_report
 from .report import format_headline, format_report
 from .score import DEFAULT_REWARD_MODEL
 
@@ -203,7 +203,11 @@ def _run(args: argparse.Namespace) -> int:
         best = dedup_pairs(best, threshold=args.dedup_threshold)
     recipe = config.recipe()
     recipe["selection"]["dedup_threshold"] = args.dedup_threshold
+    # Measured once, for the card(s) and the summary.
+    has_pairs = {"instruction", "response"} <= set(best.column_names) and best.num_rows
+    report = quality_report(best, candidates=candidates) if has_pairs else None
     card_settings = {
+        "quality": report,
         "recipe": recipe,
         "candidates": candidates,
         "license": args.license,
@@ -219,7 +223,7 @@ def _run(args: argparse.Namespace) -> int:
 
         publish(best, args.push_to_hub, private=args.private, **card_settings)
         destinations.append(f"https://huggingface.co/datasets/{args.push_to_hub}")
-    _print_summary(best, candidates, destinations)
+    _print_summary(best, candidates, destinations, report)
     return 0
 
 
@@ -246,7 +250,7 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(best, candidates, destinations: list[str]) -> None:
+def _print_summary(best, candidates, destinations: list[str], report: dict | None) -> None:
     stats = dataset_stats(best, candidates)
     counts = stats["counts"]
     print(", ".join(f"{name}: {value}" for name, value in counts.items()))
@@ -254,9 +258,7 @@ def _print_summary(best, candidates, destinations: list[str]) -> None:
         print("outcomes: " + ", ".join(f"{name}={value}" for name, value in stats["outcomes"].items()))
     if stats["rewards"]:
         print("reward: " + ", ".join(f"{name} {value:.3f}" for name, value in stats["rewards"].items()))
-    if {"instruction", "response"} <= set(best.column_names) and best.num_rows:
-        report = quality_report(best)
-        report["validity"] = validity_report(candidates)
+    if report is not None:
         print(format_headline(report))
     print("written to: " + (", ".join(destinations) if destinations else "the datasets cache only (use --output)"))
 

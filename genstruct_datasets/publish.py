@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .card import build_card
 from .errors import MissingTokenError
-from .quality import quality_report, validity_report
+from .quality import quality_report
 from .report import plot_quality
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ def save_local(
     repo_id: str | None = None,
     max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
     existing_card: DatasetCard | None = None,
+    quality: dict[str, Any] | None = None,
 ) -> Path:
     """Write `ds` to a folder in the layout of a Hub dataset repository: parquet shards and a README card.
 
@@ -60,6 +61,8 @@ def save_local(
         repo_id (`str`, *optional*): the Hub id used in the card's loading snippet; defaults to the folder path.
         max_shard_size (`int`, *optional*, defaults to 500 MiB): largest shard, in bytes of Arrow data.
         existing_card (`DatasetCard`, *optional*): a card whose other configs the new card keeps.
+        quality (`dict`, *optional*): the [`quality_report`] of `ds` (with `candidates`) when the caller already
+            has it; computed here otherwise.
 
     Returns:
         `Path`: the folder.
@@ -85,11 +88,9 @@ def save_local(
     for index in range(num_shards):
         shard = ds.shard(num_shards=num_shards, index=index, contiguous=True)
         shard.to_parquet(folder / data_dir / f"{split}-{index:05d}-of-{num_shards:05d}.parquet")
-    quality, figure = None, None
+    figure = None
     if {"instruction", "response"} <= set(ds.column_names) and ds.num_rows:
-        quality = quality_report(ds)
-        if candidates is not None:
-            quality["validity"] = validity_report(candidates)
+        quality = quality or quality_report(ds, candidates=candidates)
         figure = plot_quality(ds, folder / QUALITY_FIGURE.format(config=config_name, split=split)).name
     card = build_card(
         ds,
@@ -126,6 +127,7 @@ def publish(
     license: str | None = None,
     language: str | list[str] = "en",
     source_datasets: list[str] | None = None,
+    quality: dict[str, Any] | None = None,
 ) -> CommitInfo:
     """Publish `ds` to a dataset repository on the Hub, parquet shards and dataset card in one commit.
 
@@ -141,7 +143,7 @@ def publish(
         config_name (`str`, *optional*, defaults to `"default"`): the dataset config.
         split (`str`, *optional*, defaults to `"train"`): the split.
         commit_message (`str`, *optional*): defaults to "Upload {n} Genstruct pairs with genstruct-datasets".
-        recipe, candidates, license, language, source_datasets: shown in the card, see [`save_local`].
+        recipe, candidates, license, language, source_datasets, quality: shown in the card, see [`save_local`].
 
     Returns:
         `huggingface_hub.CommitInfo`: the commit, with its URL.
@@ -185,6 +187,7 @@ def publish(
             source_datasets=source_datasets,
             repo_id=repo_id,
             existing_card=existing,
+            quality=quality,
         )
         commit = api.upload_folder(
             repo_id=repo_id,

@@ -246,13 +246,21 @@ def validity_report(ds: Dataset) -> dict[str, Any]:
     return _validity(ds.num_rows, pairs, data.get("parse_error"), data.get("finish_reason"))
 
 
-def quality_report(ds: Dataset, *, near_duplicate_threshold: float = NEAR_DUPLICATE_THRESHOLD) -> dict[str, Any]:
+def quality_report(
+    ds: Dataset, *, candidates: Dataset | None = None, near_duplicate_threshold: float = NEAR_DUPLICATE_THRESHOLD
+) -> dict[str, Any]:
     """Measure a Genstruct dataset: whether it is worth fine-tuning on, at a glance.
 
     Reads `instruction` and `response`, and where present `content`, `parse_error`, `finish_reason` and
     `reward`. A row is a pair when it has an instruction and a response (and no `parse_error`). Give it
-    the candidates (every sample) for validity figures that mean something; the best-of-n rows alone are
-    all pairs by construction.
+    the candidates (every sample) for validity figures that mean something, as `ds` or as `candidates`; the
+    best-of-n rows alone are all pairs by construction.
+
+    Args:
+        ds (`datasets.Dataset`): the pairs to measure.
+        candidates (`datasets.Dataset`, *optional*): every candidate before selection; when given, the
+            ``validity`` figures are measured over them ([`validity_report`]) and the rest over `ds`.
+        near_duplicate_threshold (`float`, *optional*, defaults to 0.8): see [`near_duplicate_share`].
 
     Returns:
         `dict`:
@@ -286,12 +294,15 @@ def quality_report(ds: Dataset, *, near_duplicate_threshold: float = NEAR_DUPLIC
     optional = ("content", "parse_error", "finish_reason", "reward")
     columns = ds.select_columns([c for c in ("instruction", "response", *optional) if c in ds.column_names])
     data = columns.to_dict()
-    return compute_quality(
+    report = compute_quality(
         instruction=data["instruction"],
         response=data["response"],
         near_duplicate_threshold=near_duplicate_threshold,
         **{c: data[c] for c in optional if c in data},
     )
+    if candidates is not None:
+        report["validity"] = validity_report(candidates)
+    return report
 
 
 def _check_pair_columns(stage: str, ds: Dataset) -> None:

@@ -111,6 +111,8 @@ def test_quality_report_on_known_rows(candidates):
     assert report["lengths"]["response_words"]["max"] == 4
     assert report["reward"]["mean"] == 1.5
     assert validity_report(candidates) == report["validity"]
+    best = quality_report(candidates.select([0, 2]), candidates=candidates)
+    assert best["validity"] == report["validity"] and best["diversity"] == report["diversity"]
     json.dumps(report)  # plain types, for --json
 
 
