@@ -478,14 +478,25 @@ def _render(tokenizer, title: str, content: str) -> list[int]:
 
 def _fit_prompt(tokenizer, title: str, content: str, budget: int) -> tuple[list[int] | None, bool]:
     """Tokenize the prompt, cutting the end of the content until it fits in `budget` tokens."""
-    ids = _render(tokenizer, title, content)
+    return _fit_tail(tokenizer, lambda text: _render(tokenizer, title, text), content, budget, strip_cut=True)
+
+
+def _fit_tail(tokenizer, render, text: str, budget: int, *, strip_cut: bool = False) -> tuple[list[int] | None, bool]:
+    """The ids of `render(text)`, the end of `text` cut until they fit in `budget` tokens.
+
+    Returns (ids, whether text was cut), or (None, False) when even an empty `text` does not fit. The frame
+    that `render` puts around `text` (a prompt, a conversation) is never cut. With `strip_cut`, a cut text
+    loses its trailing white space.
+    """
+    ids = render(text)
     if len(ids) <= budget:
         return ids, False
-    frame = len(_render(tokenizer, title, ""))
-    content_ids = tokenizer(content, add_special_tokens=False)["input_ids"]
-    keep = min(len(content_ids), budget - frame)
+    frame = len(render(""))
+    text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    keep = min(len(text_ids), budget - frame)
     while keep > 0:
-        ids = _render(tokenizer, title, tokenizer.decode(content_ids[:keep]).rstrip())
+        cut = tokenizer.decode(text_ids[:keep])
+        ids = render(cut.rstrip() if strip_cut else cut)
         if len(ids) <= budget:
             return ids, True
         keep -= len(ids) - budget

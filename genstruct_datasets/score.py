@@ -8,7 +8,7 @@ from dataclasses import KW_ONLY, dataclass
 
 from ._fingerprint import hash_only_results
 from .errors import InvalidConfigError, check_columns
-from .generate import _is_text
+from .generate import _fit_tail, _is_text
 from .models import load_model, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -141,18 +141,13 @@ class RewardScorer:
 
     def _conversation(self, tokenizer, instruction: str, response: str) -> tuple[list[int], bool]:
         """A user/assistant conversation's token ids, the response cut to fit `max_length`."""
-        ids = _conversation_ids(tokenizer, instruction, response)
-        if len(ids) <= self.max_length:
+        ids, _ = _fit_tail(
+            tokenizer, lambda text: _conversation_ids(tokenizer, instruction, text), response, self.max_length
+        )
+        if ids is not None:
             return ids, False
-        frame = len(_conversation_ids(tokenizer, instruction, ""))
-        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-        keep = min(len(response_ids), self.max_length - frame)
-        while keep > 0:
-            ids = _conversation_ids(tokenizer, instruction, tokenizer.decode(response_ids[:keep]))
-            if len(ids) <= self.max_length:
-                return ids, False
-            keep -= len(ids) - self.max_length
-        return ids[: self.max_length], True
+        # The instruction alone fills max_length: it has to be cut too.
+        return _conversation_ids(tokenizer, instruction, response)[: self.max_length], True
 
     def _score(self, loaded, features: list[dict[str, list[int]]]) -> list[float]:
         import torch

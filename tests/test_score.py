@@ -71,6 +71,14 @@ def test_an_instruction_longer_than_max_length_is_still_scored(tiny_reward_model
     assert "1 instruction(s) alone are longer than max_length=16" in caplog.text
 
 
+def test_a_chat_model_still_scores_an_instruction_longer_than_max_length(tiny_chat_reward_model, caplog):
+    scorer = RewardScorer(tiny_chat_reward_model, max_length=16)
+    with caplog.at_level(logging.WARNING, logger="genstruct_datasets"):
+        out = scorer({"instruction": ["Why? " * 50], "response": ["Because."]})
+    assert isinstance(out["reward"][0], float)
+    assert "1 instruction(s) alone are longer than max_length=16" in caplog.text
+
+
 def test_chat_template_models_get_a_conversation(tiny_chat_reward_model):
     scorer = RewardScorer(tiny_chat_reward_model, max_length=40)
     tokenizer = load_model("sequence_classification", tiny_chat_reward_model, device="cpu").tokenizer
