@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -241,7 +242,7 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
 
     def _build_shards(self, config: GenstructConfig) -> list[Path]:
         """Build this process's missing shards (all of them outside torchrun) and return every shard's path."""
-        passages = self._passages(config)
+        passages = self.passages
         work = self.work_dir
         work.mkdir(parents=True, exist_ok=True)
         count = max(1, math.ceil(passages.num_rows / config.shard_size))
@@ -272,7 +273,10 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         """Where this recipe's finished shards wait until the build is done (next to the datasets cache)."""
         return Path(self._cache_dir_root) / "genstruct-work" / self.config_id
 
-    def _passages(self, config: GenstructConfig) -> datasets.Dataset:
+    @functools.cached_property
+    def passages(self) -> datasets.Dataset:
+        """The recipe's passages, read and split once per builder (rank 0 under torchrun needs them twice)."""
+        config: GenstructConfig = self.config
         documents = read_source(config, token=self.token)
         if config.limit is not None:
             documents = documents.select(range(min(config.limit, documents.num_rows)))
