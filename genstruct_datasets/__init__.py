@@ -11,6 +11,7 @@ from .errors import (
     MissingTokenError,
 )
 from .generate import FINISH_REASONS, GenstructGenerator, genstruct_generate
+from .hub_shards import HubShards, with_retries
 from .models import clear_model_cache
 from .parse import PARSE_ERRORS, ParsedPair, parse_completion, parse_pairs
 from .passages import PassageSplitter, split_passages
@@ -31,6 +32,7 @@ __all__ = [
     "GenstructConfig",
     "GenstructError",
     "GenstructGenerator",
+    "HubShards",
     "InvalidConfigError",
     "MissingColumnsError",
     "MissingDependencyError",
@@ -58,4 +60,5 @@ __all__ = [
     "select_best",
     "split_passages",
     "validity_report",
+    "with_retries",
 ]

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+from datasets.distributed import split_dataset_by_node
 
 from .errors import GenstructError, InvalidConfigError, MissingColumnsError
 from .generate import DEFAULT_GENERATOR, GenstructGenerator
+from .hub_shards import HubShards
 from .parse import parse_pairs
 from .passages import PassageSplitter
 from .prompt import passage_id
@@ -213,8 +215,10 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
 
     BUILDER_CONFIG_CLASS = GenstructConfig
     VERSION = datasets.Version("0.1.0")
-    # Worker processes of the generation and scoring maps (one per GPU); not part of the recipe.
+    # Where the run goes, not what it makes (not part of the recipe): worker processes of the generation and
+    # scoring maps (one per GPU), and a Hub repository that keeps finished shards as they finish.
     map_num_proc: int | None = None
+    shard_store: HubShards | None = None
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
@@ -238,29 +242,68 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
 
     def _candidates(self, config: GenstructConfig) -> datasets.Dataset:
         """Every candidate, built shard by shard; a shard finished by an earlier, interrupted run is reused."""
-        return datasets.Dataset.from_parquet([str(path) for path in self._build_shards(config)], features=FEATURES)
+        paths = self._build_shards(config)
+        missing = [path for path in paths if not path.exists()]
+        if missing and self.shard_store is not None:
+            # Several machines without a shared folder: the other ranks' shards are in the Hub repository.
+            remote = self.shard_store.open(self.config_id)
+            missing = [self.shard_store.download(self.config_id, p) if p.name in remote else p for p in missing]
+            missing = [path for path in missing if not path.exists()]
+        if missing:
+            raise GenstructError(
+                f"{len(missing)} of {len(paths)} shards are missing from {self.work_dir} (first: {missing[0].name}). "
+                "Did every rank finish? Ranks on several machines need a shared work folder (--cache-dir) or "
+                "a Hub repository for their shards (--push-to-hub)."
+            )
+        return datasets.Dataset.from_parquet([str(path) for path in paths], features=FEATURES)
 
     def _build_shards(self, config: GenstructConfig) -> list[Path]:
-        """Build this process's missing shards (all of them outside torchrun) and return every shard's path."""
+        """Build this process's missing shards (all of them outside torchrun) and return every shard's path.
+
+        With a [`HubShards`] store, the shards it holds are downloaded instead of built, local shards it lacks
+        (an earlier upload failed) are uploaded, and each new shard is uploaded as soon as it is written.
+        """
         passages = self.passages
         work = self.work_dir
         work.mkdir(parents=True, exist_ok=True)
         count = max(1, math.ceil(passages.num_rows / config.shard_size))
         paths = [work / f"candidates-{k:05d}-of-{count:05d}.parquet" for k in range(count)]
+        rank, world = self.node
+        # This rank's part: a contiguous block of the shards, the same whatever ran before.
+        shards = datasets.Dataset.from_dict({"shard": list(range(count))})
+        mine = list(split_dataset_by_node(shards, rank=rank, world_size=world)["shard"])
+        store, uploads = self.shard_store, []
+        if store is not None:
+            remote = store.open(self.config_id)
+            for k in mine:
+                if not paths[k].exists() and paths[k].name in remote:
+                    store.download(self.config_id, paths[k])
+                elif paths[k].exists() and paths[k].name not in remote:
+                    uploads.append(store.upload_in_background(self.config_id, paths[k]))
         finished = sum(path.exists() for path in paths)
         if finished:
             logger.info("Resuming: %d of %d shards were finished by an earlier run and are reused.", finished, count)
-        rank, world = self.node
-        for k, path in enumerate(paths):
-            if path.exists() or k % world != rank:
+        for k in mine:
+            if paths[k].exists():
                 continue
             rows = range(k * config.shard_size, min((k + 1) * config.shard_size, passages.num_rows))
             logger.info("Shard %d of %d: %d passages.", k + 1, count, len(rows))
             part = self._run_stages(config, passages.select(rows))
             # Written whole, then renamed: a run killed mid-write leaves no shard that looks finished.
-            partial = path.with_suffix(".partial")
+            partial = paths[k].with_suffix(".partial")
             part.to_parquet(partial)
-            os.replace(partial, path)
+            os.replace(partial, paths[k])
+            if store is not None:
+                uploads.append(store.upload_in_background(self.config_id, paths[k]))
+        failed = sum(not upload.result() for upload in uploads)
+        if failed:
+            logger.warning(
+                "%d of %d shards could not be uploaded to %s; they stay in %s until a run uploads them.",
+                failed,
+                len(uploads),
+                store.repo_id,
+                work,
+            )
         return paths
 
     @property
@@ -277,7 +320,7 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
     def passages(self) -> datasets.Dataset:
         """The recipe's passages, read and split once per builder (rank 0 under torchrun needs them twice)."""
         config: GenstructConfig = self.config
-        documents = read_source(config, token=self.token)
+        documents = read_source(config, token=self.token, cache_dir=self._cache_dir_root)
         if config.limit is not None:
             documents = documents.select(range(min(config.limit, documents.num_rows)))
         if config.split_documents:
@@ -315,12 +358,16 @@ def _as_passages(batch: dict[str, list], *, title_column: str, text_column: str)
     }
 
 
-def read_source(config: GenstructConfig, *, token: str | bool | None = None) -> datasets.Dataset:
+def read_source(
+    config: GenstructConfig, *, token: str | bool | None = None, cache_dir: str | os.PathLike | None = None
+) -> datasets.Dataset:
     """Read the recipe's documents: from local files, or from the Hub.
 
     Args:
         config ([`GenstructConfig`]): the recipe; `source` and the `source_*` fields say what to read.
         token (`str` or `bool`, *optional*): a Hub token, for private or gated source datasets.
+        cache_dir (`str`, *optional*): where `datasets` caches the documents (and the maps over them); defaults
+            to the `datasets` cache.
 
     Returns:
         `datasets.Dataset`: the documents, with the recipe's title and text columns.
@@ -331,7 +378,7 @@ def read_source(config: GenstructConfig, *, token: str | bool | None = None) -> 
     """
     path = Path(config.source) if config.source else None
     if path is not None and (path.exists() or path.suffix in (*STRUCTURED_FORMATS, *TEXT_FORMATS)):
-        documents = _read_local(path, config)
+        documents = _read_local(path, config, cache_dir)
     elif config.source is None:
         raise SourceError("No source given: name a Hub dataset id or local files.")
     elif config.limit is not None:
@@ -352,6 +399,7 @@ def read_source(config: GenstructConfig, *, token: str | bool | None = None) -> 
             split=config.source_split,
             revision=config.source_revision,
             token=token,
+            cache_dir=cache_dir,
         )
     missing = [c for c in (config.title_column, config.text_column) if c not in documents.column_names]
     if missing:
@@ -380,7 +428,7 @@ def _source_files(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in supported and not p.name.startswith("."))
 
 
-def _read_local(path: Path, config: GenstructConfig) -> datasets.Dataset:
+def _read_local(path: Path, config: GenstructConfig, cache_dir: str | os.PathLike | None) -> datasets.Dataset:
     if not path.exists():
         raise SourceError(
             f"Source {str(path)!r} does not exist; pass an existing file or folder, or a Hub dataset id."
@@ -397,7 +445,7 @@ def _read_local(path: Path, config: GenstructConfig) -> datasets.Dataset:
         )
     kind = kinds.pop()
     if kind != "text":
-        return datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train")
+        return datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train", cache_dir=cache_dir)
     titles, texts = [], []
     for file in files:
         text = file.read_text(encoding="utf-8")
@@ -417,6 +465,7 @@ def load_genstruct(
     download_mode: datasets.DownloadMode | str | None = None,
     token: str | bool | None = None,
     num_proc: int | None = None,
+    push_shards_to: str | HubShards | None = None,
     **config: Any,
 ) -> datasets.DatasetDict | None:
     """Build (or read back from the cache) a Genstruct dataset from a corpus, like `load_dataset`.
@@ -434,14 +483,19 @@ def load_genstruct(
         num_proc (`int`, *optional*): worker processes for generation and scoring, one model each on
             ``cuda:{rank % n_gpus}`` (use ``torch.cuda.device_count()``; with CUDA, call
             ``multiprocess.set_start_method("spawn")`` first). It does not change the results, nor the cache key.
+        push_shards_to (`str` or [`HubShards`], *optional*): a Hub dataset repository that receives each finished
+            shard as it finishes, so that a crash loses at most the shard in progress, and from which a later
+            run of the same recipe, on any machine, takes the shards it holds. Publish the result there with
+            [`publish`] (``shards=``), which deletes them. Not part of the recipe.
         **config: the rest of the recipe, see [`GenstructConfig`] (``model=``, ``num_samples=``,
             ``reward_model=``, ``min_reward=``, ``limit=`` ...).
 
     Returns:
         `datasets.DatasetDict`: ``train`` and, with best-of-n, ``candidates``. Under `torchrun` or `accelerate
-        launch` (`WORLD_SIZE` > 1), every rank builds its share of the shards (shard k on rank k % world size,
-        into the work folder beside `cache_dir`, which must be shared between machines) and rank 0 returns
-        the dataset; the other ranks return None.
+        launch` (`WORLD_SIZE` > 1), every rank builds its share of the shards (a contiguous block of them,
+        `datasets.distributed.split_dataset_by_node`) into the work folder beside `cache_dir`, and rank 0 returns
+        the dataset; the other ranks return None. Ranks on several machines need that folder shared, or
+        `push_shards_to`: rank 0 then downloads the other ranks' shards from the repository.
 
     Raises:
         [`InvalidConfigError`]: a setting is out of range (before anything is read or loaded).
@@ -477,6 +531,12 @@ def load_genstruct(
     config_id = f"{_slug(str(source))}-{datasets.fingerprint.Hasher.hash(recipe.settings())}"
     builder = GenstructBuilder(cache_dir=cache_dir, config_id=config_id, token=token, **settings)
     builder.map_num_proc = num_proc
+    if push_shards_to is not None:
+        builder.shard_store = (
+            push_shards_to
+            if isinstance(push_shards_to, HubShards)
+            else HubShards(push_shards_to, token=token if isinstance(token, str) else None)
+        )
     rank, world = builder.node
     if world > 1:
         # Several processes (torchrun, accelerate launch): each builds its share of the shards into the shared

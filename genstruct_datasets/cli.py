@@ -19,6 +19,7 @@ from .card import dataset_stats
 from .dedup import dedup_pairs
 from .errors import GenstructError, InvalidConfigError, MissingTokenError
 from .generate import DEFAULT_GENERATOR
+from .hub_shards import HubShards
 from .quality import quality_report
 from .report import format_headline, format_report
 from .score import DEFAULT_REWARD_MODEL
@@ -113,7 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     output = run.add_argument_group("output")
     output.add_argument("--output", metavar="FOLDER", help="write parquet shards and a dataset card to FOLDER")
-    output.add_argument("--push-to-hub", metavar="REPO", help="publish to this Hub dataset repository")
+    output.add_argument(
+        "--push-to-hub",
+        metavar="REPO",
+        help="publish to this Hub dataset repository; finished shards are uploaded to it as they finish, and a "
+        "re-run (on any machine) continues from them",
+    )
     output.add_argument("--private", action="store_true", help="create the Hub repository as private")
     output.add_argument("--license", help="license id for the dataset card (mind the source's terms)")
     output.add_argument(
@@ -192,8 +198,16 @@ def _run(args: argparse.Namespace) -> int:
         import multiprocess
 
         multiprocess.set_start_method("spawn", force=True)  # CUDA does not survive a fork
+    # Finished shards go to the Hub repository as they finish: a crash there loses at most one shard.
+    shards = HubShards(args.push_to_hub, private=args.private) if args.push_to_hub else None
     pairs = load_genstruct(
-        args.source, args.name, split=args.split, cache_dir=args.cache_dir, num_proc=args.num_proc, **settings
+        args.source,
+        args.name,
+        split=args.split,
+        cache_dir=args.cache_dir,
+        num_proc=args.num_proc,
+        push_shards_to=shards,
+        **settings,
     )
     if pairs is None:  # a rank other than 0 under torchrun: its shards are done, rank 0 writes the output
         return 0
@@ -221,7 +235,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.push_to_hub:
         from .publish import publish
 
-        publish(best, args.push_to_hub, private=args.private, **card_settings)
+        publish(best, args.push_to_hub, private=args.private, shards=shards, **card_settings)
         destinations.append(f"https://huggingface.co/datasets/{args.push_to_hub}")
     _print_summary(best, candidates, destinations, report)
     return 0

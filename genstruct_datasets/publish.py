@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 from .card import build_card
 from .errors import MissingTokenError
+from .hub_shards import with_retries
 from .quality import quality_report
 from .report import plot_quality
 
 if TYPE_CHECKING:
     from datasets import Dataset
     from huggingface_hub import CommitInfo, DatasetCard
+
+    from .hub_shards import HubShards
 
 logger = logging.getLogger(__name__)
 
@@ -128,12 +131,14 @@ def publish(
     language: str | list[str] = "en",
     source_datasets: list[str] | None = None,
     quality: dict[str, Any] | None = None,
+    shards: HubShards | None = None,
 ) -> CommitInfo:
     """Publish `ds` to a dataset repository on the Hub, parquet shards and dataset card in one commit.
 
     The repository gets the layout of [`save_local`] (the one `Dataset.push_to_hub` writes), uploaded with
     `HfApi.upload_folder` so that the data and its card land together or not at all. Earlier shards of the
     same config and split are deleted in that commit; other configs and their entries in the card stay.
+    Each Hub call is retried with backoff when it fails in a way that may pass ([`with_retries`]).
 
     Args:
         ds (`datasets.Dataset`): the rows to publish.
@@ -144,6 +149,8 @@ def publish(
         split (`str`, *optional*, defaults to `"train"`): the split.
         commit_message (`str`, *optional*): defaults to "Upload {n} Genstruct pairs with genstruct-datasets".
         recipe, candidates, license, language, source_datasets, quality: shown in the card, see [`save_local`].
+        shards ([`HubShards`], *optional*): the store the run's finished shards went to (``push_shards_to=`` of
+            [`load_genstruct`]); its folders in this repository are deleted in the same commit.
 
     Returns:
         `huggingface_hub.CommitInfo`: the commit, with its URL.
@@ -168,7 +175,10 @@ def publish(
             "set HF_TOKEN, or pass token=."
         )
     api = HfApi(token=token)
-    repo_id = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True).repo_id
+    repo_id = with_retries(
+        lambda: api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True),
+        what=f"creating {repo_id}",
+    ).repo_id
     try:
         existing = DatasetCard.load(repo_id, repo_type="dataset", token=token)
     except (EntryNotFoundError, RepositoryNotFoundError):
@@ -189,12 +199,16 @@ def publish(
             existing_card=existing,
             quality=quality,
         )
-        commit = api.upload_folder(
-            repo_id=repo_id,
-            repo_type="dataset",
-            folder_path=folder,
-            commit_message=commit_message or f"Upload {ds.num_rows} Genstruct pairs with genstruct-datasets",
-            delete_patterns=[f"{data_dir}/{split}-*"],
+        done_shards = [f"{name}/*" for name in sorted(shards.folders)] if shards is not None else []
+        commit = with_retries(
+            lambda: api.upload_folder(
+                repo_id=repo_id,
+                repo_type="dataset",
+                folder_path=folder,
+                commit_message=commit_message or f"Upload {ds.num_rows} Genstruct pairs with genstruct-datasets",
+                delete_patterns=[f"{data_dir}/{split}-*", *done_shards],
+            ),
+            what=f"upload to {repo_id}",
         )
     logger.info("Published %d rows to https://huggingface.co/datasets/%s", ds.num_rows, repo_id)
     return commit

@@ -4,6 +4,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -105,6 +106,45 @@ def test_a_killed_run_resumes_from_its_finished_shards(tmp_path, taught_generato
     pairs = load_dataset(str(tmp_path / "pairs"), split="train", download_mode="force_redownload")
     assert sorted(pairs["title"]) == [f"Passage {i}" for i in range(6)]  # every passage exactly once
     assert not list(shards.glob("*/*"))  # the finished build's shards are cleaned up
+
+
+@pytest.mark.slow
+def test_a_killed_push_resumes_on_another_machine_from_the_repo(tmp_path, taught_generator, tiny_reward_model):
+    corpus = passages_corpus(tmp_path / "passages.jsonl", 6)
+    hub = tmp_path / "hub"
+    # The command against a Hub whose repositories are folders (tests/hub_fake.py), with a token.
+    command = [sys.executable, str(Path(__file__).parent / "hub_fake.py"), str(hub)]
+    args = [*sharded_run_args(corpus, taught_generator, tiny_reward_model), "--push-to-hub", "me/moon-pairs"]
+    first = subprocess.Popen(
+        [*command, *args],
+        env={**offline_environment(tmp_path / "machine-1"), "HF_TOKEN": "hf_fake"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    uploaded = hub / "me" / "moon-pairs" / ".genstruct-work"
+    deadline = time.monotonic() + 300
+    while len(list(uploaded.glob("*/candidates-*.parquet"))) < 2 and first.poll() is None:
+        assert time.monotonic() < deadline, "no shard was uploaded in time"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    finished = len(list(uploaded.glob("*/candidates-*.parquet")))
+    assert 2 <= finished < 6, "the run must be killed between its first and last upload"
+
+    # Another machine: an empty cache, and the repository's shards.
+    second = subprocess.run(
+        [*command, *args],
+        env={**offline_environment(tmp_path / "machine-2"), "HF_TOKEN": "hf_fake"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"Resuming: {finished} of 6 shards were finished by an earlier run and are reused." in second.stderr
+    assert len(re.findall(r"Shard \d of 6: 1 passages\.", second.stderr)) == 6 - finished
+    pairs = load_dataset(str(hub / "me" / "moon-pairs"), split="train", download_mode="force_redownload")
+    assert sorted(pairs["title"]) == [f"Passage {i}" for i in range(6)]  # every passage exactly once
+    assert not list(uploaded.rglob("*.parquet"))  # the published dataset replaced the run's shards
 
 
 @pytest.mark.slow

@@ -1,0 +1,171 @@
+import json
+import logging
+
+import pytest
+from hub_fake import FolderHub, _http_error
+
+import genstruct_datasets.builder as builder
+from genstruct_datasets import (
+    GenstructError,
+    GenstructGenerator,
+    HubShards,
+    InvalidConfigError,
+    load_genstruct,
+    publish,
+    with_retries,
+)
+from genstruct_datasets.hub_shards import WORK_FOLDER
+
+REPO = "me/moon-pairs"
+
+
+def failing(*statuses: int, answer="done"):
+    """A call that fails with each of `statuses` in turn, then gives `answer`; `calls` counts the tries."""
+
+    def call():
+        call.calls += 1
+        if call.calls <= len(statuses):
+            raise _http_error(statuses[call.calls - 1])
+        return answer
+
+    call.calls = 0
+    return call
+
+
+def test_with_retries_retries_what_may_pass_and_nothing_else():
+    flaky = failing(503, 429, 500)
+    assert with_retries(flaky, what="upload", backoff=0) == "done" and flaky.calls == 4
+    forbidden = failing(403)
+    with pytest.raises(Exception, match="403"):
+        with_retries(forbidden, what="upload", backoff=0)
+    assert forbidden.calls == 1
+    down = failing(503, 503, 503)
+    with pytest.raises(Exception, match="503"):
+        with_retries(down, what="upload", max_retries=2, backoff=0)
+    assert down.calls == 3
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(InvalidConfigError, match="max_retries must be a non-negative integer, got -1"):
+        HubShards(REPO, max_retries=-1)
+
+
+def test_an_upload_that_fails_is_reported_and_the_shard_kept(monkeypatch, tmp_path, caplog):
+    hub = FolderHub(tmp_path / "hub", fail_uploads=[503, 503, 503])
+    hub.install(monkeypatch.setattr)
+    shard = tmp_path / "work" / "candidates-00000-of-00001.parquet"
+    shard.parent.mkdir()
+    shard.write_bytes(b"PAR1")
+    store = HubShards(REPO, max_retries=2, backoff=0)
+    assert store.open("recipe") == set()
+    with caplog.at_level(logging.WARNING, logger="genstruct_datasets"):
+        assert store.upload("recipe", shard) is False
+    assert "could not be uploaded to me/moon-pairs" in caplog.text and "the next run uploads it" in caplog.text
+    assert shard.exists() and hub.files(REPO) == []
+    assert store.upload_in_background("recipe", shard).result() is True
+    assert hub.files(REPO) == [f"{WORK_FOLDER}/recipe/candidates-00000-of-00001.parquet"]
+    assert store.open("recipe") == {"candidates-00000-of-00001.parquet"}
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "passages.jsonl"
+    rows = [
+        {"title": f"Moon {i}", "content": f"The Moon is Earth's satellite. Fact {i}: it shows phases as it orbits."}
+        for i in range(4)
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture
+def settings(taught_generator, tiny_reward_model):
+    return {
+        "model": taught_generator,
+        "reward_model": tiny_reward_model,
+        "split_documents": False,
+        "text_column": "content",
+        "num_samples": 2,
+        "max_new_tokens": 24,
+        "seed": 0,
+        "shard_size": 1,
+    }
+
+
+@pytest.fixture
+def generated(monkeypatch) -> list[str]:
+    """The titles of the passages the generator is called on from now on."""
+    titles = []
+    real_call = GenstructGenerator.__call__
+
+    def call(self, batch, rank=None):
+        titles.extend(batch["title"])
+        return real_call(self, batch, rank)
+
+    monkeypatch.setattr(GenstructGenerator, "__call__", call)
+    return titles
+
+
+def rows(pairs) -> dict[str, list]:
+    return {name: split.to_list() for name, split in pairs.items()}
+
+
+def test_shards_go_to_the_repo_as_they_finish_and_another_machine_resumes_from_them(
+    monkeypatch, tmp_path, corpus, settings, generated
+):
+    hub = FolderHub(tmp_path / "hub", fail_uploads=[503])  # the first upload is retried
+    hub.install(monkeypatch.setattr)
+    store = HubShards(REPO, backoff=0)
+    first = load_genstruct(str(corpus), cache_dir=tmp_path / "machine-1", push_shards_to=store, **settings)
+    (folder,) = store.folders
+    shards = [name for name in hub.files(REPO) if name.startswith(folder)]
+    assert len(shards) == 4 and len(generated) == 4
+    assert [name for name, _ in hub.calls].count("upload_file") == 5
+
+    # A crash before the last two uploads: another machine takes the first two shards and builds the rest.
+    for name in shards[2:]:
+        (hub.repo(REPO) / name).unlink()
+    generated.clear()
+    second = load_genstruct(str(corpus), cache_dir=tmp_path / "machine-2", push_shards_to=REPO, **settings)
+    assert generated == ["Moon 2", "Moon 3"]
+    assert rows(second) == rows(first)
+    assert [name for name in hub.files(REPO) if name.startswith(folder)] == shards
+
+    # Every shard in the repository: nothing is generated at all.
+    generated.clear()
+    third = load_genstruct(str(corpus), cache_dir=tmp_path / "machine-3", push_shards_to=REPO, **settings)
+    assert generated == [] and rows(third) == rows(first)
+
+    # A changed recipe never takes the old recipe's shards.
+    changed = load_genstruct(
+        str(corpus), cache_dir=tmp_path / "machine-4", push_shards_to=store, **(settings | {"seed": 1})
+    )
+    assert len(generated) == 4 and len(store.folders) == 2 and changed["train"].num_rows == 4
+
+    # Publishing the result deletes the run's shards in the same commit.
+    publish(first["train"], REPO, token="hf_test", candidates=first["candidates"], shards=store)
+    assert not [name for name in hub.files(REPO) if name.startswith(WORK_FOLDER)]
+    assert "README.md" in hub.files(REPO) and [n for n in hub.files(REPO) if n.startswith("data/train-")]
+
+
+def test_rank_0_takes_the_other_ranks_shards_from_the_repo(monkeypatch, tmp_path, corpus, settings, generated):
+    hub = FolderHub(tmp_path / "hub")
+    hub.install(monkeypatch.setattr)
+    store = HubShards(REPO, backoff=0)
+    single = load_genstruct(str(corpus), cache_dir=tmp_path / "single", push_shards_to=store, **settings)
+    (folder,) = store.folders
+    for name in hub.files(REPO)[:2]:  # what rank 0 (shards 1 and 2 of 4) is to build
+        (hub.repo(REPO) / name).unlink()
+    # Rank 0 of two, on a machine of its own: rank 1 finished and uploaded its shards.
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(builder, "_run_distributed_shards", lambda b: b._build_shards(b.config))
+    generated.clear()
+    ranked = load_genstruct(str(corpus), cache_dir=tmp_path / "rank-0", push_shards_to=REPO, **settings)
+    assert generated == ["Moon 0", "Moon 1"]
+    assert rows(ranked) == rows(single)
+    assert len([name for name in hub.files(REPO) if name.startswith(folder)]) == 4
+
+    # Without a repository or a shared folder, rank 0 names what is missing instead of building a part.
+    with pytest.raises(GenstructError, match=r"2 of 4 shards are missing from .*Did every rank finish\?"):
+        load_genstruct(str(corpus), cache_dir=tmp_path / "alone", **settings)
