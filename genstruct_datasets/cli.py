@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -151,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     logger.setLevel(logging.INFO)
     try:
         return _run(args) if args.command == "run" else _report(args)
+    except BrokenPipeError:
+        # The reader went away (`report --json | head`): not a failure. Point stdout at devnull so that Python's
+        # flush at exit does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except GenstructError as err:
         print(f"genstruct-datasets: error: {err}", file=sys.stderr)
         return 2

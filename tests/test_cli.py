@@ -246,6 +246,15 @@ def test_report_prints_a_table_and_json(tmp_path):
     assert "reward (mean / median)                    1.500 / 1.500" in table.stdout
     as_json = run("report", str(folder), "--json", tmp_path=tmp_path)
     assert json.loads(as_json.stdout)["validity"]["pairs"] == 2
+    # `report --json | head`: a reader that goes away early is no failure.
+    piped = subprocess.Popen(
+        [COMMAND, "report", str(folder), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=offline_environment(tmp_path / "cache"),
+    )
+    piped.stdout.close()
+    assert piped.wait(timeout=600) == 0 and b"Broken pipe" not in piped.stderr.read()
     missing = run("report", str(tmp_path / "nothing.parquet"), tmp_path=tmp_path)
     assert missing.returncode == 2 and "is neither a dataset folder nor a Hub dataset id" in missing.stderr
     no_split = run("report", str(folder), "--split", "test", tmp_path=tmp_path)
