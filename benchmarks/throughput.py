@@ -24,7 +24,7 @@ import torch
 from datasets import Dataset
 
 from genstruct_datasets import GenstructGenerator, testing
-from genstruct_datasets.generate import _prepare_tokenizer
+from genstruct_datasets._tokens import prepare_tokenizer
 from genstruct_datasets.models import load_model
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "passages.jsonl"
@@ -189,7 +189,7 @@ def main() -> None:
     model_path = args.model or build_model(folder)
     data = passages(args.passages)
     loaded = load_model("causal_lm", model_path, device=args.device)
-    model, tokenizer = loaded.model, _prepare_tokenizer(loaded.tokenizer)
+    model, tokenizer = loaded.model, prepare_tokenizer(loaded.tokenizer)
     n = args.max_new_tokens
 
     # Output lengths are fixed: min_new_tokens for the seed recipe and the floor; for our map, a random

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import re
@@ -12,9 +11,11 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any, Literal
 
 from ._fingerprint import hash_only_results
+from ._sampling import SeededSampler, row_seed
+from ._tokens import context_length, decode, fit_prompt, is_text, prepare_tokenizer, stop_token_ids
 from .errors import GenstructError, InvalidConfigError, check_columns
 from .models import load_model, resolve_device, validate_quantization
-from .prompt import GENSTRUCT_CHAT_TEMPLATE, format_prompt, passage_id
+from .prompt import format_prompt, passage_id
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ class GenstructGenerator:
             "Pass title_column= and content_column= to name yours, or rename them with ds.rename_column().",
         )
         titles, contents = batch[self.title_column], batch[self.content_column]
-        valid = [i for i, (t, c) in enumerate(zip(titles, contents)) if _is_text(t) and _is_text(c)]
+        valid = [i for i, (t, c) in enumerate(zip(titles, contents)) if is_text(t) and is_text(c)]
         if len(valid) < len(titles):
             logger.warning(
                 "%d of %d passages have an empty or missing %r or %r and were not prompted "
@@ -235,7 +236,7 @@ class GenstructGenerator:
             CompletionRequest(
                 prompt,
                 self.num_samples,
-                None if self.seed is None else _row_seed(self.seed, passage_id(titles[i], contents[i]), 0) % 2**31,
+                None if self.seed is None else row_seed(self.seed, passage_id(titles[i], contents[i]), 0) % 2**31,
             )
             for i, prompt in prompts.items()
         ]
@@ -252,8 +253,8 @@ class GenstructGenerator:
             return format_prompt(title, content)
         from .models import load_tokenizer
 
-        tokenizer = _prepare_tokenizer(load_tokenizer(self.model, revision=self.revision))
-        ids, _ = _fit_prompt(tokenizer, title, content, self.max_prompt_tokens)
+        tokenizer = prepare_tokenizer(load_tokenizer(self.model, revision=self.revision))
+        ids, _ = fit_prompt(tokenizer, title, content, self.max_prompt_tokens)
         return None if ids is None else tokenizer.decode(ids, skip_special_tokens=True)
 
     def _assemble(self, batch, titles, contents, results) -> dict[str, list]:
@@ -277,12 +278,12 @@ class GenstructGenerator:
     def _generate(self, loaded, passages: dict[int, tuple[str, str]]) -> dict[int, list[tuple]]:
         import torch
 
-        tokenizer = _prepare_tokenizer(loaded.tokenizer)
-        budget = self.max_prompt_tokens or _context_length(loaded.model, tokenizer) - self.max_new_tokens
+        tokenizer = prepare_tokenizer(loaded.tokenizer)
+        budget = self.max_prompt_tokens or context_length(loaded.model, tokenizer) - self.max_new_tokens
         if budget < 1:
             raise InvalidConfigError(
                 f"max_new_tokens={self.max_new_tokens} leaves no room for a prompt in the model's context "
-                f"of {_context_length(loaded.model, tokenizer)} tokens; lower max_new_tokens."
+                f"of {context_length(loaded.model, tokenizer)} tokens; lower max_new_tokens."
             )
         prompts: dict[int, list[int]] = {}
         results: dict[int, list[tuple]] = {}
@@ -295,7 +296,7 @@ class GenstructGenerator:
         for (i, (title, content)), ids in zip(passages.items(), encoded):
             was_truncated = False
             if len(ids) > budget:
-                ids, was_truncated = _fit_prompt(tokenizer, title, content, budget)
+                ids, was_truncated = fit_prompt(tokenizer, title, content, budget)
             if ids is None:
                 logger.warning(
                     "The prompt frame for title %r alone is longer than %d tokens; marked invalid_input.",
@@ -312,7 +313,7 @@ class GenstructGenerator:
                 budget,
             )
         generation_config = self._generation_config(loaded.model, tokenizer)
-        stop_ids = _stop_ids(generation_config, tokenizer)
+        stop_ids = stop_token_ids(generation_config, tokenizer)
         if self.backend == "continuous":
             return self._generate_continuous(loaded, tokenizer, generation_config, prompts, stop_ids)
         order = sorted(prompts, key=lambda i: len(prompts[i]), reverse=True)
@@ -335,7 +336,7 @@ class GenstructGenerator:
                 continue
             for row, i in enumerate(chunk):
                 samples = new_tokens[row * self.num_samples : (row + 1) * self.num_samples]
-                results[i] = [_decode(tokenizer, tokens, stop_ids) for tokens in samples]
+                results[i] = [decode(tokenizer, tokens, stop_ids) for tokens in samples]
             start += len(chunk)
         return results
 
@@ -356,7 +357,7 @@ class GenstructGenerator:
             if match is None or output.error:
                 raise GenstructError(f"continuous batching failed on request {request_id!r}: {output.error}")
             sample = 0 if match["child"] is None else int(match["child"]) + 1
-            results[rows[int(match["index"])]][sample] = _decode(tokenizer, output.generated_tokens, stop_ids)
+            results[rows[int(match["index"])]][sample] = decode(tokenizer, output.generated_tokens, stop_ids)
         missing = [i for i, samples in results.items() if None in samples]
         if missing:
             raise GenstructError(f"continuous batching returned no result for {len(missing)} of {len(rows)} prompts.")
@@ -403,43 +404,11 @@ class GenstructGenerator:
         if not (self.sampling and self.seed is not None):
             return None
         seeds = [
-            _row_seed(self.seed, passage_id(title, content), sample_index)
+            row_seed(self.seed, passage_id(title, content), sample_index)
             for title, content in passages
             for sample_index in range(self.num_samples)
         ]
-        return LogitsProcessorList([_SeededSampler(seeds, self.temperature, self.top_p, device)])
-
-
-class _SeededSampler:
-    """Sample every row of a batch from a random stream of its own.
-
-    Each row (a passage and a sample index) draws its noise from a generator seeded by the run's seed,
-    the passage id and the sample index, so its completion does not depend on which passages share
-    its batch, on their order or on `batch_size`. It applies temperature and top-p with the
-    transformers warpers, samples by an exponential race (the Gumbel-max trick, equivalent to
-    `torch.multinomial`), and leaves only the chosen token finite for `generate` to pick.
-    """
-
-    def __init__(self, seeds: list[int], temperature: float, top_p: float, device) -> None:
-        import torch
-        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
-
-        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
-        self.warpers = [TemperatureLogitsWarper(temperature)]
-        if top_p < 1.0:
-            self.warpers.append(TopPLogitsWarper(top_p))
-
-    def __call__(self, input_ids, scores):
-        import torch
-
-        scores = scores.float()
-        for warper in self.warpers:
-            scores = warper(input_ids, scores)
-        probabilities = scores.softmax(dim=-1)
-        noise = torch.stack([torch.rand(scores.shape[-1], generator=g, device=scores.device) for g in self.generators])
-        waiting_times = (-torch.log1p(-noise)).clamp_min(1e-30)
-        choice = (probabilities / waiting_times).argmax(dim=-1, keepdim=True)
-        return torch.full_like(scores, float("-inf")).scatter_(-1, choice, 0.0)
+        return LogitsProcessorList([SeededSampler(seeds, self.temperature, self.top_p, device)])
 
 
 hash_only_results(
@@ -455,79 +424,6 @@ Example:
 >>> ds = ds.map(genstruct_generate, batched=True)  # doctest: +SKIP
 ```
 """
-
-
-def _is_text(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
-
-
-def _prepare_tokenizer(tokenizer):
-    """Give the cached tokenizer what batched generation needs: our template, a pad token, left padding."""
-    if not getattr(tokenizer, "chat_template", None):
-        tokenizer.chat_template = GENSTRUCT_CHAT_TEMPLATE
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    return tokenizer
-
-
-def _render(tokenizer, title: str, content: str) -> list[int]:
-    text = tokenizer.apply_chat_template([{"title": title, "content": content}], tokenize=False)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def _fit_prompt(tokenizer, title: str, content: str, budget: int) -> tuple[list[int] | None, bool]:
-    """Tokenize the prompt, cutting the end of the content until it fits in `budget` tokens."""
-    return _fit_tail(tokenizer, lambda text: _render(tokenizer, title, text), content, budget, strip_cut=True)
-
-
-def _fit_tail(tokenizer, render, text: str, budget: int, *, strip_cut: bool = False) -> tuple[list[int] | None, bool]:
-    """The ids of `render(text)`, the end of `text` cut until they fit in `budget` tokens.
-
-    Returns (ids, whether text was cut), or (None, False) when even an empty `text` does not fit. The frame
-    that `render` puts around `text` (a prompt, a conversation) is never cut. With `strip_cut`, a cut text
-    loses its trailing white space.
-    """
-    ids = render(text)
-    if len(ids) <= budget:
-        return ids, False
-    frame = len(render(""))
-    text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    keep = min(len(text_ids), budget - frame)
-    while keep > 0:
-        cut = tokenizer.decode(text_ids[:keep])
-        ids = render(cut.rstrip() if strip_cut else cut)
-        if len(ids) <= budget:
-            return ids, True
-        keep -= len(ids) - budget
-    return None, False
-
-
-def _context_length(model, tokenizer) -> int:
-    lengths = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
-    # Tokenizers without a limit report a huge sentinel (int(1e30)); ignore it.
-    return min(length for length in lengths if isinstance(length, int) and 0 < length < 10**9)
-
-
-def _stop_ids(generation_config, tokenizer) -> set[int]:
-    eos = generation_config.eos_token_id
-    ids = set(eos) if isinstance(eos, list) else {eos}
-    ids.add(tokenizer.eos_token_id)
-    return {i for i in ids if i is not None}
-
-
-def _decode(tokenizer, tokens: list[int], stop_ids: set[int]) -> tuple[str, str, int]:
-    for position, token in enumerate(tokens):
-        if token in stop_ids:
-            text = tokenizer.decode(tokens[:position], skip_special_tokens=True)
-            return text.lstrip(" "), "stop", position + 1
-    return tokenizer.decode(tokens, skip_special_tokens=True).lstrip(" "), "length", len(tokens)
-
-
-def _row_seed(seed: int, pid: str, sample_index: int) -> int:
-    """The seed of one sample of one passage, derived from the run's seed."""
-    digest = hashlib.sha256(f"{seed}/{pid}/{sample_index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def _run_coroutine(coroutine):

@@ -7,8 +7,8 @@ import math
 from dataclasses import KW_ONLY, dataclass
 
 from ._fingerprint import hash_only_results
+from ._tokens import fit_tail, is_text
 from .errors import InvalidConfigError, check_columns
-from .generate import _fit_tail, _is_text
 from .models import load_model, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class RewardScorer:
         )
         instructions, responses = batch[self.instruction_column], batch[self.response_column]
         rewards: list[float | None] = [None] * len(instructions)
-        valid = [i for i, (q, a) in enumerate(zip(instructions, responses)) if _is_text(q) and _is_text(a)]
+        valid = [i for i, (q, a) in enumerate(zip(instructions, responses)) if is_text(q) and is_text(a)]
         if not valid:
             return {"reward": rewards}
         loaded = load_model(
@@ -141,7 +141,7 @@ class RewardScorer:
 
     def _conversation(self, tokenizer, instruction: str, response: str) -> tuple[list[int], bool]:
         """A user/assistant conversation's token ids, the response cut to fit `max_length`."""
-        ids, _ = _fit_tail(
+        ids, _ = fit_tail(
             tokenizer, lambda text: _conversation_ids(tokenizer, instruction, text), response, self.max_length
         )
         if ids is not None:
