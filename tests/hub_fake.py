@@ -1,8 +1,7 @@
 """A stand-in for the Hugging Face Hub at the `huggingface_hub` boundary: repositories are folders.
 
-In a test, ``FolderHub(root).install(monkeypatch)``; for a command in a subprocess,
-``python tests/hub_fake.py ROOT run ...`` runs `genstruct-datasets` against the folder. Set
-``FAKE_HUB_FAIL_UPLOADS=503,503`` to make the first uploads fail with those HTTP statuses.
+In a test, ``FolderHub(root).install(monkeypatch.setattr)``; for the command in a subprocess, see
+`cli_driver.py`.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
-import sys
 import threading
 from pathlib import Path
 
@@ -98,11 +96,3 @@ def _http_error(status: int):
 
     request = httpx2.Request("POST", "https://huggingface.co/api/datasets/fake/commit/main")
     return HfHubHTTPError(f"{status} from the fake Hub", response=httpx2.Response(status, request=request))
-
-
-if __name__ == "__main__":
-    from genstruct_datasets.cli import main
-
-    failures = [int(s) for s in os.environ.get("FAKE_HUB_FAIL_UPLOADS", "").split(",") if s]
-    FolderHub(Path(sys.argv[1]), failures).install(setattr)
-    sys.exit(main(sys.argv[2:]))

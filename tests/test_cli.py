@@ -82,27 +82,43 @@ def test_run_writes_a_dataset_folder_and_a_summary(tmp_path, corpus, taught_gene
     assert f"| `model` | `{taught_generator}` |" in card.text
 
 
-@pytest.mark.slow
-def test_a_killed_run_resumes_from_its_finished_shards(tmp_path, taught_generator, tiny_reward_model):
-    corpus = passages_corpus(tmp_path / "passages.jsonl", 6)
-    args = [*sharded_run_args(corpus, taught_generator, tiny_reward_model), "--output", str(tmp_path / "pairs")]
-    environment = offline_environment(tmp_path / "cache")
-    first = subprocess.Popen([COMMAND, *args], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    shards = tmp_path / "cache" / "genstruct-work"
+DRIVER = [sys.executable, str(Path(__file__).parent / "cli_driver.py")]
+
+
+def kill_after_two_shards(command: list[str], env: dict, shards: Path) -> list[int]:
+    """Start `command`, SIGKILL it once two shards are in the folder `shards`, and return the finished ones."""
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while len(list(shards.glob("*/candidates-*.parquet"))) < 2 and first.poll() is None:
         assert time.monotonic() < deadline, "no shard was finished in time"
         time.sleep(0.2)
     first.send_signal(signal.SIGKILL)
     first.wait()
-    finished = len(list(shards.glob("*/candidates-*.parquet")))
-    assert 2 <= finished < 6, "the run must be killed between its first and last shard"
+    finished = sorted(int(path.name.split("-")[1]) for path in shards.glob("*/candidates-*.parquet"))
+    assert 2 <= len(finished) < 6, "the run must be killed between its first and last shard"
+    return finished
 
-    second = run(*args, tmp_path=tmp_path)
+
+def generated(calls: Path) -> list[str]:
+    return sorted(calls.read_text().splitlines())
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_finished_shards(tmp_path, taught_generator, tiny_reward_model):
+    corpus = passages_corpus(tmp_path / "passages.jsonl", 6)
+    args = [*sharded_run_args(corpus, taught_generator, tiny_reward_model), "--output", str(tmp_path / "pairs")]
+    environment = offline_environment(tmp_path / "cache")
+    shards = tmp_path / "cache" / "genstruct-work"
+    finished = kill_after_two_shards([*DRIVER, *args], environment, shards)
+
+    calls = tmp_path / "calls.txt"
+    second = subprocess.run(
+        [*DRIVER, "--calls", str(calls), *args], env=environment, capture_output=True, text=True, timeout=600
+    )
     assert second.returncode == 0, second.stderr[-3000:]
-    assert f"Resuming: {finished} of 6 shards were finished by an earlier run and are reused." in second.stderr
-    # Only the unfinished shards were generated again.
-    assert len(re.findall(r"Shard \d of 6: 1 passages\.", second.stderr)) == 6 - finished
+    assert f"Resuming: {len(finished)} of 6 shards were finished by an earlier run and are reused." in second.stderr
+    # The generator ran on the passages of the unfinished shards (one passage each), and on no other.
+    assert generated(calls) == [f"Passage {k}" for k in range(6) if k not in finished]
     pairs = load_dataset(str(tmp_path / "pairs"), split="train", download_mode="force_redownload")
     assert sorted(pairs["title"]) == [f"Passage {i}" for i in range(6)]  # every passage exactly once
     assert not list(shards.glob("*/*"))  # the finished build's shards are cleaned up
@@ -113,35 +129,26 @@ def test_a_killed_push_resumes_on_another_machine_from_the_repo(tmp_path, taught
     corpus = passages_corpus(tmp_path / "passages.jsonl", 6)
     hub = tmp_path / "hub"
     # The command against a Hub whose repositories are folders (tests/hub_fake.py), with a token.
-    command = [sys.executable, str(Path(__file__).parent / "hub_fake.py"), str(hub)]
     args = [*sharded_run_args(corpus, taught_generator, tiny_reward_model), "--push-to-hub", "me/moon-pairs"]
-    first = subprocess.Popen(
-        [*command, *args],
-        env={**offline_environment(tmp_path / "machine-1"), "HF_TOKEN": "hf_fake"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     uploaded = hub / "me" / "moon-pairs" / ".genstruct-work"
-    deadline = time.monotonic() + 300
-    while len(list(uploaded.glob("*/candidates-*.parquet"))) < 2 and first.poll() is None:
-        assert time.monotonic() < deadline, "no shard was uploaded in time"
-        time.sleep(0.2)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    finished = len(list(uploaded.glob("*/candidates-*.parquet")))
-    assert 2 <= finished < 6, "the run must be killed between its first and last upload"
+    finished = kill_after_two_shards(
+        [*DRIVER, "--hub", str(hub), *args],
+        {**offline_environment(tmp_path / "machine-1"), "HF_TOKEN": "hf_fake"},
+        uploaded,
+    )
 
     # Another machine: an empty cache, and the repository's shards.
+    calls = tmp_path / "calls.txt"
     second = subprocess.run(
-        [*command, *args],
+        [*DRIVER, "--hub", str(hub), "--calls", str(calls), *args],
         env={**offline_environment(tmp_path / "machine-2"), "HF_TOKEN": "hf_fake"},
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert second.returncode == 0, second.stderr[-3000:]
-    assert f"Resuming: {finished} of 6 shards were finished by an earlier run and are reused." in second.stderr
-    assert len(re.findall(r"Shard \d of 6: 1 passages\.", second.stderr)) == 6 - finished
+    assert f"Resuming: {len(finished)} of 6 shards were finished by an earlier run and are reused." in second.stderr
+    assert generated(calls) == [f"Passage {k}" for k in range(6) if k not in finished]
     pairs = load_dataset(str(hub / "me" / "moon-pairs"), split="train", download_mode="force_redownload")
     assert sorted(pairs["title"]) == [f"Passage {i}" for i in range(6)]  # every passage exactly once
     assert not list(uploaded.rglob("*.parquet"))  # the published dataset replaced the run's shards
