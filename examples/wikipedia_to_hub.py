@@ -2,7 +2,9 @@
 
 Reads a config of `wikimedia/wikipedia` (e.g. ``20231101.en``), splits its articles into passages, writes
 best-of-n Genstruct pairs with `load_genstruct`, and publishes them with a dataset card with `publish`, the
-data and the card in one commit. Needs a GPU, network access and a Hub token with write access
+data and the card in one commit. With ``--repo-id``, each finished shard of 1000 passages is uploaded to the
+repository as it finishes (`HubShards`): run the same command again after a crash, here or on another machine,
+and it goes on from the shards there. Needs a GPU, network access and a Hub token with write access
 (``hf auth login`` or ``HF_TOKEN``):
 
     python examples/wikipedia_to_hub.py --repo-id me/wiki-genstruct --limit 1000 --num-samples 4
@@ -24,7 +26,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from genstruct_datasets import GenstructConfig, dataset_stats, load_genstruct, publish, save_local
+from genstruct_datasets import GenstructConfig, HubShards, dataset_stats, load_genstruct, publish, save_local
 from genstruct_datasets.generate import DEFAULT_GENERATOR
 from genstruct_datasets.score import DEFAULT_REWARD_MODEL
 
@@ -83,7 +85,8 @@ def main() -> None:
         "min_reward": args.min_reward,
     }
     recipe = GenstructConfig(source=args.source, source_name=name, **settings).recipe()
-    pairs = load_genstruct(args.source, name, **settings)
+    shards = HubShards(args.repo_id, private=args.private) if args.repo_id else None
+    pairs = load_genstruct(args.source, name, push_shards_to=shards, **settings)
     best, candidates = pairs["train"], pairs["candidates"]
 
     stats = dataset_stats(best, candidates)
@@ -101,7 +104,7 @@ def main() -> None:
         folder = save_local(best, args.output, repo_id=args.repo_id, **card)
         print(f"Saved {best.num_rows} pairs to {folder}")
     if args.repo_id:
-        commit = publish(best, args.repo_id, private=args.private, **card)
+        commit = publish(best, args.repo_id, private=args.private, shards=shards, **card)
         print(f"Published {best.num_rows} pairs: {commit.commit_url}")
 
 

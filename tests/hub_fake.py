@@ -66,7 +66,7 @@ class FolderHub:
         partial = target.with_name(f".{target.name}.partial")
         shutil.copyfile(path_or_fileobj, partial)
         os.replace(partial, target)
-        return "commit"
+        return _commit(repo_id)
 
     def upload_folder(self, *, repo_id, folder_path, repo_type=None, commit_message=None, delete_patterns=(), **kw):
         self._record("upload_folder", repo_id)
@@ -74,13 +74,14 @@ class FolderHub:
             if any(fnmatch.fnmatch(name, pattern) for pattern in delete_patterns):
                 (self.repo(repo_id) / name).unlink()
         shutil.copytree(folder_path, self.repo(repo_id), dirs_exist_ok=True)
-        return "commit"
+        return _commit(repo_id)
 
     def load_card(self, repo_id, **kwargs):
         from huggingface_hub import DatasetCard
         from huggingface_hub.errors import EntryNotFoundError
 
-        card = self.repo(repo_id) / "README.md"
+        # A local card file (as `load_dataset` of a folder reads it) stays a local file.
+        card = Path(repo_id) if Path(repo_id).is_file() else self.repo(repo_id) / "README.md"
         if not card.exists():
             raise EntryNotFoundError(f"{repo_id} has no README.md")
         return DatasetCard(card.read_text())
@@ -88,6 +89,10 @@ class FolderHub:
     def _record(self, name: str, what: str) -> None:
         with self._lock:
             self.calls.append((name, what))
+
+
+def _commit(repo_id: str):
+    return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/datasets/{repo_id}/commit/0"})()
 
 
 def _http_error(status: int):
