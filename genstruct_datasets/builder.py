@@ -19,6 +19,7 @@ from datasets.distributed import split_dataset_by_node
 from .errors import GenstructError, InvalidConfigError, MissingColumnsError
 from .generate import DEFAULT_GENERATOR, GenstructGenerator
 from .hub_shards import HubShards
+from .models import distributed_node
 from .parse import parse_pairs
 from .passages import PassageSplitter
 from .prompt import passage_id
@@ -309,7 +310,9 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
     @property
     def node(self) -> tuple[int, int]:
         """(rank, world size) of this process under `torchrun` / `accelerate launch`; (0, 1) otherwise."""
-        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        # Not read from `os.environ` here: `datasets` swaps this module's `os` for a patched copy (for streaming)
+        # whose `environ` goes stale once a `map(num_proc=...)` replaces `os.environ` with a copy of its own.
+        return distributed_node()
 
     @property
     def work_dir(self) -> Path:

@@ -61,6 +61,20 @@ def resolve_device(device: str | None, rank: int | None = None) -> str:
     return "cpu"
 
 
+def distributed_node() -> tuple[int, int]:
+    """(rank, world size) of this process under `torchrun` / `accelerate launch`, from `RANK` and `WORLD_SIZE`; (0, 1)
+    otherwise.
+
+    Example:
+
+    ```py
+    >>> distributed_node()  # a plain `python` process
+    (0, 1)
+    ```
+    """
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
 def validate_quantization(quantization: str | None) -> None:
     """Raise `InvalidConfigError` for a quantization other than None, ``"8bit"`` or ``"4bit"``."""
     if quantization is not None and quantization not in QUANTIZATIONS:

@@ -217,3 +217,17 @@ def test_a_run_without_a_single_pair_returns_empty_splits(documents, tiny_genera
     )  # fmt: skip
     assert pairs["train"].num_rows == 0 and pairs["train"].features == FEATURES
     assert pairs["candidates"].num_rows == 8 and set(pairs["candidates"]["parse_error"]) != {None}
+
+
+def test_the_builder_reads_the_environment_of_now(monkeypatch, tmp_path, recipe):
+    from genstruct_datasets import GenstructBuilder
+
+    settings = {key: value for key, value in recipe.items() if key != "cache_dir"}
+    GenstructBuilder(cache_dir=tmp_path, config_id="first", source="corpus.jsonl", **settings)
+    # A map in worker processes leaves a copy of the environment in os.environ; datasets' patched `os` of a
+    # builder module keeps the old one.
+    Dataset.from_dict({"x": [1, 2]}).map(lambda batch: batch, batched=True, batch_size=1, num_proc=2)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    builder = GenstructBuilder(cache_dir=tmp_path, config_id="second", source="corpus.jsonl", **settings)
+    assert builder.node == (1, 2)
