@@ -8,7 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .quality import summary
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .quality import DEFAULT_SAMPLE_SIZE, sample_rows, summary
 from .report import headline
 
 if TYPE_CHECKING:
@@ -36,18 +39,37 @@ def size_category(num_rows: int) -> str:
     return "n>1T" if num_rows >= 10**12 else "1B<n<10B"
 
 
-def dataset_stats(ds: Dataset, candidates: Dataset | None = None) -> dict[str, Any]:
+def dataset_stats(
+    ds: Dataset,
+    candidates: Dataset | None = None,
+    *,
+    sample_size: int | None = DEFAULT_SAMPLE_SIZE,
+    seed: int = 0,
+    batch_size: int = 10_000,
+) -> dict[str, Any]:
     """Count what a run made and summarise its rewards.
+
+    The counts are exact, read `batch_size` rows at a time; the distinct passage ids are the one thing held,
+    as Arrow strings of about 20 bytes per passage. The rewards are summarised on the rows of
+    [`sample_rows`] (`sample_size`, `seed`): the same rows as the reward figures of [`quality_report`].
 
     Args:
         ds (`datasets.Dataset`): the dataset to publish.
         candidates (`datasets.Dataset`, *optional*): every candidate before best-of-n selection; by default
             `ds` itself is taken as the candidates.
+        sample_size (`int`, *optional*, defaults to 10000): rows of `ds` whose rewards are summarised; None
+            summarises every row.
+        seed (`int`, *optional*, defaults to 0): seed of the sample.
+        batch_size (`int`, *optional*, defaults to 10000): rows read at a time for the counts.
 
     Returns:
         `dict`: ``counts`` (passages, candidates, parsed, kept), ``outcomes`` (how many candidates ended
-        with each `finish_reason` and `parse_error`) and ``rewards`` (mean, std and quantiles of the kept
-        rows' rewards; empty without a `reward` column).
+        with each `finish_reason` and `parse_error`), ``rewards`` (mean, std and quantiles of the kept
+        rows' rewards; empty without a `reward` column) and, only when `ds` has more than `sample_size`
+        rows, ``sample`` (the ``rows`` whose rewards were summarised, ``of`` how many, and the ``seed``).
+
+    Raises:
+        [`InvalidConfigError`]: `sample_size` is not a positive number of rows or None.
 
     Example:
 
@@ -58,23 +80,35 @@ def dataset_stats(ds: Dataset, candidates: Dataset | None = None) -> dict[str, A
     {'passages': 2, 'candidates': 2, 'parsed': 1, 'kept': 2}
     ```
     """
+    rows = sample_rows(ds.num_rows, sample_size, seed)
     source = ds if candidates is None else candidates
+    names = [c for c in ("passage_id", "finish_reason", "parse_error") if c in source.column_names]
+    ids: list[pa.Array] = []  # the distinct passage ids of each batch, as compact Arrow strings
+    reasons: Counter = Counter()
+    errors: Counter = Counter()
+    batches = source.select_columns(names).with_format("arrow").iter(batch_size=batch_size) if names else ()
+    for batch in batches:
+        if "passage_id" in names:
+            ids.append(pc.unique(batch["passage_id"]))
+        if "finish_reason" in names:
+            reasons.update(batch["finish_reason"].to_pylist())
+        if "parse_error" in names:
+            errors.update(batch["parse_error"].to_pylist())
     counts: dict[str, int] = {}
-    if "passage_id" in source.column_names:
-        counts["passages"] = len(set(source["passage_id"]))
+    if "passage_id" in names:
+        counts["passages"] = pc.count_distinct(pa.chunked_array(ids), mode="all").as_py() if ids else 0
     counts["candidates"] = source.num_rows
-    outcomes: dict[str, int] = {}
-    if "finish_reason" in source.column_names:
-        for reason, n in Counter(source["finish_reason"]).most_common():
-            outcomes[f"finish_reason: {reason}"] = n
-    if "parse_error" in source.column_names:
-        errors = source["parse_error"]
-        counts["parsed"] = sum(error is None for error in errors)
-        for error, n in Counter(e for e in errors if e is not None).most_common():
-            outcomes[f"parse_error: {error}"] = n
+    outcomes = {f"finish_reason: {reason}": n for reason, n in reasons.most_common()}
+    if "parse_error" in names:
+        counts["parsed"] = errors.pop(None, 0)
+        outcomes |= {f"parse_error: {error}": n for error, n in errors.most_common()}
     counts["kept"] = ds.num_rows
-    rewards = summary(ds["reward"]) if "reward" in ds.column_names else {}
-    return {"counts": counts, "outcomes": outcomes, "rewards": rewards}
+    stats: dict[str, Any] = {"counts": counts, "outcomes": outcomes, "rewards": {}}
+    if "reward" in ds.column_names:
+        stats["rewards"] = summary(ds.select_columns(["reward"]).select(rows)["reward"])
+    if len(rows) < ds.num_rows:
+        stats["sample"] = {"rows": len(rows), "of": ds.num_rows, "seed": seed}
+    return stats
 
 
 def build_card(
@@ -178,6 +212,7 @@ def build_card(
         counts=stats["counts"],
         outcomes=stats["outcomes"],
         rewards=stats["rewards"],
+        reward_sample=stats.get("sample"),
         columns={name: _dtype(feature) for name, feature in ds.features.items()},
         samples=[{key: row.get(key) for key in ("instruction", "response", "title", "reward")} for row in samples],
         quality=headline(quality) if quality else [],

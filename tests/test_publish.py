@@ -222,3 +222,18 @@ def test_an_existing_card_with_a_plain_data_files_path(best):
         {"split": "candidates", "path": "data/candidates-*"},
     ]
     assert existing.data.configs[0]["data_files"] == "data/*.parquet"  # the caller's card is left alone
+
+
+def test_a_card_of_many_rows_says_its_rewards_are_sampled():
+    rows = 10_001
+    ds = Dataset.from_dict(
+        {
+            "passage_id": [f"p{i}" for i in range(rows)],
+            "instruction": ["Why does the Moon show phases?"] * rows,
+            "response": ["Sunlight lights half of it."] * rows,
+            "reward": [float(i % 7) for i in range(rows)],
+        }
+    )
+    card = build_card(ds, repo_id="me/pairs")
+    assert "Measured on a uniform sample of 10,000 of the 10,001 rows." in card.text
+    assert "uniform sample" not in build_card(ds.select(range(10_000)), repo_id="me/pairs").text

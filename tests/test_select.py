@@ -1,4 +1,6 @@
 import logging
+import math
+import random
 
 import pytest
 from datasets import Dataset
@@ -51,3 +53,39 @@ def test_without_sample_index_or_parse_error_columns():
 def test_missing_columns_are_named():
     with pytest.raises(MissingColumnsError, match=r"'passage_id', 'reward'.*it has: instruction"):
         select_best(Dataset.from_dict({"instruction": ["x"]}))
+
+
+def reference_best_rows(rows: list[dict], min_reward: float | None) -> list[int]:
+    """select_best's rule, written plainly: per passage, the highest valid reward, then the lowest sample_index,
+    then the first row."""
+    best: dict = {}
+    for row, candidate in enumerate(rows):
+        reward = candidate["reward"]
+        valid = candidate.get("parse_error") is None and reward is not None and not math.isnan(reward)
+        if valid and (min_reward is None or reward >= min_reward):
+            rank = (reward, -candidate.get("sample_index", 0), -row)
+            if candidate["passage_id"] not in best or rank > best[candidate["passage_id"]][0]:
+                best[candidate["passage_id"]] = (rank, row)
+    return sorted(row for _, row in best.values())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_agrees_with_the_plain_rule_in_any_batch_size(seed):
+    rng = random.Random(seed)
+    size = rng.randint(1, 60)
+    columns = {
+        # few ids, so that a passage's rows land in several batches; None is a passage id too
+        "passage_id": [rng.choice(["moon", "tea", "rome", "sun", None]) for _ in range(size)],
+        "sample_index": [rng.randint(0, 3) for _ in range(size)],
+        "reward": [rng.choice([None, float("nan"), -1.0, 0.0, -0.0, 0.5, 2.0]) for _ in range(size)],
+        "parse_error": [rng.choice([None, None, "empty_response"]) for _ in range(size)],
+        "row": list(range(size)),
+    }
+    if seed % 2:
+        del columns["sample_index"], columns["parse_error"]
+    ds = Dataset.from_dict(columns)
+    rows = ds.to_list()
+    for min_reward in (None, 0.0):
+        expected = reference_best_rows(rows, min_reward)
+        for batch_size in (1, 3, 10_000):
+            assert select_best(ds, min_reward=min_reward, batch_size=batch_size)["row"] == expected

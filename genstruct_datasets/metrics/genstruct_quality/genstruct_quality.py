@@ -12,7 +12,7 @@ Load it offline from the installed package:
 import datasets
 import evaluate
 
-from genstruct_datasets.quality import NEAR_DUPLICATE_THRESHOLD, compute_quality
+from genstruct_datasets.quality import DEFAULT_SAMPLE_SIZE, NEAR_DUPLICATE_THRESHOLD, compute_quality
 
 _DESCRIPTION = """Quality figures of (instruction, response) pairs written from passages: validity (share of
 candidates that parsed, counts of each parse_error and finish_reason), diversity of instructions (distinct-1,
@@ -29,9 +29,12 @@ Args:
     reward (`list[float | None]`): reward-model scores.
     near_duplicate_threshold (`float`, defaults to 0.8): Jaccard similarity from which two instructions count
         as near-duplicates.
+    sample_size (`int`, defaults to 10000): rows measured by the figures that need every value at once
+        (diversity, lengths, grounding, reward), drawn uniformly; None measures every row. Counts cover every row.
+    seed (`int`, defaults to 0): seed of the sample.
 Returns:
-    `dict` with `validity`, `diversity`, `question_share`, `lengths`, `grounding` and `reward`; see
-    `genstruct_datasets.quality_report`.
+    `dict` with `validity`, `diversity`, `question_share`, `lengths`, `grounding` and `reward`, and `sample`
+    when more rows were given than `sample_size`; see `genstruct_datasets.quality_report`.
 """
 
 
@@ -74,6 +77,8 @@ class GenstructQuality(evaluate.Measurement):
         finish_reason,
         reward,
         near_duplicate_threshold=NEAR_DUPLICATE_THRESHOLD,
+        sample_size=DEFAULT_SAMPLE_SIZE,
+        seed=0,
     ):
         return compute_quality(
             instruction=instruction,
@@ -83,4 +88,6 @@ class GenstructQuality(evaluate.Measurement):
             finish_reason=finish_reason,
             reward=reward,
             near_duplicate_threshold=near_duplicate_threshold,
+            sample_size=sample_size,
+            seed=seed,
         )
