@@ -85,17 +85,21 @@ def test_run_writes_a_dataset_folder_and_a_summary(tmp_path, corpus, taught_gene
 DRIVER = [sys.executable, str(Path(__file__).parent / "cli_driver.py")]
 
 
-def kill_after_two_shards(command: list[str], env: dict, shards: Path) -> list[int]:
-    """Start `command`, SIGKILL it once two shards are in the folder `shards`, and return the finished ones."""
-    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while len(list(shards.glob("*/candidates-*.parquet"))) < 2 and first.poll() is None:
-        assert time.monotonic() < deadline, "no shard was finished in time"
-        time.sleep(0.2)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+def kill_after_two_shards(command: list[str], env: dict, shards: Path, log: Path) -> list[int]:
+    """Start `command`, SIGKILL it once two shards are in the folder `shards`, and return the finished ones.
+
+    The command's stderr goes to `log`, shown when the run did not stop between its first and last shard.
+    """
+    with log.open("w") as stderr:
+        first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + 300
+        while len(list(shards.glob("*/candidates-*.parquet"))) < 2 and first.poll() is None:
+            assert time.monotonic() < deadline, "no shard was finished in time"
+            time.sleep(0.2)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
     finished = sorted(int(path.name.split("-")[1]) for path in shards.glob("*/candidates-*.parquet"))
-    assert 2 <= len(finished) < 6, "the run must be killed between its first and last shard"
+    assert 2 <= len(finished) < 6, f"not killed between its first and last shard: {log.read_text()[-3000:]}"
     return finished
 
 
@@ -109,7 +113,7 @@ def test_a_killed_run_resumes_from_its_finished_shards(tmp_path, taught_generato
     args = [*sharded_run_args(corpus, taught_generator, tiny_reward_model), "--output", str(tmp_path / "pairs")]
     environment = offline_environment(tmp_path / "cache")
     shards = tmp_path / "cache" / "genstruct-work"
-    finished = kill_after_two_shards([*DRIVER, *args], environment, shards)
+    finished = kill_after_two_shards([*DRIVER, *args], environment, shards, tmp_path / "killed.log")
 
     calls = tmp_path / "calls.txt"
     second = subprocess.run(
@@ -135,6 +139,7 @@ def test_a_killed_push_resumes_on_another_machine_from_the_repo(tmp_path, taught
         [*DRIVER, "--hub", str(hub), *args],
         {**offline_environment(tmp_path / "machine-1"), "HF_TOKEN": "hf_fake"},
         uploaded,
+        tmp_path / "killed.log",
     )
 
     # Another machine: an empty cache, and the repository's shards.
