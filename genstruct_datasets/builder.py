@@ -247,8 +247,7 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         missing = [path for path in paths if not path.exists()]
         if missing and self.shard_store is not None:
             # Several machines without a shared folder: the other ranks' shards are in the Hub repository.
-            remote = self.shard_store.open(self.config_id)
-            missing = [self.shard_store.download(self.config_id, p) if p.name in remote else p for p in missing]
+            self.shard_store.fetch(self.config_id, missing)
             missing = [path for path in missing if not path.exists()]
         if missing:
             raise GenstructError(
@@ -275,12 +274,13 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         mine = list(split_dataset_by_node(shards, rank=rank, world_size=world)["shard"])
         store, uploads = self.shard_store, []
         if store is not None:
-            remote = store.open(self.config_id)
-            for k in mine:
-                if not paths[k].exists() and paths[k].name in remote:
-                    store.download(self.config_id, paths[k])
-                elif paths[k].exists() and paths[k].name not in remote:
-                    uploads.append(store.upload_in_background(self.config_id, paths[k]))
+            remote = store.fetch(self.config_id, [paths[k] for k in mine])
+            # Finished here but not in the repository: an upload of an earlier run failed.
+            uploads = [
+                store.upload_in_background(self.config_id, paths[k])
+                for k in mine
+                if paths[k].exists() and paths[k].name not in remote
+            ]
         finished = sum(path.exists() for path in paths)
         if finished:
             logger.info("Resuming: %d of %d shards were finished by an earlier run and are reused.", finished, count)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -146,17 +146,29 @@ class HubShards:
         )
         return {name.removeprefix(folder + "/") for name in files if name.startswith(folder + "/")}
 
+    def fetch(self, config_id: str, paths: list[Path]) -> set[str]:
+        """Download those of `paths` that are missing here and that the repository holds.
+
+        Returns:
+            `set[str]`: the names of the recipe's shards the repository holds, as [`open`] gives them.
+        """
+        remote = self.open(config_id)
+        for path in paths:
+            if not path.exists() and path.name in remote:
+                self.download(config_id, path)
+        return remote
+
     def download(self, config_id: str, path: Path) -> Path:
         """Download the recipe's shard named like `path` to `path`, whole or not at all."""
-        folder = path.parent / ".hub-download"
-        downloaded = self._retry(
-            lambda: self.api.hf_hub_download(
-                self.repo_id, f"{self._folder(config_id)}/{path.name}", repo_type="dataset", local_dir=folder
-            ),
-            f"download of {path.name}",
-        )
-        os.replace(downloaded, path)
-        shutil.rmtree(folder, ignore_errors=True)
+        # A folder of its own for each download: ranks that share the work folder download side by side.
+        with tempfile.TemporaryDirectory(prefix=".hub-download-", dir=path.parent) as folder:
+            downloaded = self._retry(
+                lambda: self.api.hf_hub_download(
+                    self.repo_id, f"{self._folder(config_id)}/{path.name}", repo_type="dataset", local_dir=folder
+                ),
+                f"download of {path.name}",
+            )
+            os.replace(downloaded, path)
         return path
 
     def upload(self, config_id: str, path: Path) -> bool:
