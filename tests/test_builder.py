@@ -231,3 +231,28 @@ def test_the_builder_reads_the_environment_of_now(monkeypatch, tmp_path, recipe)
     monkeypatch.setenv("WORLD_SIZE", "2")
     builder = GenstructBuilder(cache_dir=tmp_path, config_id="second", source="corpus.jsonl", **settings)
     assert builder.node == (1, 2)
+
+
+def test_a_lost_shard_takes_its_generation_from_the_datasets_cache(monkeypatch, tmp_path, recipe):
+    from genstruct_datasets import GenstructBuilder, GenstructGenerator
+
+    corpus = tmp_path / "passages.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"title": f"P{i}", "content": f"Passage {i} is about the Moon."}) + "\n" for i in range(3))
+    )
+    settings = {**recipe, "source": str(corpus), "split_documents": False, "text_column": "content", "shard_size": 1}
+    calls, real_call = [], GenstructGenerator.__call__
+
+    def call(self, batch, rank=None):
+        calls.extend(batch["content"])
+        return real_call(self, batch, rank)
+
+    monkeypatch.setattr(GenstructGenerator, "__call__", call)
+    builder = GenstructBuilder(**settings)
+    paths = builder._build_shards(builder.config)
+    assert len(calls) == 3
+    # A run killed after a shard's generation finished, before its parquet file was written: the shard is built
+    # again, and its generation comes from the datasets cache instead of the model.
+    paths[1].unlink()
+    again = GenstructBuilder(**settings)
+    assert again._build_shards(again.config) == paths and paths[1].exists() and len(calls) == 3
