@@ -16,6 +16,7 @@ from typing import Any
 import datasets
 from datasets.distributed import split_dataset_by_node
 
+from ._memory import release_freed_memory
 from .errors import GenstructError, InvalidConfigError, MissingColumnsError
 from .generate import DEFAULT_GENERATOR, GenstructGenerator
 from .hub_shards import HubShards
@@ -294,6 +295,8 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
             partial = paths[k].with_suffix(".partial")
             part.to_parquet(partial)
             os.replace(partial, paths[k])
+            del part
+            release_freed_memory()
             if store is not None:
                 uploads.append(store.upload_in_background(self.config_id, paths[k]))
         failed = sum(not upload.result() for upload in uploads)
@@ -550,6 +553,7 @@ def load_genstruct(
     builder.download_and_prepare(download_mode=download_mode)
     # The build is in the cache now: the shards it was made of are no longer needed.
     shutil.rmtree(builder.work_dir, ignore_errors=True)
+    release_freed_memory()
     # datasets refuses to read a split without rows ("corresponds to no data"): a run in which no passage
     # gave a pair still returns its splits, empty.
     return datasets.DatasetDict(
