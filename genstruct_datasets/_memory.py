@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import gc
 
 import pyarrow as pa
 
@@ -21,13 +20,12 @@ def _malloc_trim():
 
 
 def release_freed_memory() -> None:
-    """Return freed memory to the OS: Python's garbage, Arrow's memory pool and, with glibc, malloc's free lists.
+    """Return freed memory to the OS: what Arrow's memory pool and, with glibc, malloc's free lists keep.
 
     Allocators keep what a stage frees for reuse, in pieces; over the hundreds of shards of a long build those
     pieces add up, and the process's resident memory creeps up with the size of the corpus. Called between
-    shards, this keeps it level (see `benchmarks/README.md`). It costs a few milliseconds.
+    shards, this keeps it level (see `benchmarks/README.md`). It takes a few milliseconds.
     """
-    gc.collect()
     pa.default_memory_pool().release_unused()
     trim = _malloc_trim()
     if trim is not None:
