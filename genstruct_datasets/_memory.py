@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
+from collections.abc import Iterator
 
 import pyarrow as pa
 
@@ -30,3 +32,19 @@ def release_freed_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+@contextlib.contextmanager
+def system_memory_pool() -> Iterator[None]:
+    """Have Arrow allocate from the C library's `malloc` (its "system" pool) inside the block.
+
+    Arrow's default pool on Linux, mimalloc, keeps 40 to 50 MiB after `datasets` has read ten or more parquet
+    files, whatever `release_unused` asks; the system pool keeps 11 to 14 MiB once [`release_freed_memory`] has
+    trimmed `malloc`. Arrays made inside may outlive the block: each buffer frees itself into its own pool.
+    """
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)

@@ -16,7 +16,7 @@ from typing import Any
 import datasets
 from datasets.distributed import split_dataset_by_node
 
-from ._memory import release_freed_memory
+from ._memory import release_freed_memory, system_memory_pool
 from .errors import GenstructError, InvalidConfigError, MissingColumnsError
 from .generate import DEFAULT_GENERATOR, GenstructGenerator
 from .hub_shards import HubShards
@@ -476,6 +476,9 @@ def load_genstruct(
 ) -> datasets.DatasetDict | None:
     """Build (or read back from the cache) a Genstruct dataset from a corpus, like `load_dataset`.
 
+    The build hands the memory it frees back to the OS after each shard (Arrow allocating from `malloc`
+    meanwhile), so that its peak memory does not creep up with the size of the corpus.
+
     Args:
         source (`str`): a Hub dataset id (``"wikimedia/wikipedia"``), or local files: a ``.jsonl``,
             ``.csv``, ``.parquet``, ``.txt`` or ``.md`` file, or a folder of them.
@@ -544,13 +547,14 @@ def load_genstruct(
             else HubShards(push_shards_to, token=token if isinstance(token, str) else None)
         )
     rank, world = builder.node
-    if world > 1:
-        # Several processes (torchrun, accelerate launch): each builds its share of the shards into the shared
-        # work folder, then all wait for each other; rank 0 alone assembles the dataset from every shard.
-        _run_distributed_shards(builder)
-        if rank != 0:
-            return None
-    builder.download_and_prepare(download_mode=download_mode)
+    with system_memory_pool():
+        if world > 1:
+            # Several processes (torchrun, accelerate launch): each builds its share of the shards into the shared
+            # work folder, then all wait for each other; rank 0 alone assembles the dataset from every shard.
+            _run_distributed_shards(builder)
+            if rank != 0:
+                return None
+        builder.download_and_prepare(download_mode=download_mode)
     # The build is in the cache now: the shards it was made of are no longer needed.
     shutil.rmtree(builder.work_dir, ignore_errors=True)
     release_freed_memory()

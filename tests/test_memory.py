@@ -2,9 +2,10 @@ import gc
 import re
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
-from genstruct_datasets._memory import _malloc_trim, release_freed_memory
+from genstruct_datasets._memory import _malloc_trim, release_freed_memory, system_memory_pool
 
 STATUS = Path("/proc/self/status")
 
@@ -27,3 +28,14 @@ def test_freed_memory_goes_back_to_the_os():
     release_freed_memory()
     assert held - anonymous_mib() > 150
     assert top
+
+
+def test_arrow_allocates_from_malloc_inside_the_block_only():
+    default = pa.default_memory_pool().backend_name
+    with pytest.raises(KeyError), system_memory_pool():
+        assert pa.default_memory_pool().backend_name == "system"
+        made_inside = pa.array(range(100_000))
+        raise KeyError  # the pool is restored on the way out of a failed build too
+    assert pa.default_memory_pool().backend_name == default
+    assert made_inside.sum().as_py() == sum(range(100_000))  # still valid, and freed into its own pool
+    del made_inside
