@@ -218,9 +218,11 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
     BUILDER_CONFIG_CLASS = GenstructConfig
     VERSION = datasets.Version("0.1.0")
     # Where the run goes, not what it makes (not part of the recipe): worker processes of the generation and
-    # scoring maps (one per GPU), and a Hub repository that keeps finished shards as they finish.
+    # scoring maps (one per GPU), a Hub repository that keeps finished shards as they finish, and whether
+    # finished work (shards, the maps' cache files) is reused; `download_mode="force_redownload"` turns it off.
     map_num_proc: int | None = None
     shard_store: HubShards | None = None
+    reuse_work: bool = True
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
@@ -274,7 +276,7 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         shards = datasets.Dataset.from_dict({"shard": list(range(count))})
         mine = list(split_dataset_by_node(shards, rank=rank, world_size=world)["shard"])
         store, uploads = self.shard_store, []
-        if store is not None:
+        if store is not None and self.reuse_work:
             remote = store.fetch(self.config_id, [paths[k] for k in mine])
             # Finished here but not in the repository: an upload of an earlier run failed.
             uploads = [
@@ -282,11 +284,11 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
                 for k in mine
                 if paths[k].exists() and paths[k].name not in remote
             ]
-        finished = sum(path.exists() for path in paths)
+        finished = sum(path.exists() for path in paths) if self.reuse_work else 0
         if finished:
             logger.info("Resuming: %d of %d shards were finished by an earlier run and are reused.", finished, count)
         for k in mine:
-            if paths[k].exists():
+            if self.reuse_work and paths[k].exists():
                 continue
             rows = range(k * config.shard_size, min((k + 1) * config.shard_size, passages.num_rows))
             logger.info("Shard %d of %d: %d passages.", k + 1, count, len(rows))
@@ -330,12 +332,15 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         if config.limit is not None:
             documents = documents.select(range(min(config.limit, documents.num_rows)))
         if config.split_documents:
-            passages = documents.map(config.splitter(), batched=True, desc="Splitting passages")
+            passages = documents.map(
+                config.splitter(), batched=True, load_from_cache_file=self.reuse_work, desc="Splitting passages"
+            )
         else:
             passages = documents.map(
                 _as_passages,
                 batched=True,
                 fn_kwargs={"title_column": config.title_column, "text_column": config.text_column},
+                load_from_cache_file=self.reuse_work,
                 desc="Reading passages",
             )
         passages = passages.select_columns(["title", "content", "document_id", "passage_index"])
@@ -344,9 +349,10 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         return passages
 
     def _run_stages(self, config: GenstructConfig, passages: datasets.Dataset) -> datasets.Dataset:
-        workers = {"with_rank": True, "num_proc": self.map_num_proc}
+        cache = {"load_from_cache_file": self.reuse_work}
+        workers = {"with_rank": True, "num_proc": self.map_num_proc, **cache}
         candidates = passages.map(config.generator(), batched=True, desc="Generating", **workers)
-        candidates = candidates.map(parse_pairs, batched=True, desc="Parsing")
+        candidates = candidates.map(parse_pairs, batched=True, desc="Parsing", **cache)
         scorer = config.scorer()
         if scorer is not None:
             return candidates.map(scorer, batched=True, desc="Scoring", **workers)
@@ -487,7 +493,8 @@ def load_genstruct(
         revision (`str`, *optional*): the Hub dataset's revision.
         cache_dir (`str`, *optional*): where built datasets are cached; defaults to the `datasets` cache.
         download_mode (`DownloadMode` or `str`, *optional*): ``"force_redownload"`` builds anew even with the
-            same recipe.
+            same recipe: it splits, generates and scores again instead of reusing finished shards or cached
+            results (say, after a model's `main` moved). The source documents still come from the cache.
         token (`str` or `bool`, *optional*): a Hub token for private or gated sources and models.
         num_proc (`int`, *optional*): worker processes for generation and scoring, one model each on
             ``cuda:{rank % n_gpus}`` (use ``torch.cuda.device_count()``; with CUDA, call
@@ -540,6 +547,8 @@ def load_genstruct(
     config_id = f"{_slug(str(source))}-{datasets.fingerprint.Hasher.hash(recipe.settings())}"
     builder = GenstructBuilder(cache_dir=cache_dir, config_id=config_id, token=token, **settings)
     builder.map_num_proc = num_proc
+    mode = datasets.DownloadMode(download_mode or datasets.DownloadMode.REUSE_DATASET_IF_EXISTS)
+    builder.reuse_work = mode != datasets.DownloadMode.FORCE_REDOWNLOAD
     if push_shards_to is not None:
         builder.shard_store = (
             push_shards_to

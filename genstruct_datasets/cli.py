@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="passages per shard; a killed run started again redoes at most one shard (default: %(default)s)",
     )
     output.add_argument("--cache-dir", help="where built datasets are cached (default: the datasets cache)")
+    output.add_argument(
+        "--force",
+        action="store_true",
+        help="build anew: split, generate and score again, even where this recipe was built (or partly built) "
+        "before, e.g. after a model's main branch moved",
+    )
 
     report = commands.add_parser(
         "report",
@@ -211,6 +217,7 @@ def _run(args: argparse.Namespace) -> int:
         args.name,
         split=args.split,
         cache_dir=args.cache_dir,
+        download_mode="force_redownload" if args.force else None,
         num_proc=args.num_proc,
         push_shards_to=shards,
         **settings,

@@ -97,6 +97,25 @@ def test_the_same_recipe_comes_from_the_cache_and_a_changed_one_builds_anew(docu
     assert changed["train"].cache_files != first["train"].cache_files
 
 
+def test_force_redownload_generates_again(documents, recipe, monkeypatch):
+    from genstruct_datasets import GenstructGenerator
+
+    calls, real_call = [], GenstructGenerator.__call__
+
+    def call(self, batch, rank=None):
+        calls.extend(batch["content"])
+        return real_call(self, batch, rank)
+
+    monkeypatch.setattr(GenstructGenerator, "__call__", call)
+    first = load_genstruct(str(documents), **recipe)
+    passages = len(calls)
+    assert passages == first["candidates"].num_rows // recipe["num_samples"]
+    # A model on `main` that moved is not part of the recipe: forcing a build must run it, not the map caches.
+    again = load_genstruct(str(documents), download_mode="force_redownload", **recipe)
+    assert len(calls) == 2 * passages
+    assert again["train"].to_list() == first["train"].to_list()
+
+
 def test_an_edited_source_is_a_new_recipe(documents, recipe, loads):
     first = load_genstruct(str(documents), **recipe)
     with documents.open("a") as f:

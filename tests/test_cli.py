@@ -132,6 +132,14 @@ def test_a_killed_run_resumes_from_its_finished_shards(tmp_path, taught_generato
     assert sorted(pairs["title"]) == [f"Passage {i}" for i in range(6)]  # every passage exactly once
     assert not list(shards.glob("*/*"))  # the finished build's shards are cleaned up
 
+    # --force runs the model on every passage again, where the same command would read the cache.
+    forced_calls = tmp_path / "forced-calls.txt"
+    forced = subprocess.run(
+        [*DRIVER, "--calls", str(forced_calls), *args, "--force"], env=environment, capture_output=True, text=True
+    )
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    assert generated(forced_calls) == [f"Passage {k}" for k in range(6)]
+
 
 @pytest.mark.slow
 def test_a_killed_push_resumes_on_another_machine_from_the_repo(tmp_path, taught_generator, tiny_reward_model):

@@ -135,6 +135,11 @@ def test_shards_go_to_the_repo_as_they_finish_and_another_machine_resumes_from_t
     generated.clear()
     third = load_genstruct(str(corpus), cache_dir=tmp_path / "machine-3", push_shards_to=REPO, **settings)
     assert generated == [] and rows(third) == rows(first)
+    # Unless the build is forced: then every shard is built again, and replaces the repository's.
+    force = {"download_mode": "force_redownload"}
+    forced = load_genstruct(str(corpus), cache_dir=tmp_path / "machine-3", push_shards_to=REPO, **force, **settings)
+    assert generated == [f"Moon {i}" for i in range(4)] and rows(forced) == rows(first)
+    generated.clear()
 
     # A changed recipe never takes the old recipe's shards.
     changed = load_genstruct(
