@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_SHARD_SIZE = 500 * 2**20
+ROW_GROUP_ROWS = 1000
+"""Rows per parquet row group. `datasets` aims at row groups of 100 MB, and gathers each one in memory when the
+rows are a selection (best-of-n's kept rows): the peak memory of writing grew with the dataset up to that size."""
 QUALITY_FIGURE = "quality-{config}-{split}.png"
 
 
@@ -90,7 +93,9 @@ def save_local(
     num_shards = min(max(1, math.ceil(num_bytes / max_shard_size)), max(ds.num_rows, 1))
     for index in range(num_shards):
         shard = ds.shard(num_shards=num_shards, index=index, contiguous=True)
-        shard.to_parquet(folder / data_dir / f"{split}-{index:05d}-of-{num_shards:05d}.parquet")
+        shard.to_parquet(
+            folder / data_dir / f"{split}-{index:05d}-of-{num_shards:05d}.parquet", batch_size=ROW_GROUP_ROWS
+        )
     figure = None
     if {"instruction", "response"} <= set(ds.column_names) and ds.num_rows:
         quality = quality or quality_report(ds, candidates=candidates)

@@ -214,6 +214,18 @@ def test_shards_are_sized_by_the_rows_kept_not_the_whole_table(tmp_path):
     assert load_dataset(str(folder), split="train")["instruction"] == ["Q3?", "Q700?"]
 
 
+def test_a_selection_is_written_in_row_groups_of_a_thousand_rows(tmp_path):
+    import pyarrow.parquet as pq
+
+    # datasets would gather up to 100 MB of a selection's rows at once (one row group) to write them.
+    ds = Dataset.from_dict({"instruction": [f"Q{i}?" for i in range(5000)], "response": ["A." * 50] * 5000})
+    kept = ds.select(range(0, 5000, 2))
+    folder = save_local(kept, tmp_path / "pairs")
+    metadata = pq.ParquetFile(folder / "data" / "train-00000-of-00001.parquet").metadata
+    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [1000, 1000, 500]
+    assert load_dataset(str(folder), split="train").to_list() == kept.to_list()
+
+
 def test_an_existing_card_with_a_plain_data_files_path(best):
     existing = DatasetCard("---\nconfigs:\n- config_name: default\n  data_files: data/*.parquet\n---\n")
     card = build_card(best, repo_id="me/pairs", split="candidates", existing=existing)
