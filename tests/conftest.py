@@ -12,7 +12,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", os.environ["HF_HUB_OFFLINE"])
 import datasets.config  # noqa: E402
 import pytest  # noqa: E402
 
-from genstruct_datasets import testing  # noqa: E402
+from genstruct_datasets import GenstructGenerator, testing  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +20,20 @@ def _isolated(monkeypatch, tmp_path):
     """No token, and a `datasets` cache of the test's own."""
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+
+
+@pytest.fixture
+def generated(monkeypatch) -> list[str]:
+    """The titles of the passages the generator is called on from now on."""
+    titles = []
+    real_call = GenstructGenerator.__call__
+
+    def call(self, batch, rank=None):
+        titles.extend(batch["title"])
+        return real_call(self, batch, rank)
+
+    monkeypatch.setattr(GenstructGenerator, "__call__", call)
+    return titles
 
 
 @pytest.fixture(scope="session")

@@ -97,22 +97,13 @@ def test_the_same_recipe_comes_from_the_cache_and_a_changed_one_builds_anew(docu
     assert changed["train"].cache_files != first["train"].cache_files
 
 
-def test_force_redownload_generates_again(documents, recipe, monkeypatch):
-    from genstruct_datasets import GenstructGenerator
-
-    calls, real_call = [], GenstructGenerator.__call__
-
-    def call(self, batch, rank=None):
-        calls.extend(batch["content"])
-        return real_call(self, batch, rank)
-
-    monkeypatch.setattr(GenstructGenerator, "__call__", call)
+def test_force_redownload_generates_again(documents, recipe, generated):
     first = load_genstruct(str(documents), **recipe)
-    passages = len(calls)
+    passages = len(generated)
     assert passages == first["candidates"].num_rows // recipe["num_samples"]
     # A model on `main` that moved is not part of the recipe: forcing a build must run it, not the map caches.
     again = load_genstruct(str(documents), download_mode="force_redownload", **recipe)
-    assert len(calls) == 2 * passages
+    assert len(generated) == 2 * passages
     assert again["train"].to_list() == first["train"].to_list()
 
 
@@ -252,26 +243,19 @@ def test_the_builder_reads_the_environment_of_now(monkeypatch, tmp_path, recipe)
     assert builder.node == (1, 2)
 
 
-def test_a_lost_shard_takes_its_generation_from_the_datasets_cache(monkeypatch, tmp_path, recipe):
-    from genstruct_datasets import GenstructBuilder, GenstructGenerator
+def test_a_lost_shard_takes_its_generation_from_the_datasets_cache(tmp_path, recipe, generated):
+    from genstruct_datasets import GenstructBuilder
 
     corpus = tmp_path / "passages.jsonl"
     corpus.write_text(
         "".join(json.dumps({"title": f"P{i}", "content": f"Passage {i} is about the Moon."}) + "\n" for i in range(3))
     )
     settings = {**recipe, "source": str(corpus), "split_documents": False, "text_column": "content", "shard_size": 1}
-    calls, real_call = [], GenstructGenerator.__call__
-
-    def call(self, batch, rank=None):
-        calls.extend(batch["content"])
-        return real_call(self, batch, rank)
-
-    monkeypatch.setattr(GenstructGenerator, "__call__", call)
     builder = GenstructBuilder(**settings)
     paths = builder._build_shards(builder.config)
-    assert len(calls) == 3
+    assert len(generated) == 3
     # A run killed after a shard's generation finished, before its parquet file was written: the shard is built
     # again, and its generation comes from the datasets cache instead of the model.
     paths[1].unlink()
     again = GenstructBuilder(**settings)
-    assert again._build_shards(again.config) == paths and paths[1].exists() and len(calls) == 3
+    assert again._build_shards(again.config) == paths and paths[1].exists() and len(generated) == 3

@@ -7,7 +7,6 @@ from hub_fake import FolderHub, _http_error
 import genstruct_datasets.builder as builder
 from genstruct_datasets import (
     GenstructError,
-    GenstructGenerator,
     HubShards,
     InvalidConfigError,
     load_genstruct,
@@ -90,20 +89,6 @@ def settings(taught_generator, tiny_reward_model):
         "seed": 0,
         "shard_size": 1,
     }
-
-
-@pytest.fixture
-def generated(monkeypatch) -> list[str]:
-    """The titles of the passages the generator is called on from now on."""
-    titles = []
-    real_call = GenstructGenerator.__call__
-
-    def call(self, batch, rank=None):
-        titles.extend(batch["title"])
-        return real_call(self, batch, rank)
-
-    monkeypatch.setattr(GenstructGenerator, "__call__", call)
-    return titles
 
 
 def rows(pairs) -> dict[str, list]:
