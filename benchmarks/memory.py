@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -33,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import result_json
 
 from genstruct_datasets import testing
 
@@ -170,11 +171,7 @@ def main() -> None:
             growth = (last[name] - first[name]) * 1024 / (last["passages"] - first["passages"])
             print(f"{name}: {growth:+.2f} KiB per passage from {first['passages']:,} to {last['passages']:,}")
     result = {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-        },
+        "machine": result_json.machine(),
         "settings": {
             "command": "genstruct-datasets run passages-N.jsonl --no-split --text-column content --model TAUGHT "
             "--reward-model TINY_DEBERTA --num-samples 1 --max-new-tokens 24 --seed 0 --batch-size 32 --output out-N",
@@ -185,9 +182,7 @@ def main() -> None:
         },
         "rows": rows,
     }
-    Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output_json).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {args.output_json}")
+    result_json.write(args.output_json, result)
 
 
 if __name__ == "__main__":

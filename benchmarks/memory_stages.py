@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
-import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -29,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import result_json
 from memory import corpus, run_command
 
 # The modules, not the functions of the same names that the package exports.
@@ -145,13 +144,12 @@ def main() -> None:
         )
     if args.output_json:
         result = {
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+            "machine": result_json.machine(),
             "passages": args.passages,
             "command": " ".join(["genstruct-datasets", *command]),
             "stages": rows,
         }
-        Path(args.output_json).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"written to {args.output_json}")
+        result_json.write(args.output_json, result)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
+import result_json
 import torch
 from datasets import Dataset
 
@@ -256,13 +256,7 @@ def main() -> None:
             f"{row['seconds']:>7.2f} {row['tokens_per_second']:>8.1f} {row['vs_seed_recipe']:>7.2f} {vs_floor:>7}"
         )
     result = {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": torch.get_num_threads(),
-            "device": args.device,
-            "torch": torch.__version__,
-        },
+        "machine": result_json.machine(cpus=torch.get_num_threads(), device=args.device, torch=torch.__version__),
         "settings": {
             "model": args.model or "random Mistral, 4 layers, width 256, real Mistral tokenizer",
             "passages": args.passages,
@@ -271,9 +265,7 @@ def main() -> None:
         },
         "rows": rows,
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {args.output}")
+    result_json.write(args.output, result)
 
 
 if __name__ == "__main__":
