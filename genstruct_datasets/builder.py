@@ -19,7 +19,7 @@ from datasets.distributed import split_dataset_by_node
 from ._memory import release_freed_memory, system_memory_pool
 from .errors import GenstructError, InvalidConfigError, MissingColumnsError
 from .generate import DEFAULT_GENERATOR, GenstructGenerator
-from .hub_shards import HubShards
+from .hub_shards import FORCED_MARKER, HubShards
 from .models import distributed_node
 from .parse import parse_pairs
 from .passages import PassageSplitter
@@ -276,23 +276,38 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         shards = datasets.Dataset.from_dict({"shard": list(range(count))})
         mine = list(split_dataset_by_node(shards, rank=rank, world_size=world)["shard"])
         store, uploads = self.shard_store, []
-        if store is not None and self.reuse_work:
-            remote = store.fetch(self.config_id, [paths[k] for k in mine])
+        forced = work / FORCED_MARKER
+        if not self.reuse_work:
+            # A forced build starts from nothing: this rank's shards of earlier runs go first, here and in the
+            # repository, and the marker keeps a resumed forced build off the maps' caches of those runs.
+            self._start_over(paths, mine)
+        if store is not None:
+            if not self.reuse_work:
+                held = store.start_over(self.config_id, [paths[k].name for k in mine])
+            else:
+                held = store.open(self.config_id)
+                if FORCED_MARKER in held and not forced.exists():
+                    # Another machine started a forced build of this recipe: the shards here are older than it.
+                    self._start_over(paths, mine)
+            store.fetch(self.config_id, [paths[k] for k in mine], held)
             # Finished here but not in the repository: an upload of an earlier run failed.
             uploads = [
                 store.upload_in_background(self.config_id, paths[k])
                 for k in mine
-                if paths[k].exists() and paths[k].name not in remote
+                if paths[k].exists() and paths[k].name not in held
             ]
-        finished = sum(path.exists() for path in paths) if self.reuse_work else 0
+        use_cache = not forced.exists()
+        finished = sum(paths[k].exists() for k in mine)
         if finished:
-            logger.info("Resuming: %d of %d shards were finished by an earlier run and are reused.", finished, count)
+            logger.info(
+                "Resuming: %d of %d shards were finished by an earlier run and are reused.", finished, len(mine)
+            )
         for k in mine:
-            if self.reuse_work and paths[k].exists():
+            if paths[k].exists():
                 continue
             rows = range(k * config.shard_size, min((k + 1) * config.shard_size, passages.num_rows))
             logger.info("Shard %d of %d: %d passages.", k + 1, count, len(rows))
-            part = self._run_stages(config, passages.select(rows))
+            part = self._run_stages(config, passages.select(rows), use_cache=use_cache)
             # Written whole, then renamed: a run killed mid-write leaves no shard that looks finished.
             partial = paths[k].with_suffix(".partial")
             part.to_parquet(partial)
@@ -311,6 +326,12 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
                 work,
             )
         return paths
+
+    def _start_over(self, paths: list[Path], mine: list[int]) -> None:
+        """Delete this rank's shards and mark the work folder as a forced build, which a resumed run honours."""
+        for k in mine:
+            paths[k].unlink(missing_ok=True)
+        (self.work_dir / FORCED_MARKER).touch()
 
     @property
     def node(self) -> tuple[int, int]:
@@ -348,8 +369,8 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
             passages = passages.select(range(min(config.limit, passages.num_rows)))
         return passages
 
-    def _run_stages(self, config: GenstructConfig, passages: datasets.Dataset) -> datasets.Dataset:
-        cache = {"load_from_cache_file": self.reuse_work}
+    def _run_stages(self, config: GenstructConfig, passages: datasets.Dataset, *, use_cache: bool) -> datasets.Dataset:
+        cache = {"load_from_cache_file": use_cache}
         workers = {"with_rank": True, "num_proc": self.map_num_proc, **cache}
         candidates = passages.map(config.generator(), batched=True, desc="Generating", **workers)
         candidates = candidates.map(parse_pairs, batched=True, desc="Parsing", **cache)
@@ -494,7 +515,8 @@ def load_genstruct(
         cache_dir (`str`, *optional*): where built datasets are cached; defaults to the `datasets` cache.
         download_mode (`DownloadMode` or `str`, *optional*): ``"force_redownload"`` builds anew even with the
             same recipe: it splits, generates and scores again instead of reusing finished shards or cached
-            results (say, after a model's `main` moved). The source documents still come from the cache.
+            results (say, after a model's `main` moved). The source documents still come from the cache. It
+            deletes the earlier shards first, so a forced build that crashes is resumed by a plain call.
         token (`str` or `bool`, *optional*): a Hub token for private or gated sources and models.
         num_proc (`int`, *optional*): worker processes for generation and scoring, one model each on
             ``cuda:{rank % n_gpus}`` (use ``torch.cuda.device_count()``; with CUDA, call

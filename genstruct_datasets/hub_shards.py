@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 WORK_FOLDER = ".genstruct-work"
 """The repository folder of unfinished runs' shards; `load_dataset` skips hidden folders, so it is never data."""
 
+FORCED_MARKER = ".forced"
+"""A file in a recipe's work folder (local and in the repository) while a forced build of it is unfinished: the
+shards there were built after the force, and the rest must not come from the maps' caches of earlier runs."""
+
 _RETRYABLE_STATUS = {408, 409, 412, 429}
 T = TypeVar("T")
 
@@ -146,17 +150,51 @@ class HubShards:
         )
         return {name.removeprefix(folder + "/") for name in files if name.startswith(folder + "/")}
 
-    def fetch(self, config_id: str, paths: list[Path]) -> set[str]:
+    def fetch(self, config_id: str, paths: list[Path], held: set[str] | None = None) -> set[str]:
         """Download those of `paths` that are missing here and that the repository holds.
 
+        Args:
+            config_id (`str`): the recipe.
+            paths (`list[Path]`): where its shards go, named as in the repository.
+            held (`set[str]`, *optional*): what [`open`] gave, if it was just called; listed again otherwise.
+
         Returns:
-            `set[str]`: the names of the recipe's shards the repository holds, as [`open`] gives them.
+            `set[str]`: the names of the recipe's files the repository holds, as [`open`] gives them.
         """
-        remote = self.open(config_id)
+        held = self.open(config_id) if held is None else held
         for path in paths:
-            if not path.exists() and path.name in remote:
+            if not path.exists() and path.name in held:
                 self.download(config_id, path)
-        return remote
+        return held
+
+    def start_over(self, config_id: str, names: list[str]) -> set[str]:
+        """Delete the recipe's shards named `names` and mark its folder as a forced build, in one commit.
+
+        A forced build ([`load_genstruct`] with ``download_mode="force_redownload"``) calls it before it builds
+        anything, so that if it crashes, the repository holds no shard of an earlier run for a resumed run to mix
+        with the new ones; a run that finds the mark ([`FORCED_MARKER`]) builds without the maps' caches of
+        earlier runs, and drops its machine's own shards, which are older.
+
+        Returns:
+            `set[str]`: the names of the recipe's files the repository holds afterwards, as [`open`] gives them.
+        """
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+        folder = self._folder(config_id)
+        held = self.open(config_id)
+        deleted = [name for name in names if name in held]
+        operations = [CommitOperationDelete(f"{folder}/{name}") for name in deleted]
+        operations.append(CommitOperationAdd(f"{folder}/{FORCED_MARKER}", b""))
+        self._retry(
+            lambda: self.api.create_commit(
+                self.repo_id,
+                operations,
+                repo_type="dataset",
+                commit_message=f"genstruct-datasets: forced build, {len(deleted)} earlier shards deleted",
+            ),
+            f"deleting the earlier shards of {config_id}",
+        )
+        return (held - set(deleted)) | {FORCED_MARKER}
 
     def download(self, config_id: str, path: Path) -> Path:
         """Download the recipe's shard named like `path` to `path`, whole or not at all."""

@@ -26,7 +26,14 @@ class FolderHub:
         """Replace the Hub methods with this hub's, through `patch(target, name, value)` (e.g. monkeypatch.setattr)."""
         from huggingface_hub import DatasetCard, HfApi
 
-        for name in ("create_repo", "list_repo_files", "hf_hub_download", "upload_file", "upload_folder"):
+        for name in (
+            "create_repo",
+            "list_repo_files",
+            "hf_hub_download",
+            "upload_file",
+            "upload_folder",
+            "create_commit",
+        ):
             patch(HfApi, name, getattr(self, name))
         patch(DatasetCard, "load", self.load_card)
 
@@ -74,6 +81,22 @@ class FolderHub:
             if any(fnmatch.fnmatch(name, pattern) for pattern in delete_patterns):
                 (self.repo(repo_id) / name).unlink()
         shutil.copytree(folder_path, self.repo(repo_id), dirs_exist_ok=True)
+        return _commit(repo_id)
+
+    def create_commit(self, repo_id, operations, *, commit_message, repo_type=None, **kwargs):
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+        self._record("create_commit", commit_message)
+        for operation in operations:
+            target = self.repo(repo_id) / operation.path_in_repo
+            if isinstance(operation, CommitOperationDelete):
+                target.unlink()
+            elif isinstance(operation, CommitOperationAdd):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with operation.as_file() as content:
+                    target.write_bytes(content.read())
+            else:
+                raise NotImplementedError(type(operation).__name__)
         return _commit(repo_id)
 
     def load_card(self, repo_id, **kwargs):

@@ -1,3 +1,4 @@
+import functools
 import json
 import logging
 
@@ -136,6 +137,53 @@ def test_shards_go_to_the_repo_as_they_finish_and_another_machine_resumes_from_t
     publish(first["train"], REPO, token="hf_test", candidates=first["candidates"], shards=store)
     assert not [name for name in hub.files(REPO) if name.startswith(WORK_FOLDER)]
     assert "README.md" in hub.files(REPO) and [n for n in hub.files(REPO) if n.startswith("data/train-")]
+
+
+def crash_in_shard_of(title: str, monkeypatch) -> None:
+    """Make the build raise in the shard of the passage titled `title` (a full disk, say), before its stages run."""
+    real_stages = builder.GenstructBuilder._run_stages
+
+    def run_stages(self, config, passages, **kwargs):
+        if title in passages["title"]:
+            raise OSError("No space left on device")
+        return real_stages(self, config, passages, **kwargs)
+
+    monkeypatch.setattr(builder.GenstructBuilder, "_run_stages", run_stages)
+
+
+def test_a_forced_build_deletes_the_earlier_shards_in_the_repo_before_it_builds(
+    monkeypatch, tmp_path, corpus, settings, generated
+):
+    hub = FolderHub(tmp_path / "hub")
+    hub.install(monkeypatch.setattr)
+    build = functools.partial(load_genstruct, str(corpus), push_shards_to=REPO, **settings)
+    # A run on machine 1 that crashes in its last shard: three shards in the repository (and on machine 1, with
+    # the maps' caches of their generations).
+    with monkeypatch.context() as patch:
+        crash_in_shard_of("Moon 3", patch)
+        with pytest.raises(OSError, match="No space left"):
+            build(cache_dir=tmp_path / "machine-1")
+    (folder,) = {name.rsplit("/", 1)[0] for name in hub.files(REPO)}
+    earlier = hub.files(REPO)
+    assert len(earlier) == 3 and generated == ["Moon 0", "Moon 1", "Moon 2"]
+
+    # Machine 2 forces a build (the model's `main` moved), which crashes in its third shard ...
+    generated.clear()
+    with monkeypatch.context() as patch:
+        crash_in_shard_of("Moon 2", patch)
+        with pytest.raises(OSError, match="No space left"):
+            build(cache_dir=tmp_path / "machine-2", download_mode="force_redownload")
+    # ... and leaves in the repository its own two shards and the mark of a forced build, nothing of the earlier run.
+    assert generated == ["Moon 0", "Moon 1"]
+    assert hub.files(REPO) == [f"{folder}/.forced", *earlier[:2]]
+    assert ("create_commit", "genstruct-datasets: forced build, 3 earlier shards deleted") in hub.calls
+
+    # Machine 1 resumes without --force: it takes the forced build's shards from the repository instead of its own,
+    # and builds the other two with the model, not from the maps' caches of the earlier run.
+    generated.clear()
+    resumed = build(cache_dir=tmp_path / "machine-1")
+    assert generated == ["Moon 2", "Moon 3"]
+    assert rows(resumed) == rows(build(cache_dir=tmp_path / "clean", download_mode="force_redownload"))
 
 
 def test_rank_0_takes_the_other_ranks_shards_from_the_repo(monkeypatch, tmp_path, corpus, settings, generated):
