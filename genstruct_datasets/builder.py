@@ -373,10 +373,15 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         cache = {"load_from_cache_file": use_cache}
         workers = {"with_rank": True, "num_proc": self.map_num_proc, **cache}
         candidates = passages.map(config.generator(), batched=True, desc="Generating", **workers)
+        # What the models freed goes back to the OS before the next stage and the shard's parquet file: else
+        # each lands on top of it, and the shard loop's peak rises over a long run.
+        release_freed_memory()
         candidates = candidates.map(parse_pairs, batched=True, desc="Parsing", **cache)
         scorer = config.scorer()
         if scorer is not None:
-            return candidates.map(scorer, batched=True, desc="Scoring", **workers)
+            scored = candidates.map(scorer, batched=True, desc="Scoring", **workers)
+            release_freed_memory()
+            return scored
         return candidates.add_column("reward", [None] * candidates.num_rows, feature=FEATURES["reward"])
 
 
