@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--force",
         action="store_true",
         help="build anew: split, generate and score again, even where this recipe was built (or partly built) "
-        "before, e.g. after a model's main branch moved",
+        "before, e.g. after a model's main branch moved; an interrupted forced run is resumed without --force",
     )
 
     report = commands.add_parser(
