@@ -302,29 +302,32 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
             logger.info(
                 "Resuming: %d of %d shards were finished by an earlier run and are reused.", finished, len(mine)
             )
-        for k in mine:
-            if paths[k].exists():
-                continue
-            rows = range(k * config.shard_size, min((k + 1) * config.shard_size, passages.num_rows))
-            logger.info("Shard %d of %d: %d passages.", k + 1, count, len(rows))
-            part = self._run_stages(config, passages.select(rows), use_cache=use_cache)
-            # Written whole, then renamed: a run killed mid-write leaves no shard that looks finished.
-            partial = paths[k].with_suffix(".partial")
-            part.to_parquet(partial)
-            os.replace(partial, paths[k])
-            del part
-            release_freed_memory()
-            if store is not None:
-                uploads.append(store.upload_in_background(self.config_id, paths[k]))
-        failed = sum(not upload.result() for upload in uploads)
-        if failed:
-            logger.warning(
-                "%d of %d shards could not be uploaded to %s; they stay in %s until a run uploads them.",
-                failed,
-                len(uploads),
-                store.repo_id,
-                work,
-            )
+        try:
+            for k in mine:
+                if paths[k].exists():
+                    continue
+                rows = range(k * config.shard_size, min((k + 1) * config.shard_size, passages.num_rows))
+                logger.info("Shard %d of %d: %d passages.", k + 1, count, len(rows))
+                part = self._run_stages(config, passages.select(rows), use_cache=use_cache)
+                # Written whole, then renamed: a run killed mid-write leaves no shard that looks finished.
+                partial = paths[k].with_suffix(".partial")
+                part.to_parquet(partial)
+                os.replace(partial, paths[k])
+                del part
+                release_freed_memory()
+                if store is not None:
+                    uploads.append(store.upload_in_background(self.config_id, paths[k]))
+        finally:
+            # Also when a shard fails: the finished shards' uploads end before the error goes up.
+            failed = sum(not upload.result() for upload in uploads)
+            if failed:
+                logger.warning(
+                    "%d of %d shards could not be uploaded to %s; they stay in %s until a run uploads them.",
+                    failed,
+                    len(uploads),
+                    store.repo_id,
+                    work,
+                )
         return paths
 
     def _start_over(self, paths: list[Path], mine: list[int]) -> None:

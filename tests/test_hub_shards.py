@@ -157,8 +157,8 @@ def test_a_forced_build_deletes_the_earlier_shards_in_the_repo_before_it_builds(
     hub = FolderHub(tmp_path / "hub")
     hub.install(monkeypatch.setattr)
     build = functools.partial(load_genstruct, str(corpus), push_shards_to=REPO, **settings)
-    # A run on machine 1 that crashes in its last shard: three shards in the repository (and on machine 1, with
-    # the maps' caches of their generations).
+    # A run on machine 1 that crashes in its last shard: its three finished shards are in the repository (their
+    # uploads end before the error goes up), and on machine 1 with the maps' caches of their generations.
     with monkeypatch.context() as patch:
         crash_in_shard_of("Moon 3", patch)
         with pytest.raises(OSError, match="No space left"):
