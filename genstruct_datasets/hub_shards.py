@@ -172,7 +172,7 @@ class HubShards:
 
         A forced build ([`load_genstruct`] with ``download_mode="force_redownload"``) calls it before it builds
         anything, so that if it crashes, the repository holds no shard of an earlier run for a resumed run to mix
-        with the new ones; a run that finds the mark ([`FORCED_MARKER`]) builds without the maps' caches of
+        with the new ones; a run that finds the mark (a `.forced` file) builds without the maps' caches of
         earlier runs, and drops its machine's own shards, which are older.
 
         Returns:
