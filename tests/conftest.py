@@ -36,6 +36,25 @@ def generated(monkeypatch) -> list[str]:
     return titles
 
 
+@pytest.fixture
+def crash_in_shard_of():
+    """Make the build raise OSError in the shard of the passage titled `title` (a full disk, say), before its
+    stages run: ``crash_in_shard_of(title, patch)``, `patch` being a monkeypatch or one of its contexts."""
+    from genstruct_datasets.builder import GenstructBuilder
+
+    def crash(title: str, patch) -> None:
+        real_stages = GenstructBuilder._run_stages
+
+        def run_stages(self, config, passages, **kwargs):
+            if title in passages["title"]:
+                raise OSError("No space left on device")
+            return real_stages(self, config, passages, **kwargs)
+
+        patch.setattr(GenstructBuilder, "_run_stages", run_stages)
+
+    return crash
+
+
 @pytest.fixture(scope="session")
 def mistral_tokenizer():
     return testing.load_mistral_tokenizer()

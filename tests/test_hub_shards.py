@@ -139,20 +139,8 @@ def test_shards_go_to_the_repo_as_they_finish_and_another_machine_resumes_from_t
     assert "README.md" in hub.files(REPO) and [n for n in hub.files(REPO) if n.startswith("data/train-")]
 
 
-def crash_in_shard_of(title: str, monkeypatch) -> None:
-    """Make the build raise in the shard of the passage titled `title` (a full disk, say), before its stages run."""
-    real_stages = builder.GenstructBuilder._run_stages
-
-    def run_stages(self, config, passages, **kwargs):
-        if title in passages["title"]:
-            raise OSError("No space left on device")
-        return real_stages(self, config, passages, **kwargs)
-
-    monkeypatch.setattr(builder.GenstructBuilder, "_run_stages", run_stages)
-
-
 def test_a_forced_build_deletes_the_earlier_shards_in_the_repo_before_it_builds(
-    monkeypatch, tmp_path, corpus, settings, generated
+    monkeypatch, tmp_path, corpus, settings, generated, crash_in_shard_of
 ):
     hub = FolderHub(tmp_path / "hub")
     hub.install(monkeypatch.setattr)
