@@ -17,6 +17,7 @@ import datasets
 from datasets.distributed import split_dataset_by_node
 
 from ._memory import release_freed_memory, system_memory_pool
+from .engines import engine_options
 from .errors import GenstructError, InvalidConfigError, MissingColumnsError
 from .generate import DEFAULT_GENERATOR, GenstructGenerator
 from .hub_shards import FORCED_MARKER, HubShards
@@ -75,9 +76,12 @@ class GenstructConfig(datasets.BuilderConfig):
         split_documents (`bool`, *optional*, defaults to `True`): run [`PassageSplitter`] on the documents.
         min_tokens, max_tokens (`int`, *optional*, defaults to 32 and 384): passage sizes, see [`PassageSplitter`].
         limit (`int`, *optional*): use only the first `limit` passages (and documents), for a trial run.
-        model, model_revision, num_samples, max_new_tokens, do_sample, temperature, top_p, seed, quantization,
-        dtype, batch_size, max_prompt_tokens, backend, base_url: the generator's settings, see [`GenstructGenerator`];
-            `num_samples` defaults to 4 here, for best-of-n.
+        model, model_revision, num_samples, max_new_tokens, do_sample, temperature, top_p, seed, max_prompt_tokens,
+        backend: the generator's settings, see [`GenstructGenerator`]; `num_samples` defaults to 4 here, for
+            best-of-n, and `backend` to ``"auto"`` (vLLM with a CUDA GPU and vLLM installed, else transformers).
+        engine_options (`dict`, *optional*): the engine's own options (``batch_size``, ``quantization``,
+            ``gpu_memory_utilization``, ``base_url``...), see `genstruct_datasets.engines`. Those that do not change
+            the rows (batch sizes, devices, timeouts) are not part of the recipe's cache key.
         reward_model (`str`, *optional*, defaults to `"OpenAssistant/reward-model-deberta-v3-large-v2"`): the
             scorer; None skips scoring (and best-of-n).
         reward_revision (`str`, *optional*): the reward model's revision.
@@ -103,17 +107,14 @@ class GenstructConfig(datasets.BuilderConfig):
     model: str = DEFAULT_GENERATOR
     model_revision: str | None = None
     num_samples: int = 4
-    max_new_tokens: int = GenstructGenerator.max_new_tokens
+    max_new_tokens: int = 512
     do_sample: bool | None = None
-    temperature: float = GenstructGenerator.temperature
-    top_p: float = GenstructGenerator.top_p
+    temperature: float = 0.7
+    top_p: float = 0.95
     seed: int | None = None
-    quantization: str | None = None
-    dtype: str = GenstructGenerator.dtype
-    batch_size: int = GenstructGenerator.batch_size
     max_prompt_tokens: int | None = None
-    backend: str = GenstructGenerator.backend
-    base_url: str | None = None
+    backend: str = "auto"
+    engine_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     reward_model: str | None = DEFAULT_REWARD_MODEL
     reward_revision: str | None = None
     reward_batch_size: int = RewardScorer.batch_size
@@ -158,12 +159,9 @@ class GenstructConfig(datasets.BuilderConfig):
             temperature=self.temperature,
             top_p=self.top_p,
             seed=self.seed,
-            quantization=self.quantization,
-            dtype=self.dtype,
-            batch_size=self.batch_size,
             max_prompt_tokens=self.max_prompt_tokens,
             backend=self.backend,
-            base_url=self.base_url,
+            **self.engine_options,
         )
 
     def scorer(self) -> RewardScorer | None:
@@ -188,20 +186,21 @@ class GenstructConfig(datasets.BuilderConfig):
                 "min_tokens": self.min_tokens,
                 "max_tokens": self.max_tokens,
             },
-            "generator": {
-                field.name: getattr(generator, field.name)
-                for field in dataclasses.fields(generator)
-                if field.name not in ("_", "device", "api_key", "title_column", "content_column")
-            }
-            | {"do_sample": generator.sampling},
+            "generator": generator.settings() | {"engine": generator.engine.version()},
             "reward model": {"model": self.reward_model, "revision": self.reward_revision},
             "selection": {"best_of_n": self.best_of_n, "min_reward": self.min_reward},
         }
 
     def settings(self) -> dict[str, Any]:
-        """Every field of the recipe (not the `BuilderConfig` bookkeeping), for hashing."""
-        skip = {field.name for field in dataclasses.fields(datasets.BuilderConfig)}
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        """Every field of the recipe that changes the rows (not the `BuilderConfig` bookkeeping), for hashing.
+
+        The engine counts by its name and the options that change the rows: a run with another batch size, device
+        or timeout has the same recipe, and reuses the shards of an earlier one.
+        """
+        skip = {field.name for field in dataclasses.fields(datasets.BuilderConfig)} | {"backend", "engine_options"}
+        settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        engine = self.generator().engine
+        return settings | {"engine": {"backend": engine.name, **engine.settings()}}
 
 
 class GenstructBuilder(datasets.GeneratorBasedBuilder):
@@ -533,8 +532,9 @@ def load_genstruct(
             shard as it finishes, so that a crash loses at most the shard in progress, and from which a later
             run of the same recipe, on any machine, takes the shards it holds. Publish the result there with
             [`publish`] (``shards=``), which deletes them. Not part of the recipe.
-        **config: the rest of the recipe, see [`GenstructConfig`] (``model=``, ``num_samples=``,
-            ``reward_model=``, ``min_reward=``, ``limit=`` ...).
+        **config: the rest of the recipe, see [`GenstructConfig`] (``model=``, ``num_samples=``, ``backend=``,
+            ``reward_model=``, ``min_reward=``, ``limit=`` ...), and the engine's options (``batch_size=``,
+            ``quantization=``, ``gpu_memory_utilization=``, ``base_url=`` ...), which go into `engine_options`.
 
     Returns:
         `datasets.DatasetDict`: ``train`` and, with best-of-n, ``candidates``. Under `torchrun` or `accelerate
@@ -567,10 +567,16 @@ def load_genstruct(
         "source_fingerprint": source_fingerprint(str(source)),
         **config,
     }
-    unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(GenstructConfig)})
+    fields = {f.name for f in dataclasses.fields(GenstructConfig)}
+    # The engines' own options (batch_size, gpu_memory_utilization, base_url...) may be given beside the recipe's.
+    options = {key: settings.pop(key) for key in list(settings) if key not in fields and key in engine_options()}
+    if options:
+        settings["engine_options"] = {**settings.get("engine_options", {}), **options}
+    unknown = sorted(set(settings) - fields)
     if unknown:
         raise InvalidConfigError(
-            f"Unknown setting(s) {unknown} for load_genstruct; see GenstructConfig for the recipe's fields."
+            f"Unknown setting(s) {unknown} for load_genstruct; see GenstructConfig for the recipe's fields and "
+            "genstruct_datasets.engines for the engines' options."
         )
     recipe = GenstructConfig(**settings)
     # The cache is keyed by the whole recipe, defaults included, so that passing a default changes nothing.

@@ -138,7 +138,8 @@ def build_card(
         split (`str`, *optional*, defaults to `"train"`): the split the rows belong to.
         data_dir (`str`, *optional*, defaults to `"data"`): the folder of the parquet shards.
         recipe (`Mapping`, *optional*): how the rows were made, as sections of settings, e.g.
-            ``{"generator": {"model": ..., "revision": ..., "num_samples": 4}, "reward model": {...}}``.
+            ``{"generator": {"model": ..., "engine": "vllm 0.32.0", "num_samples": 4}, "reward model": {...}}``; the
+            generator's `engine` is also named in the card's introduction.
         candidates (`datasets.Dataset`, *optional*): every candidate before selection, for the counts.
         license (`str`, *optional*): the license id; ``"unknown"`` when not given. Mind the source's terms.
         language (`str` or `list[str]`, *optional*, defaults to `"en"`): language codes of the text.
@@ -204,6 +205,7 @@ def build_card(
         split=split,
         version=__version__,
         generator=generator,
+        engine=recipe.get("generator", {}).get("engine"),
         generator_url=_hub_url(generator),
         reward_model=reward_settings.get("model"),
         reward_model_url=_hub_url(reward_settings.get("model")),

@@ -18,9 +18,11 @@ from .builder import (
 )
 from .card import dataset_stats
 from .dedup import dedup_pairs
+from .engines import BACKENDS, ENGINES, engine_options
 from .errors import GenstructError, InvalidConfigError, MissingTokenError
 from .generate import DEFAULT_GENERATOR
 from .hub_shards import HubShards
+from .models import QUANTIZATIONS
 from .quality import quality_report
 from .report import format_headline, format_report
 from .score import DEFAULT_REWARD_MODEL
@@ -30,7 +32,8 @@ logger = logging.getLogger("genstruct_datasets")
 EPILOG = """examples:
   genstruct-datasets run passages.jsonl --no-split --title-column title --text-column content --output pairs/
   genstruct-datasets run wikimedia/wikipedia --name 20231101.en --limit 1000 --push-to-hub me/wiki-genstruct
-  genstruct-datasets run notes/ --quantization 4bit --num-samples 4 --min-reward 0 --output notes-pairs/
+  genstruct-datasets run notes/ --backend transformers --quantization 4bit --num-samples 4 --output notes-pairs/
+  genstruct-datasets run docs.jsonl --backend vllm --max-model-len 4096 --gpu-memory-utilization 0.85 --output out/
 """
 
 
@@ -75,19 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-new-tokens", type=int, default=512, help="cap per completion (default: %(default)s)"
     )
     generation.add_argument(
-        "--temperature", type=float, default=0.7, help="sampling temperature (default: %(default)s)"
+        "--temperature", type=float, default=0.7, help="sampling temperature; 0 is greedy (default: %(default)s)"
     )
     generation.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default: %(default)s)")
     generation.add_argument("--seed", type=int, help="makes sampling repeatable")
-    generation.add_argument("--quantization", choices=["8bit", "4bit"], help="load the generator with bitsandbytes")
-    generation.add_argument(
-        "--batch-size", type=int, default=8, help="prompts per generate call (default: %(default)s)"
-    )
     generation.add_argument(
         "--backend",
-        choices=["transformers", "continuous", "openai"],
-        default="transformers",
-        help="static length-sorted batches, transformers' continuous batching, or an OpenAI-compatible server "
+        choices=BACKENDS,
+        default="auto",
+        help="the engine: auto (vllm with a CUDA GPU and vLLM installed, else transformers), static batches in "
+        "transformers, transformers' continuous batching, vLLM in this process, or an OpenAI-compatible server "
         "(default: %(default)s)",
     )
     generation.add_argument(
@@ -96,10 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="worker processes for generation and scoring, one model each (one per GPU: cuda:{rank})",
     )
-    generation.add_argument(
-        "--base-url",
-        help="with --backend openai: the server's API root, e.g. http://127.0.0.1:8000/v1 (key: OPENAI_API_KEY)",
-    )
+    _add_engine_options(run.add_argument_group("engine options (each applies to the engines named in brackets)"))
 
     scoring = run.add_argument_group("scoring and selection")
     scoring.add_argument("--reward-model", default=DEFAULT_REWARD_MODEL, help="reward model (default: %(default)s)")
@@ -151,6 +148,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_engine_options(group: argparse._ArgumentGroup) -> None:
+    """One flag per engine option, made from the engines' dataclass fields: an option is declared once, there.
+
+    A flag left out is not passed on, so that each engine keeps its own default and is not given options it does
+    not take.
+    """
+    users: dict[str, list[str]] = {}
+    for engine in ENGINES.values():
+        for name in engine.option_names():
+            users.setdefault(name, []).append(engine.name)
+    for name, field in engine_options().items():
+        if field.metadata.get("cli") is False:
+            continue
+        flag = "--" + name.replace("_", "-")
+        text = f"{field.metadata.get('help', '')} [{', '.join(users[name])}]"
+        kind = str(field.type)
+        if isinstance(field.default, bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+        elif "Quantization" in kind:
+            group.add_argument(flag, choices=QUANTIZATIONS, default=argparse.SUPPRESS, help=text)
+        else:
+            convert = int if "int" in kind else float if "float" in kind else str
+            group.add_argument(flag, type=convert, default=argparse.SUPPRESS, help=text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 done, 2 bad input, 1 another failure)."""
     args = build_parser().parse_args(argv)
@@ -185,10 +207,8 @@ def _run(args: argparse.Namespace) -> int:
         "temperature": args.temperature,
         "top_p": args.top_p,
         "seed": args.seed,
-        "quantization": args.quantization,
-        "batch_size": args.batch_size,
         "backend": args.backend,
-        "base_url": args.base_url,
+        "engine_options": {name: getattr(args, name) for name in engine_options() if hasattr(args, name)},
         "reward_model": args.reward_model,
         "min_reward": args.min_reward,
         "shard_size": args.shard_size,
@@ -250,7 +270,7 @@ def _run(args: argparse.Namespace) -> int:
 
         publish(best, args.push_to_hub, private=args.private, shards=shards, **card_settings)
         destinations.append(f"https://huggingface.co/datasets/{args.push_to_hub}")
-    _print_summary(best, candidates, destinations, report)
+    _print_summary(best, candidates, destinations, report, engine=config.generator().engine.describe())
     return 0
 
 
@@ -277,8 +297,9 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(best, candidates, destinations: list[str], report: dict | None) -> None:
+def _print_summary(best, candidates, destinations: list[str], report: dict | None, *, engine: str) -> None:
     stats = dataset_stats(best, candidates)
+    print(f"generated with: {engine}")
     counts = stats["counts"]
     print(", ".join(f"{name}: {value}" for name, value in counts.items()))
     if stats["outcomes"]:

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import re
-import threading
-from dataclasses import KW_ONLY, dataclass
-from typing import Any, Literal
+from typing import Any
 
 from ._fingerprint import hash_only_results
-from ._sampling import SeededSampler, row_seed
-from ._tokens import context_length, decode, fit_prompt, is_text, prepare_tokenizer, stop_token_ids
-from .errors import GenstructError, InvalidConfigError, check_columns
-from .models import load_model, resolve_device, validate_quantization
+from ._tokens import fit_prompt, is_text
+from .engines import BACKENDS, Decoding, Engine, ModelRef, PromptRequest, Sample, make_engine
+from .errors import InvalidConfigError, check_columns
 from .prompt import format_prompt, passage_id
 
 logger = logging.getLogger(__name__)
@@ -26,71 +20,50 @@ prompted (empty or None title or content, or a title longer than the model's con
 backend) a request that failed after its retries."""
 
 OUTPUT_COLUMNS = ("passage_id", "sample_index", "completion", "finish_reason", "completion_tokens")
-
-Backend = Literal["transformers", "continuous", "openai"]
-BACKENDS = ("transformers", "continuous", "openai")
-# generate_batch names a prompt's requests req_{index}, and its further samples req_{index}__child#{k}.
-_REQUEST_ID = re.compile(r"req_(?P<index>\d+)(?:__child#(?P<child>\d+))?")
-
-# Sub-batch sizes that fit in memory, learnt from out-of-memory errors, per model, device and lengths.
-_WORKING_BATCH_SIZES: dict[tuple, int] = {}
+_INVALID = Sample(None, "invalid_input", 0)
 
 
-@dataclass
 class GenstructGenerator:
     """Batched map callable that writes Genstruct completions for passages.
 
     Reads the columns `title` and `content` (names configurable) and writes one row per sample: the
     input columns repeated, plus `passage_id` (stable digest of title and content), `sample_index`,
-    `completion` (the new text only, leading space stripped), `finish_reason` (``"stop"``, ``"length"``
-    or ``"invalid_input"``) and `completion_tokens` (tokens generated, EOS included).
+    `completion` (the new text only, leading space stripped), `finish_reason` (see [`FINISH_REASONS`]) and
+    `completion_tokens` (tokens generated, EOS included).
 
-    The model loads on the first call, once per process and device, and is cached outside the
-    instance: pickling and hashing see the settings only, so `Dataset.map` caches work across runs.
+    The stage builds each prompt once and fits it to the model's context; an engine runs the model (see
+    `backend`). Models load on the first call, once per process and device, and are cached outside the
+    instance: pickling and hashing see the settings only, so `Dataset.map` caches work across runs, and a
+    setting that does not change the rows (a batch size, a device, a timeout) does not change the fingerprint.
 
     Args:
-        model (`str`, *optional*, defaults to `"NousResearch/Genstruct-7B"`): Hub id or local folder.
+        model (`str`, *optional*, defaults to `"NousResearch/Genstruct-7B"`): Hub id or local folder (with the
+            ``"openai"`` backend, the name the server knows).
         revision (`str`, *optional*): branch, tag or commit of the model.
         num_samples (`int`, *optional*, defaults to 1): completions per passage, for best-of-n.
         max_new_tokens (`int`, *optional*, defaults to 512): cap on each completion's length.
         do_sample (`bool`, *optional*): sample instead of greedy decoding; defaults to sampling exactly
-            when `num_samples > 1`.
-        temperature (`float`, *optional*, defaults to 0.7): sampling temperature.
+            when `num_samples > 1` and `temperature > 0`.
+        temperature (`float`, *optional*, defaults to 0.7): sampling temperature; 0 means greedy decoding, as in
+            vLLM, SGLang and OpenAI's API.
         top_p (`float`, *optional*, defaults to 0.95): nucleus sampling threshold.
-        seed (`int`, *optional*): makes sampling repeatable. Each sample of each passage draws from a
-            random stream of its own, so the same seed gives the same completions for a passage whatever
-            else is in its batch, in any order and with any `batch_size` (up to the last-bit numerical
-            differences that padding can make on a GPU).
-        quantization (`str`, *optional*): ``"8bit"`` or ``"4bit"`` (bitsandbytes).
-        dtype (`str`, *optional*, defaults to `"auto"`): weights' dtype (``"bfloat16"``, ``"float32"``...).
-        device (`str`, *optional*): defaults to ``cuda:{rank % n_gpus}`` with `with_rank=True`, else the first
-            GPU, else the CPU.
-        batch_size (`int`, *optional*, defaults to 8): prompts per `generate` call. A map batch is sorted by
-            prompt length and cut into sub-batches of this size; the row order is restored. On an
-            out-of-memory error the sub-batch is halved and retried, and the size that worked is kept for
-            the rest of the process (and logged); no row is lost or repeated.
+        seed (`int`, *optional*): makes sampling repeatable, per passage: the same seed gives the same completions
+            for a passage whatever else is in its batch (``"continuous"``: for the same map batch).
         max_prompt_tokens (`int`, *optional*): longest prompt; defaults to the model's context minus
             `max_new_tokens`. A longer passage has its content truncated (never the frame of the prompt).
-        backend (`str`, *optional*, defaults to `"transformers"`): ``"transformers"`` runs `generate` on
-            length-sorted sub-batches (static batching); ``"continuous"`` submits the whole map batch to
-            transformers' continuous batching (`generate_batch`, paged attention), where finished samples
-            make room for waiting ones at every step. With ``"continuous"`` a seed makes a run repeatable
-            for the same map batch, not per passage, and `batch_size` does not apply. ``"openai"`` sends the
-            prompts to an OpenAI-compatible ``/v1/completions`` server (vLLM, SGLang, ``transformers serve``)
-            and loads no model here; `model` is the name the server knows. See [`agenerate`].
-        base_url (`str`, *optional*): the server's API root, e.g. ``"http://127.0.0.1:8000/v1"``; defaults to
-            the `OPENAI_BASE_URL` environment variable.
-        api_key (`str`, *optional*): defaults to the `OPENAI_API_KEY` environment variable (read at call time,
-            so it stays out of the fingerprint).
-        max_concurrency (`int`, *optional*, defaults to 64): requests in flight at once, per map batch.
-        request_timeout (`float`, *optional*, defaults to 600): seconds before a request is abandoned and retried.
-        max_retries (`int`, *optional*, defaults to 5): retries, with exponential backoff (and the server's
-            Retry-After), of a request that timed out, failed to connect, or got 408, 409, 429 or 5xx.
+        backend (`str` or [`Engine`], *optional*, defaults to `"auto"`): the engine that runs the model:
+            ``"transformers"`` (static batching in this process), ``"continuous"`` (transformers' continuous
+            batching), ``"vllm"`` (vLLM in this process), ``"openai"`` (an OpenAI-compatible server), or an engine
+            instance from `genstruct_datasets.engines`. ``"auto"`` is vLLM with a CUDA GPU and vLLM installed, else
+            transformers.
         title_column (`str`, *optional*, defaults to `"title"`): column with the titles.
         content_column (`str`, *optional*, defaults to `"content"`): column with the passages.
+        **engine_options: the engine's own options, e.g. ``batch_size=``, ``dtype=``, ``quantization=``,
+            ``device=`` (transformers), ``gpu_memory_utilization=``, ``max_model_len=`` (vLLM), ``base_url=``,
+            ``max_concurrency=``, ``request_timeout=``, ``max_retries=`` (openai). See each engine's docstring.
 
     Raises:
-        [`InvalidConfigError`]: a setting is out of range.
+        [`InvalidConfigError`]: a setting is out of range, or an option the engine does not take.
         [`MissingColumnsError`]: (on call) the batch lacks the title or content column; raised before any
             model loads.
 
@@ -100,7 +73,9 @@ class GenstructGenerator:
     >>> from datasets import Dataset
     >>> from genstruct_datasets import GenstructGenerator
     >>> ds = Dataset.from_dict({"title": ["Moon"], "content": ["The Moon is Earth's only natural satellite."]})
-    >>> gen = GenstructGenerator(num_samples=4, seed=0)
+    >>> gen = GenstructGenerator(num_samples=4, seed=0, backend="transformers", batch_size=16)
+    >>> gen.engine
+    TransformersEngine(dtype='auto', quantization=None, device=None, batch_size=16)
     >>> ds = ds.map(gen, batched=True)  # doctest: +SKIP
     >>> ds.column_names  # doctest: +SKIP
     ['title', 'content', 'passage_id', 'sample_index', 'completion', 'finish_reason', 'completion_tokens']
@@ -109,80 +84,150 @@ class GenstructGenerator:
     ```
     """
 
-    model: str = DEFAULT_GENERATOR
-    _: KW_ONLY
-    revision: str | None = None
-    num_samples: int = 1
-    max_new_tokens: int = 512
-    do_sample: bool | None = None
-    temperature: float = 0.7
-    top_p: float = 0.95
-    seed: int | None = None
-    quantization: str | None = None
-    dtype: str = "auto"
-    device: str | None = None
-    batch_size: int = 8
-    max_prompt_tokens: int | None = None
-    backend: Backend = "transformers"
-    base_url: str | None = None
-    api_key: str | None = None
-    max_concurrency: int = 64
-    request_timeout: float = 600.0
-    max_retries: int = 5
-    title_column: str = "title"
-    content_column: str = "content"
+    def __init__(
+        self,
+        model: str = DEFAULT_GENERATOR,
+        *,
+        revision: str | None = None,
+        num_samples: int = 1,
+        max_new_tokens: int = 512,
+        do_sample: bool | None = None,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        seed: int | None = None,
+        max_prompt_tokens: int | None = None,
+        backend: str | Engine = "auto",
+        title_column: str = "title",
+        content_column: str = "content",
+        **engine_options: Any,
+    ) -> None:
+        self.model = model
+        self.revision = revision
+        self.num_samples = num_samples
+        self.max_new_tokens = max_new_tokens
+        self.do_sample = do_sample
+        self.temperature = temperature
+        self.top_p = top_p
+        self.seed = seed
+        self.max_prompt_tokens = max_prompt_tokens
+        self.title_column = title_column
+        self.content_column = content_column
+        self._validate()
+        if not isinstance(backend, Engine) and backend not in BACKENDS:
+            raise InvalidConfigError(f"backend={backend!r} is not one of {BACKENDS}.")
+        # "auto" without options is resolved on first use: looking for a GPU imports torch, and `import
+        # genstruct_datasets` (which makes `genstruct_generate`) stays light.
+        self._engine = None if backend == "auto" and not engine_options else make_engine(backend, engine_options)
 
-    def __post_init__(self) -> None:
-        validate_quantization(self.quantization)
-        if self.backend not in BACKENDS:
-            raise InvalidConfigError(f"backend={self.backend!r} is not one of {BACKENDS}.")
-        if self.backend == "openai" and not (self.base_url or os.environ.get("OPENAI_BASE_URL")):
-            raise InvalidConfigError(
-                "backend='openai' needs the server's address: pass base_url='http://host:8000/v1' or set "
-                "OPENAI_BASE_URL."
-            )
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise InvalidConfigError(f"max_retries must be a non-negative integer, got {self.max_retries!r}.")
-        for name in ("num_samples", "max_new_tokens", "batch_size", "max_concurrency"):
+    def _validate(self) -> None:
+        for name in ("num_samples", "max_new_tokens"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidConfigError(f"{name} must be a positive integer, got {value!r}.")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise InvalidConfigError(f"max_prompt_tokens must be a positive integer, got {self.max_prompt_tokens!r}.")
-        if self.do_sample is False and self.num_samples > 1:
+        if not self.temperature >= 0:  # NaN too
+            raise InvalidConfigError(f"temperature must be >= 0 (0 for greedy decoding), got {self.temperature!r}.")
+        if self.temperature == 0 and self.do_sample:
+            raise InvalidConfigError("temperature=0 means greedy decoding; it cannot go with do_sample=True.")
+        if not self.sampling and self.num_samples > 1:
+            why = "do_sample=False" if self.do_sample is False else "temperature=0"
             raise InvalidConfigError(
-                f"num_samples={self.num_samples} with do_sample=False would give {self.num_samples} identical "
-                "greedy completions; set do_sample=True (or leave it None) for best-of-n."
-            )
-        if self.temperature <= 0:
-            raise InvalidConfigError(
-                f"temperature must be > 0, got {self.temperature!r}; use do_sample=False for greedy."
+                f"num_samples={self.num_samples} with {why} would give {self.num_samples} identical greedy "
+                "completions; sample for best-of-n (temperature > 0, do_sample left None)."
             )
         if not 0 < self.top_p <= 1:
             raise InvalidConfigError(f"top_p must be in (0, 1], got {self.top_p!r}.")
 
     @property
+    def engine(self) -> Engine:
+        """The engine that runs the model (``"auto"`` is resolved here, on first use)."""
+        if self._engine is None:
+            self._engine = make_engine("auto")
+        return self._engine
+
+    @property
+    def backend(self) -> str:
+        """The engine's name: ``"transformers"``, ``"continuous"``, ``"vllm"`` or ``"openai"``."""
+        return self.engine.name
+
+    @property
     def sampling(self) -> bool:
-        """Whether completions are sampled (`do_sample`, or `num_samples > 1` when it is None)."""
+        """Whether completions are sampled: `do_sample`, or else `num_samples > 1` with `temperature > 0`."""
+        if self.temperature == 0:
+            return False
         return self.num_samples > 1 if self.do_sample is None else self.do_sample
+
+    @property
+    def decoding(self) -> Decoding:
+        """The decoding settings that every engine gets."""
+        return Decoding(
+            num_samples=self.num_samples,
+            max_new_tokens=self.max_new_tokens,
+            sampling=self.sampling,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+        )
+
+    def settings(self) -> dict[str, Any]:
+        """What makes the rows: the stage's settings and the engine's, as the dataset card shows them."""
+        return {
+            "model": self.model,
+            "revision": self.revision,
+            "num_samples": self.num_samples,
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": self.sampling,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "max_prompt_tokens": self.max_prompt_tokens,
+            "backend": self.backend,
+            **self.engine.settings(),
+        }
+
+    def fingerprint_settings(self) -> dict[str, Any]:
+        """What `datasets` hashes: every setting, the engine resolved (its own hashing leaves its run options out)."""
+        return {**{k: v for k, v in vars(self).items() if k != "_engine"}, "engine": self.engine}
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "_engine")
+        return f"{type(self).__name__}({shown}, engine={self._engine or 'auto'!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GenstructGenerator):
+            return NotImplemented
+        return self.fingerprint_settings() == other.fingerprint_settings()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a dataclass
 
     def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
         """Generate completions for one map batch; see the class docstring for the columns."""
-        if self.backend == "openai":
-            return _run_coroutine(self.agenerate(batch, rank))
         titles, contents, valid = self._passages(batch)
-        results: dict[int, list[tuple[str, str, int]]] = {}
-        if valid:
-            loaded = load_model(
-                "causal_lm",
-                self.model,
-                revision=self.revision,
-                quantization=self.quantization,
-                dtype=self.dtype,
-                device=resolve_device(self.device, rank),
+        if not valid:
+            return self._assemble(batch, titles, contents, {})
+        prompts = self._prompts(titles, contents, valid, rank)
+        samples = self.engine.generate(self._model_ref, list(prompts.values()), self.decoding, rank)
+        return self._assemble(batch, titles, contents, self._results(prompts, samples))
+
+    async def agenerate(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
+        """The ``"openai"`` backend as an async map function: ``ds.map(gen.agenerate, batched=True)``.
+
+        `datasets` runs several batches of an async function at once; within a batch, up to
+        `max_concurrency` requests are in flight. Same columns as [`__call__`].
+        """
+        if not hasattr(self.engine, "agenerate"):
+            raise InvalidConfigError(
+                f"agenerate is the 'openai' backend's; this generator has backend={self.backend!r}."
             )
-            results = self._generate(loaded, {i: (titles[i], contents[i]) for i in valid})
-        return self._assemble(batch, titles, contents, results)
+        titles, contents, valid = self._passages(batch)
+        prompts = self._prompts(titles, contents, valid, rank) if valid else {}
+        samples = await self.engine.agenerate(self._model_ref, list(prompts.values()), self.decoding)
+        return self._assemble(batch, titles, contents, self._results(prompts, samples))
+
+    @property
+    def _model_ref(self) -> ModelRef:
+        return ModelRef(self.model, self.revision)
 
     def _passages(self, batch: dict[str, list]) -> tuple[list, list, list[int]]:
         """The batch's titles and contents, and the rows that can be prompted; the others are counted in a warning."""
@@ -205,218 +250,84 @@ class GenstructGenerator:
             )
         return titles, contents, valid
 
-    async def agenerate(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
-        """The ``"openai"`` backend as an async map function: ``ds.map(gen.agenerate, batched=True)``.
-
-        `datasets` runs several batches of an async function at once; within a batch, up to
-        `max_concurrency` requests are in flight. Same columns as the local backends; `finish_reason`
-        comes from the server, and ``"error"`` marks a passage whose request failed after `max_retries`.
-        """
-        from ._openai import CompletionRequest, ServerSettings, complete_all
-
-        if self.backend != "openai":
-            raise InvalidConfigError(
-                f"agenerate is the 'openai' backend's; this generator has backend={self.backend!r}."
-            )
-        titles, contents, valid = self._passages(batch)
-        prompts = {i: self._remote_prompt(titles[i], contents[i]) for i in valid}
-        prompts = {i: prompt for i, prompt in prompts.items() if prompt is not None}
-        settings = ServerSettings(
-            base_url=self.base_url or os.environ["OPENAI_BASE_URL"],
-            api_key=self.api_key or os.environ.get("OPENAI_API_KEY"),
-            model=self.model,
-            max_tokens=self.max_new_tokens,
-            temperature=self.temperature if self.sampling else 0.0,
-            top_p=self.top_p if self.sampling else 1.0,
-            max_concurrency=self.max_concurrency,
-            timeout=self.request_timeout,
-            max_retries=self.max_retries,
-        )
-        requests = [
-            CompletionRequest(
-                prompt,
-                self.num_samples,
-                None if self.seed is None else row_seed(self.seed, passage_id(titles[i], contents[i]), 0) % 2**31,
-            )
-            for i, prompt in prompts.items()
-        ]
-        samples = await complete_all(requests, settings)
-        results = dict(zip(prompts, samples))
-        failed = sum(sample[1] == "error" for rows in samples for sample in rows)
-        if failed:
-            logger.warning("%d sample(s) failed on the server after retries (finish_reason='error').", failed)
-        return self._assemble(batch, titles, contents, results)
-
-    def _remote_prompt(self, title: str, content: str) -> str | None:
-        """The prompt text for a server, its content cut to `max_prompt_tokens` (needs the tokenizer) when set."""
-        if self.max_prompt_tokens is None:
-            return format_prompt(title, content)
-        from .models import load_tokenizer
-
-        tokenizer = prepare_tokenizer(load_tokenizer(self.model, revision=self.revision))
-        ids, _ = fit_prompt(tokenizer, title, content, self.max_prompt_tokens)
-        return None if ids is None else tokenizer.decode(ids, skip_special_tokens=True)
-
-    def _assemble(self, batch, titles, contents, results) -> dict[str, list]:
-        # Input columns repeat on every sample; columns of the stage's own names are replaced, not doubled.
-        passthrough = [key for key in batch if key not in OUTPUT_COLUMNS]
-        output: dict[str, list] = {key: [] for key in passthrough}
-        output.update({key: [] for key in OUTPUT_COLUMNS})
-        for i, (title, content) in enumerate(zip(titles, contents)):
-            samples = results.get(i) or [(None, "invalid_input", 0)]
-            pid = passage_id(title, content)
-            for sample_index, (completion, finish_reason, n_tokens) in enumerate(samples):
-                for key in passthrough:
-                    output[key].append(batch[key][i])
-                output["passage_id"].append(pid)
-                output["sample_index"].append(sample_index)
-                output["completion"].append(completion)
-                output["finish_reason"].append(finish_reason)
-                output["completion_tokens"].append(n_tokens)
-        return output
-
-    def _generate(self, loaded, passages: dict[int, tuple[str, str]]) -> dict[int, list[tuple]]:
-        import torch
-
-        tokenizer = prepare_tokenizer(loaded.tokenizer)
-        budget = self.max_prompt_tokens or context_length(loaded.model, tokenizer) - self.max_new_tokens
-        if budget < 1:
-            raise InvalidConfigError(
-                f"max_new_tokens={self.max_new_tokens} leaves no room for a prompt in the model's context "
-                f"of {context_length(loaded.model, tokenizer)} tokens; lower max_new_tokens."
-            )
-        prompts: dict[int, list[int]] = {}
-        results: dict[int, list[tuple]] = {}
-        truncated = 0
+    def _prompts(self, titles: list, contents: list, valid: list[int], rank: int | None) -> dict[int, PromptRequest]:
+        """Each valid row's prompt, built once and fitted to the budget; a title too long for it is left out."""
+        engine, model = self.engine, self._model_ref
+        budget = self.max_prompt_tokens
+        if budget is None:
+            context = engine.context_length(model, rank)
+            if context is not None:
+                budget = context - self.max_new_tokens
+                if budget < 1:
+                    raise InvalidConfigError(
+                        f"max_new_tokens={self.max_new_tokens} leaves no room for a prompt in the model's context "
+                        f"of {context} tokens; lower max_new_tokens."
+                    )
+        ids = [passage_id(titles[i], contents[i]) for i in valid]
+        if budget is None and not engine.needs_token_ids:
+            return {i: PromptRequest(pid, format_prompt(titles[i], contents[i])) for i, pid in zip(valid, ids)}
+        tokenizer = engine.tokenizer(model, rank)
         # One batched tokenizer call for all prompts; only the few that overflow are fitted one by one.
         rendered = [
-            tokenizer.apply_chat_template([{"title": t, "content": c}], tokenize=False) for t, c in passages.values()
+            tokenizer.apply_chat_template([{"title": titles[i], "content": contents[i]}], tokenize=False)
+            for i in valid
         ]
         encoded = tokenizer(rendered, add_special_tokens=False)["input_ids"]
-        for (i, (title, content)), ids in zip(passages.items(), encoded):
-            was_truncated = False
-            if len(ids) > budget:
-                ids, was_truncated = fit_prompt(tokenizer, title, content, budget)
-            if ids is None:
-                logger.warning(
-                    "The prompt frame for title %r alone is longer than %d tokens; marked invalid_input.",
-                    title[:80],
-                    budget,
-                )
-                continue
-            truncated += was_truncated
-            prompts[i] = ids
+        prompts: dict[int, PromptRequest] = {}
+        truncated = 0
+        for i, pid, text, token_ids in zip(valid, ids, rendered, encoded):
+            if budget is not None and len(token_ids) > budget:
+                token_ids, was_truncated = fit_prompt(tokenizer, titles[i], contents[i], budget)
+                if token_ids is None:
+                    logger.warning(
+                        "The prompt frame for title %r alone is longer than %d tokens; marked invalid_input.",
+                        titles[i][:80],
+                        budget,
+                    )
+                    continue
+                truncated += was_truncated
+                text = tokenizer.decode(token_ids, skip_special_tokens=True)
+            else:
+                text = text.removeprefix(tokenizer.bos_token or "")
+            prompts[i] = PromptRequest(pid, text, token_ids if engine.needs_token_ids else None)
         if truncated:
             logger.warning(
                 "%d passage(s) were longer than the prompt budget of %d tokens; their content was truncated.",
                 truncated,
                 budget,
             )
-        generation_config = self._generation_config(loaded.model, tokenizer)
-        stop_ids = stop_token_ids(generation_config, tokenizer)
-        if self.backend == "continuous":
-            return self._generate_continuous(loaded, tokenizer, generation_config, prompts, stop_ids)
-        order = sorted(prompts, key=lambda i: len(prompts[i]), reverse=True)
-        memory_key = (self.model, self.revision, self.quantization, self.dtype, str(loaded.device))
-        memory_key += (self.num_samples, self.max_new_tokens)
-        size = min(self.batch_size, _WORKING_BATCH_SIZES.get(memory_key, self.batch_size))
-        start = 0
-        while start < len(order):
-            chunk = order[start : start + size]
-            try:
-                new_tokens = self._generate_chunk(loaded, tokenizer, generation_config, prompts, passages, chunk)
-            except torch.OutOfMemoryError:
-                if size == 1:
-                    raise
-                if loaded.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                logger.warning("Out of memory with %d prompts per generate call; retrying with %d.", size, size // 2)
-                size //= 2
-                _WORKING_BATCH_SIZES[memory_key] = size
-                continue
-            for row, i in enumerate(chunk):
-                samples = new_tokens[row * self.num_samples : (row + 1) * self.num_samples]
-                results[i] = [decode(tokenizer, tokens, stop_ids) for tokens in samples]
-            start += len(chunk)
+        return prompts
+
+    @staticmethod
+    def _results(prompts: dict[int, PromptRequest], samples: list[list[Sample]]) -> dict[int, list[Sample]]:
+        results = dict(zip(prompts, samples))
+        failed = sum(sample.finish_reason == "error" for rows in samples for sample in rows)
+        if failed:
+            logger.warning("%d sample(s) failed after retries (finish_reason='error').", failed)
         return results
 
-    def _generate_continuous(self, loaded, tokenizer, generation_config, prompts, stop_ids) -> dict[int, list[tuple]]:
-        """Submit every prompt of the map batch at once to transformers' continuous batching (paged attention)."""
-        from transformers.generation import ContinuousBatchingConfig
-
-        rows = list(prompts)
-        outputs = loaded.model.generate_batch(
-            inputs=[prompts[i] for i in rows],
-            generation_config=generation_config,
-            continuous_batching_config=ContinuousBatchingConfig(seed=self.seed),
-            progress_bar=False,
-        )
-        results: dict[int, list] = {i: [None] * self.num_samples for i in rows}
-        for request_id, output in outputs.items():
-            match = _REQUEST_ID.fullmatch(request_id)
-            if match is None or output.error:
-                raise GenstructError(f"continuous batching failed on request {request_id!r}: {output.error}")
-            sample = 0 if match["child"] is None else int(match["child"]) + 1
-            results[rows[int(match["index"])]][sample] = decode(tokenizer, output.generated_tokens, stop_ids)
-        missing = [i for i, samples in results.items() if None in samples]
-        if missing:
-            raise GenstructError(f"continuous batching returned no result for {len(missing)} of {len(rows)} prompts.")
-        return results
-
-    def _generate_chunk(self, loaded, tokenizer, generation_config, prompts, passages, chunk) -> list[list[int]]:
-        """Run `generate` on one length-sorted sub-batch and return the new tokens of each sample."""
-        import torch
-
-        encoded = tokenizer.pad({"input_ids": [prompts[i] for i in chunk]}, return_tensors="pt")
-        input_ids = encoded["input_ids"].to(loaded.device)
-        sampler = self._seeded_sampler([passages[i] for i in chunk], loaded.device)
-        with torch.inference_mode():
-            output = loaded.model.generate(
-                input_ids=input_ids,
-                attention_mask=encoded["attention_mask"].to(loaded.device),
-                generation_config=generation_config,
-                logits_processor=sampler,
-            )
-        return output[:, input_ids.shape[1] :].tolist()
-
-    def _generation_config(self, model, tokenizer):
-        from transformers import GenerationConfig
-
-        settings: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens,
-            "num_return_sequences": self.num_samples,
-            "do_sample": self.sampling,
-            "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": model.generation_config.eos_token_id or tokenizer.eos_token_id,
-            "bos_token_id": tokenizer.bos_token_id,
-        }
-        if self.sampling and (self.seed is None or self.backend == "continuous"):
-            settings.update(temperature=self.temperature, top_p=self.top_p, top_k=0)
-        elif self.sampling:
-            # The seeded sampler applies temperature and top-p itself and hands generate a single choice.
-            settings.update(temperature=1.0, top_p=1.0, top_k=0)
-        return GenerationConfig(**settings)
-
-    def _seeded_sampler(self, passages: list[tuple[str, str]], device):
-        """A logits processor that samples each row from its own seed, or None when sampling is not seeded."""
-        from transformers import LogitsProcessorList
-
-        if not (self.sampling and self.seed is not None):
-            return None
-        seeds = [
-            row_seed(self.seed, passage_id(title, content), sample_index)
-            for title, content in passages
-            for sample_index in range(self.num_samples)
-        ]
-        return LogitsProcessorList([SeededSampler(seeds, self.temperature, self.top_p, device)])
+    def _assemble(self, batch, titles, contents, results: dict[int, list[Sample]]) -> dict[str, list]:
+        # Input columns repeat on every sample; columns of the stage's own names are replaced, not doubled.
+        passthrough = [key for key in batch if key not in OUTPUT_COLUMNS]
+        output: dict[str, list] = {key: [] for key in passthrough}
+        output.update({key: [] for key in OUTPUT_COLUMNS})
+        for i, (title, content) in enumerate(zip(titles, contents)):
+            pid = passage_id(title, content)
+            for sample_index, sample in enumerate(results.get(i) or [_INVALID]):
+                for key in passthrough:
+                    output[key].append(batch[key][i])
+                output["passage_id"].append(pid)
+                output["sample_index"].append(sample_index)
+                output["completion"].append(sample.text)
+                output["finish_reason"].append(sample.finish_reason)
+                output["completion_tokens"].append(sample.tokens)
+        return output
 
 
-hash_only_results(
-    GenstructGenerator, ("batch_size", "device", "api_key", "max_concurrency", "request_timeout", "max_retries")
-)
+hash_only_results(GenstructGenerator, ())
 
 genstruct_generate = GenstructGenerator()
-"""The default [`GenstructGenerator`]: NousResearch/Genstruct-7B, one greedy sample per passage.
+"""The default [`GenstructGenerator`]: NousResearch/Genstruct-7B, one greedy sample per passage, on the default engine.
 
 Example:
 
@@ -424,25 +335,3 @@ Example:
 >>> ds = ds.map(genstruct_generate, batched=True)  # doctest: +SKIP
 ```
 """
-
-
-def _run_coroutine(coroutine):
-    """Run a coroutine to completion from sync code, also where an event loop is already running (Jupyter)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    result: dict = {}
-
-    def target() -> None:
-        try:
-            result["value"] = asyncio.run(coroutine)
-        except BaseException as err:  # handed back to the caller's thread
-            result["error"] = err
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import InvalidConfigError, MissingDependencyError
@@ -26,11 +27,15 @@ _LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model and its tokenizer, placed on one device."""
+    """A model and its tokenizer, placed on one device, and what its users learnt about it in this process.
+
+    `state` holds such lessons, e.g. the largest sub-batch that fits in memory: it lives and dies with the model.
+    """
 
     model: Any
     tokenizer: Any
     device: Any
+    state: dict = field(default_factory=dict, compare=False)
 
 
 def resolve_device(device: str | None, rank: int | None = None) -> str:
@@ -196,6 +201,18 @@ def load_tokenizer(name: str, *, revision: str | None = None) -> Any:
             from transformers import AutoTokenizer
 
             _CACHE[key] = AutoTokenizer.from_pretrained(name, revision=revision)
+        return _CACHE[key]
+
+
+def load_once(key: tuple, load: Callable[[], Any]) -> Any:
+    """Return the object cached under `key` in this process, calling `load()` to make it the first time.
+
+    For models that `load_model` does not make (a `vllm.LLM`, say): they live in the same cache, outside any pickled
+    state, and [`clear_model_cache`] forgets them too.
+    """
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = load()
         return _CACHE[key]
 
 

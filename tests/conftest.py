@@ -37,6 +37,26 @@ def generated(monkeypatch) -> list[str]:
 
 
 @pytest.fixture
+def spy_on_generate(monkeypatch):
+    """``spy_on_generate(model_path)``: record the input ids of every `generate` call of that cached model."""
+    from genstruct_datasets.models import load_model
+
+    def spy(model_path: str) -> list:
+        model = load_model("causal_lm", model_path, device="cpu").model
+        calls = []
+        real = model.generate
+
+        def generate(*args, **kwargs):
+            calls.append(kwargs["input_ids"].clone())
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(model, "generate", generate)
+        return calls
+
+    return spy
+
+
+@pytest.fixture
 def crash_in_shard_of():
     """Make the build raise OSError in the shard of the passage titled `title` (a full disk, say), before its
     stages run: ``crash_in_shard_of(title, patch)``, `patch` being a monkeypatch or one of its contexts."""

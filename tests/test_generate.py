@@ -13,21 +13,6 @@ from genstruct_datasets import (
     passage_id,
     testing,
 )
-from genstruct_datasets.models import load_model
-
-
-def spy_on_generate(monkeypatch, model_path: str) -> list:
-    """Record the input ids of every `generate` call of the cached model at `model_path`."""
-    model = load_model("causal_lm", model_path, device="cpu").model
-    calls = []
-    real = model.generate
-
-    def generate(*args, **kwargs):
-        calls.append(kwargs["input_ids"].clone())
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(model, "generate", generate)
-    return calls
 
 
 def test_output_rows_and_columns(tiny_generator, passages):
@@ -93,36 +78,8 @@ def test_a_seeded_sample_does_not_depend_on_its_batch(tiny_generator, passages):
     assert alone == together[4:6]
 
 
-def test_sub_batches_run_longest_first_and_rows_come_back_in_order(monkeypatch, tiny_generator, passages):
-    calls = spy_on_generate(monkeypatch, tiny_generator)
-    batched = GenstructGenerator(tiny_generator, max_new_tokens=5, batch_size=2)
-    out = batched(passages)
-    lengths = [int(ids.shape[1]) for ids in calls]
-    assert len(calls) == 2 and lengths[0] > lengths[1]
-    # Each passage alone, without padding, gives the same greedy completion in the same row.
-    single = GenstructGenerator(tiny_generator, max_new_tokens=5, batch_size=1)
-    assert out["completion"] == [
-        single({"title": [t], "content": [c]})["completion"][0] for t, c in zip(passages["title"], passages["content"])
-    ]
-    assert out["title"] == passages["title"]
-
-
-def test_left_padding_with_a_real_pad_id_and_no_warnings(monkeypatch, tiny_generator, passages, caplog, recwarn):
-    calls = spy_on_generate(monkeypatch, tiny_generator)
-    monkeypatch.setattr(logging.getLogger("transformers"), "propagate", True)
-    with caplog.at_level(logging.WARNING):
-        GenstructGenerator(tiny_generator, max_new_tokens=3, batch_size=4)(passages)
-    tokenizer = load_model("causal_lm", tiny_generator, device="cpu").tokenizer
-    assert tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
-    ids = calls[0]
-    assert ids[-1, 0] == tokenizer.pad_token_id and ids[0, 0] == tokenizer.bos_token_id  # shortest row padded left
-    assert (ids[:, -1] == ids[0, -1]).all()  # every prompt ends right at "[[[User]]] "
-    messages = [r.getMessage() for r in caplog.records] + [str(w.message) for w in recwarn]
-    assert not [m for m in messages if "pad" in m.lower() or "attention mask" in m.lower()], messages
-
-
-def test_a_model_without_a_template_gets_genstructs(monkeypatch, tiny_generator, mistral_tokenizer):
-    calls = spy_on_generate(monkeypatch, tiny_generator)
+def test_a_model_without_a_template_gets_genstructs(monkeypatch, spy_on_generate, tiny_generator, mistral_tokenizer):
+    calls = spy_on_generate(tiny_generator)
     GenstructGenerator(tiny_generator, max_new_tokens=2)({"title": ["Moon"], "content": ["The Moon orbits Earth."]})
     assert (
         mistral_tokenizer.decode(calls[0][0])
@@ -130,15 +87,17 @@ def test_a_model_without_a_template_gets_genstructs(monkeypatch, tiny_generator,
     )
 
 
-def test_a_model_with_its_own_template_keeps_it(monkeypatch, tmp_path, mistral_tokenizer):
+def test_a_model_with_its_own_template_keeps_it(monkeypatch, spy_on_generate, tmp_path, mistral_tokenizer):
     path = testing.build_tiny_generator(tmp_path / "own", chat_template="{{ bos_token }}Q: {{ messages[0]['title'] }}")
-    calls = spy_on_generate(monkeypatch, path)
+    calls = spy_on_generate(path)
     GenstructGenerator(path, max_new_tokens=2)({"title": ["Moon"], "content": ["The Moon orbits Earth."]})
     assert mistral_tokenizer.decode(calls[0][0], skip_special_tokens=True) == "Q: Moon"
 
 
-def test_long_passage_is_fitted_by_truncating_the_content(monkeypatch, tiny_generator, mistral_tokenizer, caplog):
-    calls = spy_on_generate(monkeypatch, tiny_generator)
+def test_long_passage_is_fitted_by_truncating_the_content(
+    monkeypatch, spy_on_generate, tiny_generator, mistral_tokenizer, caplog
+):
+    calls = spy_on_generate(tiny_generator)
     long_content = "Tea is an aromatic beverage prepared by pouring hot water over cured leaves. " * 200
     batch = {"title": ["Tea", "Moon"], "content": [long_content, "The Moon orbits Earth."]}
     with caplog.at_level(logging.WARNING, logger="genstruct_datasets"):
@@ -154,9 +113,9 @@ def test_long_passage_is_fitted_by_truncating_the_content(monkeypatch, tiny_gene
     assert "1 passage(s) were longer than the prompt budget of 128 tokens" in caplog.text
 
 
-def test_default_budget_is_the_models_context(monkeypatch, tmp_path):
+def test_default_budget_is_the_models_context(monkeypatch, spy_on_generate, tmp_path):
     path = testing.build_tiny_generator(tmp_path / "short-context", max_position_embeddings=96)
-    calls = spy_on_generate(monkeypatch, path)
+    calls = spy_on_generate(path)
     out = GenstructGenerator(path, max_new_tokens=16)({"title": ["Tea"], "content": ["Tea is a drink. " * 100]})
     assert calls[0].shape[1] <= 96 - 16 and out["finish_reason"][0] in {"stop", "length"}
 
@@ -209,14 +168,19 @@ def test_with_rank_runs_on_the_cpu(tiny_generator, passages):
         pytest.param({"batch_size": 2.5}, "batch_size must be a positive integer", id="batch-size"),
         pytest.param({"num_samples": 4, "do_sample": False}, "identical greedy completions", id="greedy-best-of-n"),
         pytest.param({"quantization": "3bit"}, r"quantization='3bit' is not supported; use one of", id="quantization"),
-        pytest.param({"temperature": 0}, "temperature must be > 0", id="temperature"),
+        pytest.param({"temperature": -0.5}, r"temperature must be >= 0 \(0 for greedy decoding\)", id="temperature"),
+        pytest.param({"temperature": float("nan")}, "temperature must be >= 0", id="temperature-nan"),
+        pytest.param({"temperature": 0, "num_samples": 2}, "with temperature=0 would give 2 identical", id="t0-n2"),
+        pytest.param({"temperature": 0, "do_sample": True}, "cannot go with do_sample=True", id="t0-sampling"),
+        pytest.param({"base_url": "http://x"}, "base_url is not an option of the 'transformers' engine", id="option"),
+        pytest.param({"backend": "tgi"}, r"backend='tgi' is not one of \('auto', 'transformers'", id="backend"),
         pytest.param({"top_p": 1.5}, r"top_p must be in \(0, 1\]", id="top-p"),
         pytest.param({"max_prompt_tokens": 0}, "max_prompt_tokens must be a positive integer", id="prompt-budget"),
     ],
 )
 def test_bad_settings_are_refused(kwargs, match):
     with pytest.raises(InvalidConfigError, match=match):
-        GenstructGenerator("any", **kwargs)
+        GenstructGenerator("any", **{"backend": "transformers", **kwargs})
 
 
 def test_max_new_tokens_that_fill_the_context_are_refused(tmp_path):
@@ -229,70 +193,6 @@ def test_default_instance_is_genstruct_7b():
     assert genstruct_generate.model == "NousResearch/Genstruct-7B"
     assert genstruct_generate.num_samples == 1 and not genstruct_generate.sampling
     assert GenstructGenerator(num_samples=4).sampling
-
-
-def test_out_of_memory_halves_the_sub_batch_and_remembers_it(monkeypatch, tiny_generator, passages, caplog):
-    import torch
-
-    from genstruct_datasets import generate
-
-    settings = {"max_new_tokens": 6, "num_samples": 2, "seed": 3, "batch_size": 4}
-    expected = GenstructGenerator(tiny_generator, **settings)(passages)
-    monkeypatch.setattr(generate, "_WORKING_BATCH_SIZES", {})
-    model = load_model("causal_lm", tiny_generator, device="cpu").model
-    real, sizes = model.generate, []
-
-    def generate_in_little_memory(*args, **kwargs):
-        sizes.append(kwargs["input_ids"].shape[0])
-        if sizes[-1] > 1:
-            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(model, "generate", generate_in_little_memory)
-    with caplog.at_level(logging.WARNING, logger="genstruct_datasets"):
-        out = GenstructGenerator(tiny_generator, **settings)(passages)
-    assert sizes == [4, 2, 1, 1, 1, 1]
-    assert out == expected  # every row once, in order, with the same seeded samples
-    assert "Out of memory with 4 prompts per generate call; retrying with 2." in caplog.text
-    sizes.clear()
-    GenstructGenerator(tiny_generator, **settings)(passages)
-    assert sizes == [1, 1, 1, 1]  # the size that worked is remembered
-
-
-def test_out_of_memory_with_one_prompt_is_raised(monkeypatch, tiny_generator):
-    import torch
-
-    model = load_model("causal_lm", tiny_generator, device="cpu").model
-
-    def no_memory(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-
-    monkeypatch.setattr(model, "generate", no_memory)
-    with pytest.raises(torch.OutOfMemoryError):
-        GenstructGenerator(tiny_generator, max_new_tokens=2, batch_size=1)(
-            {"title": ["Moon"], "content": ["The Moon."]}
-        )
-
-
-def test_continuous_batching_gives_the_static_backends_greedy_completions(tiny_generator, passages):
-    static = GenstructGenerator(tiny_generator, max_new_tokens=12, batch_size=2)(passages)
-    continuous = GenstructGenerator(tiny_generator, max_new_tokens=12, backend="continuous")(passages)
-    assert continuous == static
-
-
-def test_continuous_batching_forks_samples(taught_generator, passages):
-    gen = GenstructGenerator(taught_generator, max_new_tokens=30, num_samples=3, seed=0, backend="continuous")
-    out = gen(passages)
-    assert out["sample_index"] == [0, 1, 2] * 4 and out["title"] == [t for t in passages["title"] for _ in range(3)]
-    assert set(out["finish_reason"]) <= {"stop", "length"}
-    assert all(isinstance(c, str) and c for c in out["completion"])
-
-
-def test_unknown_backend_is_refused():
-    with pytest.raises(
-        InvalidConfigError, match=r"backend='vllm' is not one of \('transformers', 'continuous', 'openai'\)"
-    ):
-        GenstructGenerator(backend="vllm")
 
 
 @pytest.mark.slow
@@ -316,3 +216,9 @@ def test_columns_the_stage_writes_are_replaced_not_doubled(tiny_generator, passa
     out = Dataset.from_dict(rerun).map(GenstructGenerator(tiny_generator, max_new_tokens=2), batched=True)
     assert out.num_rows == 4 and "old" not in out["completion"]
     assert out["passage_id"][0] == passage_id(passages["title"][0], passages["content"][0])
+
+
+def test_temperature_zero_is_greedy(tiny_generator, passages):
+    greedy = GenstructGenerator(tiny_generator, max_new_tokens=6, do_sample=False)
+    zero = GenstructGenerator(tiny_generator, max_new_tokens=6, temperature=0, do_sample=None)
+    assert not zero.sampling and zero(passages) == greedy(passages)

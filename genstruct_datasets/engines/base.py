@@ -1,0 +1,150 @@
+"""What every generation engine shares: the requests it takes, the samples it returns, its small interface."""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from .._fingerprint import hash_only_results
+from ..errors import InvalidConfigError
+
+FinishReason = Literal["stop", "length", "error"]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The generator model: a Hub id or a local folder (or the name a server knows it by), and its revision."""
+
+    name: str
+    revision: str | None = None
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How to decode, the same for every engine.
+
+    Args:
+        num_samples (`int`): completions per prompt.
+        max_new_tokens (`int`): cap on each completion's length.
+        sampling (`bool`): sample (with `temperature` and `top_p`) instead of greedy decoding.
+        temperature (`float`): sampling temperature.
+        top_p (`float`): nucleus sampling threshold.
+        seed (`int`, *optional*): the run's seed; each engine derives its per-passage or per-sample seeds from it.
+    """
+
+    num_samples: int
+    max_new_tokens: int
+    sampling: bool
+    temperature: float
+    top_p: float
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class PromptRequest:
+    """One prompt to complete `Decoding.num_samples` times.
+
+    Args:
+        passage_id (`str`): the passage's stable id, from which seeded engines derive its seeds.
+        text (`str`): the prompt text without the BOS token (what a server gets).
+        token_ids (`list[int]`, *optional*): the fitted prompt's ids, BOS included (what local engines get); None
+            when no tokenizer was needed (a server, without a prompt budget).
+    """
+
+    passage_id: str
+    text: str
+    token_ids: list[int] | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One completion, as every engine returns it.
+
+    Args:
+        text (`str`, *optional*): the new text, leading space stripped; None when the request failed.
+        finish_reason (`str`): ``"stop"`` (EOS), ``"length"`` (`max_new_tokens` reached) or ``"error"`` (a server
+            request that failed after its retries).
+        tokens (`int`, *optional*): tokens generated, EOS included; None where the engine cannot tell.
+    """
+
+    text: str | None
+    finish_reason: FinishReason
+    tokens: int | None
+
+
+FAILED = Sample(None, "error", None)
+
+
+class Engine(ABC):
+    """A way to run the generator: in this process (transformers, vLLM) or on a server.
+
+    An engine is a dataclass of its own options only (a server has a URL and retries, a local engine a dtype and a
+    device); the decoding settings that every engine shares come with each call, in [`Decoding`]. It holds no model:
+    models load on first use into a per-process cache, so that pickling and hashing an engine see settings only.
+    A subclass sets `name` (the `backend=` string that selects it) and lists in `run_options` the options that do
+    not change the rows it writes (batch sizes, devices, timeouts), which stay out of the `datasets` fingerprint.
+    """
+
+    name: ClassVar[str]
+    run_options: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            hash_only_results(cls, cls.run_options)
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The options this engine takes, in declaration order."""
+        return tuple(field.name for field in dataclasses.fields(cls) if field.init)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> Engine:
+        """Build the engine from `options`, refusing one it does not take with the list of those it does."""
+        unknown = sorted(set(options) - set(cls.option_names()))
+        if unknown:
+            accepted = ", ".join(cls.option_names()) or "none"
+            raise InvalidConfigError(
+                f"{', '.join(unknown)} is not an option of the {cls.name!r} engine; its options are: {accepted}."
+            )
+        return cls(**options)
+
+    def settings(self) -> dict[str, Any]:
+        """The options that change the rows (not `run_options`), as the dataset card shows them."""
+        return {
+            name: getattr(self, name)
+            for name in self.option_names()
+            if name not in self.run_options and name != "api_key"
+        }
+
+    def context_length(self, model: ModelRef, rank: int | None = None) -> int | None:
+        """The model's context in tokens, or None where it is unknown here (a server)."""
+        return None
+
+    def tokenizer(self, model: ModelRef, rank: int | None = None) -> Any:
+        """The tokenizer that renders and fits prompts (with Genstruct's template if the model has none)."""
+        from .._tokens import prepare_tokenizer
+        from ..models import load_tokenizer
+
+        return prepare_tokenizer(load_tokenizer(model.name, revision=model.revision))
+
+    @property
+    def needs_token_ids(self) -> bool:
+        """Whether prompts must come as token ids (local engines) rather than text (servers)."""
+        return True
+
+    @abstractmethod
+    def generate(
+        self, model: ModelRef, requests: list[PromptRequest], decoding: Decoding, rank: int | None = None
+    ) -> list[list[Sample]]:
+        """Complete every request `decoding.num_samples` times; one list of samples per request, in order."""
+
+    @abstractmethod
+    def version(self) -> str:
+        """What made the data, for the summary and the card: the library and its version."""
+
+    def describe(self, rank: int | None = None) -> str:
+        """The engine, its version and where it runs, in a few words."""
+        return self.version()

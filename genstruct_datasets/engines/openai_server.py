@@ -1,0 +1,201 @@
+"""OpenAI-compatible `/v1/completions` servers (vLLM, SGLang, `transformers serve`) through the `openai` client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InvalidConfigError, MissingDependencyError
+from .base import FAILED, Decoding, Engine, ModelRef, PromptRequest, Sample
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class OpenAIServerEngine(Engine):
+    """Send the prompts to an OpenAI-compatible completions server; no model loads here.
+
+    Requests go through the official async client (`openai.AsyncOpenAI`), which retries timeouts, connection errors
+    and 408, 409, 429 and 5xx answers with exponential backoff and the server's Retry-After. A request that still
+    fails gives samples with finish_reason ``"error"``. A server that ignores `n` (``transformers serve`` does) is
+    asked again for the missing samples. `model` is the name the server knows.
+
+    Args:
+        base_url (`str`, *optional*): the server's API root, e.g. ``"http://127.0.0.1:8000/v1"``; defaults to the
+            `OPENAI_BASE_URL` environment variable.
+        api_key (`str`, *optional*): defaults to the `OPENAI_API_KEY` environment variable. Never part of the
+            fingerprint nor of the card.
+        max_concurrency (`int`, *optional*, defaults to 64): requests in flight at once, per map batch.
+        request_timeout (`float`, *optional*, defaults to 600): seconds before a request is abandoned and retried.
+        max_retries (`int`, *optional*, defaults to 5): retries of a request that failed in a way retrying can fix.
+
+    Raises:
+        [`InvalidConfigError`]: no address, or a setting out of range.
+
+    Example:
+
+    ```py
+    >>> from genstruct_datasets import GenstructGenerator
+    >>> gen = GenstructGenerator("NousResearch/Genstruct-7B", backend="openai", base_url="http://127.0.0.1:8000/v1")
+    >>> gen.engine.max_concurrency
+    64
+    ```
+    """
+
+    name = "openai"
+    run_options = ("base_url", "api_key", "max_concurrency", "request_timeout", "max_retries")
+
+    base_url: str | None = field(
+        default=None, metadata={"help": "the server's API root, e.g. http://127.0.0.1:8000/v1 (or OPENAI_BASE_URL)"}
+    )
+    api_key: str | None = field(default=None, repr=False, metadata={"cli": False})
+    max_concurrency: int = field(default=64, metadata={"help": "requests in flight at once (default: 64)"})
+    request_timeout: float = field(
+        default=600.0, metadata={"help": "seconds before a request is retried (default: 600)"}
+    )
+    max_retries: int = field(default=5, metadata={"help": "retries of a failed request (default: 5)"})
+
+    def __post_init__(self) -> None:
+        if not (self.base_url or os.environ.get("OPENAI_BASE_URL")):
+            raise InvalidConfigError(
+                "backend='openai' needs the server's address: pass base_url='http://host:8000/v1' or set "
+                "OPENAI_BASE_URL."
+            )
+        if not isinstance(self.max_retries, int) or isinstance(self.max_retries, bool) or self.max_retries < 0:
+            raise InvalidConfigError(f"max_retries must be a non-negative integer, got {self.max_retries!r}.")
+        if not isinstance(self.max_concurrency, int) or self.max_concurrency < 1:
+            raise InvalidConfigError(f"max_concurrency must be a positive integer, got {self.max_concurrency!r}.")
+        if not self.request_timeout > 0:
+            raise InvalidConfigError(f"request_timeout must be > 0 seconds, got {self.request_timeout!r}.")
+
+    @property
+    def needs_token_ids(self) -> bool:
+        return False
+
+    def version(self) -> str:
+        return "an OpenAI-compatible server"
+
+    def describe(self, rank: int | None = None) -> str:
+        return f"the OpenAI-compatible server at {self.url}"
+
+    @property
+    def url(self) -> str:
+        """The server's API root."""
+        return self.base_url or os.environ["OPENAI_BASE_URL"]
+
+    def generate(
+        self, model: ModelRef, requests: list[PromptRequest], decoding: Decoding, rank: int | None = None
+    ) -> list[list[Sample]]:
+        return run_coroutine(self.agenerate(model, requests, decoding))
+
+    async def agenerate(
+        self, model: ModelRef, requests: list[PromptRequest], decoding: Decoding
+    ) -> list[list[Sample]]:
+        """[`generate`] as a coroutine: every request, at most `max_concurrency` in flight at a time."""
+        try:
+            from openai import AsyncOpenAI
+        except ImportError as err:
+            raise MissingDependencyError("backend='openai' needs the openai client: pip install openai") from err
+
+        semaphore = asyncio.Semaphore(self.max_concurrency)
+        client = AsyncOpenAI(
+            base_url=self.url,
+            # Local servers take any key; the client insists on one.
+            api_key=self.api_key or os.environ.get("OPENAI_API_KEY") or "none",
+            max_retries=self.max_retries,
+            timeout=self.request_timeout,
+        )
+        async with client:
+
+            async def one(request: PromptRequest) -> list[Sample]:
+                async with semaphore:
+                    return await self._complete(client, model, request, decoding)
+
+            return list(await asyncio.gather(*(one(request) for request in requests)))
+
+    async def _complete(self, client, model: ModelRef, request: PromptRequest, decoding: Decoding) -> list[Sample]:
+        import openai
+
+        from .._sampling import row_seed
+
+        samples: list[Sample] = []
+        seed = None if decoding.seed is None else row_seed(decoding.seed, request.passage_id, 0) % 2**31
+        while len(samples) < decoding.num_samples:
+            wanted = decoding.num_samples - len(samples)
+            settings: dict[str, Any] = {
+                "model": model.name,
+                "prompt": request.text,
+                "max_tokens": decoding.max_new_tokens,
+                "temperature": decoding.temperature if decoding.sampling else 0.0,
+                "top_p": decoding.top_p if decoding.sampling else 1.0,
+                "n": wanted,
+            }
+            if seed is not None:
+                settings["seed"] = seed + len(samples)
+            try:
+                raw = await client.completions.with_raw_response.create(**settings)
+            except openai.APIStatusError as err:
+                logger.warning("The server refused a request (%d): %.300s", err.status_code, err.response.text)
+                return samples + [FAILED] * wanted
+            except openai.APIError as err:  # timeouts and connection errors, after the client's retries
+                logger.warning(
+                    "A request failed after %d retries (%s: %s).", self.max_retries, type(err).__name__, err
+                )
+                return samples + [FAILED] * wanted
+            new = _samples(raw.http_response, wanted)
+            if not new:
+                return samples + [FAILED] * wanted
+            samples.extend(new)
+        return samples
+
+
+def _samples(response, wanted: int) -> list[Sample]:
+    """The samples of a completions reply, or none (with a warning that quotes it) when it has another shape."""
+    try:
+        reply = response.json()
+        choices = sorted(reply["choices"], key=lambda choice: choice.get("index", 0))[:wanted]
+        texts = [choice["text"] for choice in choices]
+        if not texts or not all(isinstance(text, str) for text in texts):
+            raise TypeError
+    except (ValueError, TypeError, KeyError, AttributeError):
+        logger.warning("The server's reply is not a completion: %.300s", response.text)
+        return []
+    texts = [text.lstrip(" ") for text in texts]
+    total = (reply.get("usage") or {}).get("completion_tokens")
+    if total is None:
+        counts: list[int | None] = [None] * len(texts)
+    elif len(texts) == 1:
+        counts = [total]
+    else:  # usage covers all choices together: share it out by length, an estimate
+        length = sum(map(len, texts)) or 1
+        counts = [round(total * len(text) / length) for text in texts]
+    return [
+        Sample(text, choice.get("finish_reason") or "stop", count)
+        for text, choice, count in zip(texts, choices, counts)
+    ]
+
+
+def run_coroutine(coroutine):
+    """Run a coroutine to completion from sync code, also where an event loop is already running (Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    result: dict = {}
+
+    def target() -> None:
+        try:
+            result["value"] = asyncio.run(coroutine)
+        except BaseException as err:  # handed back to the caller's thread
+            result["error"] = err
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]

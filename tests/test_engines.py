@@ -1,0 +1,107 @@
+"""The engines' registry: names into engines in one place, their own options, the default engine, the CLI's flags."""
+
+import importlib.util
+import pickle
+
+import pytest
+from datasets.fingerprint import Hasher
+
+from genstruct_datasets import GenstructGenerator, InvalidConfigError, cli
+from genstruct_datasets.engines import (
+    ENGINES,
+    ContinuousEngine,
+    TransformersEngine,
+    VLLMEngine,
+    default_backend,
+    make_engine,
+)
+
+
+def test_each_name_makes_its_engine_with_its_own_options():
+    assert make_engine("transformers", {"batch_size": 4}) == TransformersEngine(batch_size=4)
+    assert make_engine("continuous", {"dtype": "bfloat16"}) == ContinuousEngine(dtype="bfloat16")
+    assert make_engine("vllm", {"max_model_len": 512}) == VLLMEngine(max_model_len=512)
+    assert make_engine("openai", {"base_url": "http://127.0.0.1:1/v1"}).max_retries == 5
+    assert set(ENGINES) == {"transformers", "continuous", "vllm", "openai"}
+
+
+@pytest.mark.parametrize(
+    ("backend", "options", "match"),
+    [
+        pytest.param(
+            "vllm", {"batch_size": 8}, "batch_size is not an option of the 'vllm' engine; its options are: dtype",
+            id="static-option-to-vllm",
+        ),
+        pytest.param("continuous", {"batch_size": 8}, "not an option of the 'continuous' engine", id="continuous"),
+        pytest.param("vllm", {"gpu_memory_utilization": 1.5}, r"must be in \(0, 1\], got 1.5", id="memory"),
+        pytest.param("vllm", {"tensor_parallel_size": 0}, "tensor_parallel_size must be a positive integer", id="tp"),
+        pytest.param("vllm", {"quantization": "2bit"}, "quantization='2bit' is not supported", id="vllm-quantization"),
+        pytest.param("openai", {"base_url": "http://h/v1", "request_timeout": 0}, "timeout must be > 0", id="timeout"),
+        pytest.param("openai", {"base_url": "http://h/v1", "max_concurrency": 0}, "concurrency must be", id="conc"),
+    ],
+)  # fmt: skip
+def test_options_are_checked_by_their_engine(backend, options, match):
+    with pytest.raises(InvalidConfigError, match=match):
+        GenstructGenerator("m", backend=backend, **options)
+
+
+def test_an_engine_instance_takes_its_options_itself():
+    gen = GenstructGenerator("m", backend=TransformersEngine(batch_size=32))
+    assert gen.backend == "transformers" and gen.engine.batch_size == 32
+    with pytest.raises(InvalidConfigError, match="give the options to the engine itself"):
+        GenstructGenerator("m", backend=TransformersEngine(), batch_size=4)
+
+
+def test_auto_is_vllm_only_with_a_cuda_gpu_and_vllm_installed(monkeypatch):
+    import torch
+
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_backend() == ("vllm" if has_vllm else "transformers")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_backend() == "transformers"
+    assert GenstructGenerator("m").backend == "transformers"
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "vllm" else real_find_spec(name))
+    assert default_backend() == "transformers"
+
+
+def test_run_options_stay_out_of_the_fingerprint_and_travel_to_workers():
+    def gen(backend, **options):
+        return GenstructGenerator("m", max_new_tokens=4, backend=backend, **options)
+
+    assert Hasher.hash(gen("vllm", gpu_memory_utilization=0.5, enforce_eager=True)) == Hasher.hash(gen("vllm"))
+    assert Hasher.hash(gen("vllm", max_model_len=512)) != Hasher.hash(gen("vllm"))
+    assert Hasher.hash(gen("vllm")) != Hasher.hash(gen("transformers"))
+    server = {"base_url": "http://127.0.0.1:1/v1"}
+    assert Hasher.hash(gen("openai", **server, max_concurrency=2, api_key="sk-a")) == Hasher.hash(
+        gen("openai", base_url="http://127.0.0.1:2/v1", api_key="sk-b", request_timeout=5)
+    )
+    copy = pickle.loads(pickle.dumps(gen("openai", **server, max_concurrency=2, api_key="sk-a")))
+    assert copy.engine.max_concurrency == 2 and copy.engine.api_key == "sk-a"  # workers get every setting
+    assert "sk-a" not in repr(copy)
+
+
+def test_the_cli_has_one_flag_per_engine_option_and_passes_only_those_given(monkeypatch):
+    seen = {}
+
+    def load_genstruct(source, name, **settings):
+        seen.update(settings)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli, "load_genstruct", load_genstruct)
+    with pytest.raises(SystemExit):
+        cli.main(["run", "x.jsonl", "--backend", "vllm", "--max-model-len", "512", "--no-enable-prefix-caching"])
+    assert seen["backend"] == "vllm"
+    assert seen["engine_options"] == {"max_model_len": 512, "enable_prefix_caching": False}
+    help_text = cli.build_parser()._subparsers._group_actions[0].choices["run"].format_help()
+    for flag in (
+        "--batch-size",
+        "--gpu-memory-utilization",
+        "--max-concurrency",
+        "--request-timeout",
+        "--max-retries",
+    ):
+        assert flag in help_text
+    assert "--api-key" not in help_text  # a key belongs in OPENAI_API_KEY, not in the shell's history
