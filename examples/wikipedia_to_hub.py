@@ -81,7 +81,7 @@ def main() -> None:
         "num_samples": args.num_samples,
         "max_new_tokens": args.max_new_tokens,
         "seed": args.seed,
-        "quantization": args.quantization,
+        "engine_options": {"quantization": args.quantization} if args.quantization else {},
         "min_reward": args.min_reward,
     }
     recipe = GenstructConfig(source=args.source, source_name=name, **settings).recipe()

@@ -299,7 +299,6 @@ def _report(args: argparse.Namespace) -> int:
 
 def _print_summary(best, candidates, destinations: list[str], report: dict | None, *, engine: str) -> None:
     stats = dataset_stats(best, candidates)
-    print(f"generated with: {engine}")
     counts = stats["counts"]
     print(", ".join(f"{name}: {value}" for name, value in counts.items()))
     if stats["outcomes"]:
@@ -308,6 +307,7 @@ def _print_summary(best, candidates, destinations: list[str], report: dict | Non
         print("reward: " + ", ".join(f"{name} {value:.3f}" for name, value in stats["rewards"].items()))
     if report is not None:
         print(format_headline(report))
+    print(f"generated with: {engine}")
     print("written to: " + (", ".join(destinations) if destinations else "the datasets cache only (use --output)"))
 
 

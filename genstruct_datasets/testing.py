@@ -32,6 +32,17 @@ TAUGHT_RESPONSE = "It explains one idea in detail."
 TAUGHT_COMPLETION = f" {TAUGHT_INSTRUCTION}\n[[[Assistant]]] {TAUGHT_RESPONSE}</s>"
 """What a generator from [`build_taught_generator`] writes after any Genstruct prompt (greedy decoding)."""
 
+VLLM_CPU_SHAPE = {"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 2, "head_dim": 64}
+"""A tiny model's shape that vLLM's CPU backend runs: its attention rejects the default head_dim of 16.
+
+Example:
+
+```py
+>>> path = build_taught_generator("/tmp/taught-genstruct-vllm", **VLLM_CPU_SHAPE)  # doctest: +SKIP
+>>> GenstructGenerator(path, backend="vllm", max_new_tokens=48)  # doctest: +SKIP
+```
+"""
+
 _TRAINING_PASSAGES = [
     ("Moon", "The Moon is Earth's only natural satellite. It orbits at an average distance of 384,400 km."),
     ("Photosynthesis", "Photosynthesis converts light energy into chemical energy stored in glucose."),
@@ -126,6 +137,7 @@ def build_taught_generator(
     steps: int = 80,
     learning_rate: float = 5e-3,
     max_position_embeddings: int = 1024,
+    **config: int,
 ) -> str:
     """Save a tiny Mistral causal LM taught to answer any Genstruct prompt with one fixed pair.
 
@@ -139,6 +151,7 @@ def build_taught_generator(
         steps (`int`, *optional*, defaults to 80): optimizer steps.
         learning_rate (`float`, *optional*, defaults to 5e-3): AdamW learning rate.
         max_position_embeddings (`int`, *optional*, defaults to 1024): the model's context length.
+        **config: `MistralConfig` settings to change, e.g. ``**VLLM_CPU_SHAPE`` for a model vLLM's CPU backend runs.
 
     Returns:
         `str`: the folder, to pass as `GenstructGenerator(model=...)`.
@@ -149,7 +162,7 @@ def build_taught_generator(
     import torch
 
     tokenizer = load_mistral_tokenizer()
-    model = _tiny_mistral(seed, max_position_embeddings)
+    model = _tiny_mistral(seed, max_position_embeddings, **config)
     # Passages of one to four paragraphs, so that the answer does not depend on the prompt's length.
     passages = [
         (_TRAINING_PASSAGES[j % 12][0], " ".join(_TRAINING_PASSAGES[(j + k) % 12][1] for k in range(1 + j % 4)))

@@ -87,9 +87,14 @@ def test_the_same_recipe_comes_from_the_cache_and_a_changed_one_builds_anew(docu
     clear_model_cache()
     loads.clear()
     again = load_genstruct(
-        str(documents), num_samples=2, temperature=0.7, **{k: v for k, v in recipe.items() if k != "num_samples"}
+        str(documents),
+        num_samples=2,
+        temperature=0.7,
+        backend="transformers",  # what "auto" is on this machine
+        batch_size=3,  # a run option: not part of the recipe
+        **{k: v for k, v in recipe.items() if k != "num_samples"},
     )
-    assert loads == []  # a default passed explicitly is the same recipe
+    assert loads == []  # a default passed explicitly, or another batch size, is the same recipe
     assert again["train"].to_list() == first["train"].to_list()
     assert again["train"].cache_files == first["train"].cache_files
     changed = load_genstruct(str(documents), **{**recipe, "seed": 1})
@@ -211,9 +216,14 @@ def test_a_trial_run_on_a_hub_source_streams_only_what_it_needs(monkeypatch, rec
 
 
 def test_recipe_lists_every_generation_setting():
-    recipe = GenstructConfig(source="x.jsonl", seed=3, quantization="4bit", model_revision="abc").recipe()
+    options = {"quantization": "4bit", "batch_size": 2}
+    recipe = GenstructConfig(
+        source="x.jsonl", seed=3, backend="transformers", engine_options=options, model_revision="abc"
+    ).recipe()
     assert recipe["generator"]["revision"] == "abc"
     assert recipe["generator"]["seed"] == 3 and recipe["generator"]["quantization"] == "4bit"
+    assert recipe["generator"]["backend"] == "transformers" and "batch_size" not in recipe["generator"]
+    assert recipe["generator"]["engine"].startswith("transformers 5.")
     assert recipe["generator"]["do_sample"] is True and recipe["generator"]["num_samples"] == 4
     assert recipe["reward model"]["model"] == "OpenAssistant/reward-model-deberta-v3-large-v2"
     assert "api_key" not in recipe["generator"]  # a card never shows a key

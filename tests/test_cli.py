@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import transformers
 from datasets import load_dataset
 from huggingface_hub import DatasetCard
 
@@ -73,6 +74,7 @@ def test_run_writes_a_dataset_folder_and_a_summary(tmp_path, corpus, taught_gene
     assert lines[1] == "outcomes: finish_reason: stop=10"
     assert lines[2].startswith("reward: mean ")
     assert lines[3] == "quality" and lines[4].startswith("  pairs among candidates ")
+    assert lines[-2] == f"generated with: transformers {transformers.__version__} (transformers) on cpu"
     assert lines[-1] == f"written to: {output}"
     assert "Generating" in result.stderr  # progress bars for each stage, on stderr
     pairs = load_dataset(str(output), split="train")

@@ -99,7 +99,9 @@ class OpenAIServerEngine(Engine):
         try:
             from openai import AsyncOpenAI
         except ImportError as err:
-            raise MissingDependencyError("backend='openai' needs the openai client: pip install openai") from err
+            raise MissingDependencyError(
+                "backend='openai' needs the openai client: pip install 'genstruct-datasets[openai]'"
+            ) from err
 
         semaphore = asyncio.Semaphore(self.max_concurrency)
         client = AsyncOpenAI(
