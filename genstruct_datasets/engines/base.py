@@ -113,11 +113,7 @@ class Engine(ABC):
 
     def settings(self) -> dict[str, Any]:
         """The options that change the rows (not `run_options`), as the dataset card shows them."""
-        return {
-            name: getattr(self, name)
-            for name in self.option_names()
-            if name not in self.run_options and name != "api_key"
-        }
+        return {name: getattr(self, name) for name in self.option_names() if name not in self.run_options}
 
     def context_length(self, model: ModelRef, rank: int | None = None) -> int | None:
         """The model's context in tokens, or None where it is unknown here (a server)."""

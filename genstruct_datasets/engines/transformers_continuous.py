@@ -35,6 +35,7 @@ class ContinuousEngine(TransformersModelOptions):
     """
 
     name = "continuous"
+    batching = "continuous batching"
     run_options = ("device",)
 
     def generate(

@@ -39,6 +39,7 @@ class TransformersEngine(TransformersModelOptions):
     """
 
     name = "transformers"
+    batching = "static batching"
     run_options = ("device", "batch_size")
 
     batch_size: int = field(default=8, metadata={"help": "prompts per generate call (default: 8)"})
