@@ -30,7 +30,6 @@ import argparse
 import gc
 import importlib.metadata
 import importlib.util
-import json
 import logging
 import math
 import os
@@ -48,10 +47,10 @@ import torch
 from datasets import Dataset, disable_progress_bars
 from transformers import AutoModelForCausalLM, AutoTokenizer, MistralConfig
 from transformers.utils import logging as transformers_logging
+from workload import generate_one, passages
 
 from genstruct_datasets import GenstructGenerator, clear_model_cache, testing
 
-EXAMPLES = Path(__file__).parent.parent / "examples" / "passages.jsonl"
 MISTRAL_7B = {
     "hidden_size": 4096,
     "intermediate_size": 14336,
@@ -198,23 +197,6 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print(flush=True)
 
 
-def passages(count: int) -> dict[str, list[str]]:
-    """`count` passages of mixed lengths: the example paragraphs, whole and cut to a third or two thirds.
-
-    The same mix as throughput.py's `passages`, kept here so that this script needs nothing else of the repo
-    than the package's public API.
-    """
-    rows = [json.loads(line) for line in EXAMPLES.read_text().splitlines()]
-    rows = [row for row in rows if row["content"]]
-    titles, contents = [], []
-    for i in range(count):
-        row = rows[i % len(rows)]
-        words = row["content"].split()
-        titles.append(row["title"])
-        contents.append(" ".join(words[: len(words) * (1 + i % 3) // 3]))
-    return {"title": titles, "content": contents}
-
-
 def first(data: dict[str, list[str]], count: int) -> dict[str, list[str]]:
     """The first `count` passages of `data`."""
     return {key: values[:count] for key, values in data.items()}
@@ -273,20 +255,6 @@ def build_model(shapes: dict[str, int], device: str, report: Report, folders: li
     report.log(f"saved in {saved - built:.1f} s")
     setup = {"checkpoint": folder, "checkpoint_bytes": size, "build_s": built - start, "save_s": saved - built}
     return folder, setup
-
-
-def generate_one(model, tokenizer, title: str, content: str, max_new_tokens: int) -> int:
-    """The model card's call for one passage, forced to `max_new_tokens`: the tokens it wrote."""
-    inputs = tokenizer.apply_chat_template([{"title": title, "content": content}], return_tensors="pt")
-    inputs = inputs["input_ids"] if hasattr(inputs, "keys") else inputs
-    output = model.generate(
-        inputs.to(model.device),
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=max_new_tokens,
-        do_sample=False,
-        pad_token_id=tokenizer.eos_token_id,
-    )
-    return output.shape[1] - inputs.shape[1]
 
 
 def seed_recipe(path: str, data: dict[str, list[str]], device: str, max_new_tokens: int) -> dict[str, Any]:

@@ -14,7 +14,6 @@ It prints a table and writes JSON (``--output``).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -22,26 +21,11 @@ from pathlib import Path
 import result_json
 import torch
 from datasets import Dataset
+from workload import generate_one, passages
 
 from genstruct_datasets import GenstructGenerator, testing
 from genstruct_datasets._tokens import prepare_tokenizer
 from genstruct_datasets.models import load_model
-
-EXAMPLES = Path(__file__).parent.parent / "examples" / "passages.jsonl"
-
-
-def passages(count: int) -> dict[str, list[str]]:
-    """`count` passages of mixed lengths: the example paragraphs, whole and cut to a third or two thirds."""
-    rows = [json.loads(line) for line in EXAMPLES.read_text().splitlines()]
-    rows = [row for row in rows if row["content"]]
-    titles, contents = [], []
-    for i in range(count):
-        row = rows[i % len(rows)]
-        words = row["content"].split()
-        keep = len(words) * (1 + i % 3) // 3
-        titles.append(row["title"])
-        contents.append(" ".join(words[:keep]))
-    return {"title": titles, "content": contents}
 
 
 def build_model(folder: str) -> str:
@@ -61,19 +45,7 @@ def build_model(folder: str) -> str:
 
 def seed_recipe(model, tokenizer, data, max_new_tokens: int) -> int:
     """The model card's way: one passage at a time, `generate` per passage."""
-    tokens = 0
-    for title, content in zip(data["title"], data["content"]):
-        inputs = tokenizer.apply_chat_template([{"title": title, "content": content}], return_tensors="pt")
-        inputs = inputs["input_ids"] if hasattr(inputs, "keys") else inputs
-        output = model.generate(
-            inputs.to(model.device),
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        tokens += output.shape[1] - inputs.shape[1]
-    return tokens
+    return sum(generate_one(model, tokenizer, t, c, max_new_tokens) for t, c in zip(data["title"], data["content"]))
 
 
 def floor(model, tokenizer, data, max_new_tokens: int, batch_size: int) -> tuple[int, float]:

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import typing
 from pathlib import Path
 
 from .builder import (
@@ -18,11 +19,10 @@ from .builder import (
 )
 from .card import dataset_stats
 from .dedup import dedup_pairs
-from .engines import BACKENDS, ENGINES, engine_options
+from .engines import BACKENDS, ENGINES, engine_options, engines_taking
 from .errors import GenstructError, InvalidConfigError, MissingTokenError
 from .generate import DEFAULT_GENERATOR
 from .hub_shards import HubShards
-from .models import QUANTIZATIONS
 from .quality import quality_report
 from .report import format_headline, format_report
 from .score import DEFAULT_REWARD_MODEL
@@ -154,23 +154,19 @@ def _add_engine_options(group: argparse._ArgumentGroup) -> None:
     A flag left out is not passed on, so that each engine keeps its own default and is not given options it does
     not take.
     """
-    users: dict[str, list[str]] = {}
-    for engine in ENGINES.values():
-        for name in engine.option_names():
-            users.setdefault(name, []).append(engine.name)
+    hints = {name: hint for engine in ENGINES.values() for name, hint in typing.get_type_hints(engine).items()}
     for name, field in engine_options().items():
         if field.metadata.get("cli") is False:
             continue
         flag = "--" + name.replace("_", "-")
-        text = f"{field.metadata.get('help', '')} [{', '.join(users[name])}]"
-        kind = str(field.type)
-        if isinstance(field.default, bool):
+        text = f"{field.metadata.get('help', '')} [{', '.join(engines_taking(name))}]"
+        kind = next((arg for arg in typing.get_args(hints[name]) if arg is not type(None)), hints[name])
+        if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
-        elif "Quantization" in kind:
-            group.add_argument(flag, choices=QUANTIZATIONS, default=argparse.SUPPRESS, help=text)
+        elif typing.get_origin(kind) is typing.Literal:
+            group.add_argument(flag, choices=typing.get_args(kind), default=argparse.SUPPRESS, help=text)
         else:
-            convert = int if "int" in kind else float if "float" in kind else str
-            group.add_argument(flag, type=convert, default=argparse.SUPPRESS, help=text)
+            group.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ._fingerprint import hash_only_results
 from ._tokens import fit_prompt, is_text
-from .engines import BACKENDS, Decoding, Engine, ModelRef, PromptRequest, Sample, make_engine
+from .engines import Decoding, Engine, ModelRef, PromptRequest, Sample, make_engine
 from .errors import InvalidConfigError, check_columns
 from .prompt import format_prompt, passage_id
 
@@ -113,11 +113,12 @@ class GenstructGenerator:
         self.title_column = title_column
         self.content_column = content_column
         self._validate()
-        if not isinstance(backend, Engine) and backend not in BACKENDS:
-            raise InvalidConfigError(f"backend={backend!r} is not one of {BACKENDS}.")
+        self._backend, self._engine_options = backend, engine_options
+        self._engine: Engine | None = None
         # "auto" without options is resolved on first use: looking for a GPU imports torch, and `import
-        # genstruct_datasets` (which makes `genstruct_generate`) stays light.
-        self._engine = None if backend == "auto" and not engine_options else make_engine(backend, engine_options)
+        # genstruct_datasets` (which makes `genstruct_generate`) stays light. Anything else is checked now.
+        if backend != "auto" or engine_options:
+            self._engine = make_engine(backend, engine_options)
 
     def _validate(self) -> None:
         for name in ("num_samples", "max_new_tokens"):
@@ -143,7 +144,7 @@ class GenstructGenerator:
     def engine(self) -> Engine:
         """The engine that runs the model (``"auto"`` is resolved here, on first use)."""
         if self._engine is None:
-            self._engine = make_engine("auto")
+            self._engine = make_engine(self._backend, self._engine_options)
         return self._engine
 
     @property
@@ -188,11 +189,11 @@ class GenstructGenerator:
 
     def fingerprint_settings(self) -> dict[str, Any]:
         """What `datasets` hashes: every setting, the engine resolved (its own hashing leaves its run options out)."""
-        return {**{k: v for k, v in vars(self).items() if k != "_engine"}, "engine": self.engine}
+        return {**{k: v for k, v in vars(self).items() if not k.startswith("_")}, "engine": self.engine}
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "_engine")
-        return f"{type(self).__name__}({shown}, engine={self._engine or 'auto'!r})"
+        shown = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({shown}, engine={self._engine or self._backend!r})"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, GenstructGenerator):

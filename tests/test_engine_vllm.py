@@ -86,6 +86,10 @@ def test_a_passage_longer_than_the_context_is_fitted(vllm_generator, caplog):
 def test_quantization_is_vllms_own_or_a_clear_error(vllm_generator, monkeypatch):
     from vllm.model_executor.layers import quantization
 
+    from genstruct_datasets.engines import vllm_engine
+
+    assert vllm_engine._quantization("8bit") == "fp8"  # 8-bit weights on every dense layer
+
     monkeypatch.setattr(quantization, "QUANTIZATION_METHODS", [])
     gen = GenstructGenerator(vllm_generator, backend="vllm", quantization="4bit", max_new_tokens=4)
     with pytest.raises(

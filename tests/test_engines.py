@@ -1,12 +1,14 @@
 """The engines' registry: names into engines in one place, their own options, the default engine, the CLI's flags."""
 
 import importlib.util
+import os
 import pickle
+import sys
 
 import pytest
 from datasets.fingerprint import Hasher
 
-from genstruct_datasets import GenstructGenerator, InvalidConfigError, cli
+from genstruct_datasets import GenstructGenerator, InvalidConfigError, MissingDependencyError, cli
 from genstruct_datasets.engines import (
     ENGINES,
     ContinuousEngine,
@@ -15,6 +17,7 @@ from genstruct_datasets.engines import (
     default_backend,
     make_engine,
 )
+from genstruct_datasets.engines.base import finish_reason
 
 
 def test_each_name_makes_its_engine_with_its_own_options():
@@ -29,10 +32,16 @@ def test_each_name_makes_its_engine_with_its_own_options():
     ("backend", "options", "match"),
     [
         pytest.param(
-            "vllm", {"batch_size": 8}, "batch_size is not an option of the 'vllm' engine; its options are: dtype",
+            "vllm", {"batch_size": 8},
+            "batch_size is an option of the 'transformers' engine, not of the 'vllm' engine: pass "
+            "backend='transformers', or leave batch_size out. The 'vllm' engine's options are: dtype,",
             id="static-option-to-vllm",
         ),
-        pytest.param("continuous", {"batch_size": 8}, "not an option of the 'continuous' engine", id="continuous"),
+        pytest.param("continuous", {"batch_size": 8}, "not of the 'continuous' engine", id="continuous"),
+        pytest.param("openai", {"base_url": "http://h/v1", "device": "cpu"}, "option of the 'transformers' and "
+                     "'continuous' engines, not of the 'openai' engine", id="device-to-openai"),
+        pytest.param("transformers", {"num_sample": 4}, "num_sample is neither a setting of GenstructGenerator nor "
+                     "an option of any engine", id="typo"),
         pytest.param("vllm", {"gpu_memory_utilization": 1.5}, r"must be in \(0, 1\], got 1.5", id="memory"),
         pytest.param("vllm", {"tensor_parallel_size": 0}, "tensor_parallel_size must be a positive integer", id="tp"),
         pytest.param("vllm", {"quantization": "2bit"}, "quantization='2bit' is not supported", id="vllm-quantization"),
@@ -65,6 +74,60 @@ def test_auto_is_vllm_only_with_a_cuda_gpu_and_vllm_installed(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "vllm" else real_find_spec(name))
     assert default_backend() == "transformers"
+
+
+def test_auto_takes_transformers_when_the_options_ask_for_it(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())  # as if vLLM were installed
+    assert default_backend({"max_model_len": 4096}) == "vllm"
+    assert default_backend({"batch_size": 32}) == "transformers"  # a static-batching option
+    assert default_backend({"device": "cuda:1"}) == "transformers"
+    assert default_backend({"quantization": "4bit"}) == "transformers"  # bitsandbytes
+    assert GenstructGenerator("m", batch_size=32).backend == "transformers"
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [("stop", "stop"), ("length", "length"), (None, "stop"), ("abort", "error"), ("error", "error"),
+     ("content_filter", "stop"), ("repetition", "stop")],
+)  # fmt: skip
+def test_the_engines_finish_reasons_are_ours(reason, expected):
+    assert finish_reason(reason) == expected
+
+
+@pytest.mark.parametrize(
+    ("visible", "rank", "local_rank", "expected"),
+    [
+        pytest.param(None, 1, None, "1", id="second-worker"),
+        pytest.param("2,3", 1, None, "3", id="within-the-visible-gpus"),
+        pytest.param(None, None, "3", "3", id="torchrun-rank"),
+        pytest.param("5", None, None, "5", id="one-process-left-alone"),
+    ],
+)
+def test_a_vllm_worker_sees_its_own_gpu(monkeypatch, visible, rank, local_rank, expected):
+    import torch
+
+    from genstruct_datasets.engines import vllm_engine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4 if visible is None else len(visible.split(",")))
+    for name, value in (("CUDA_VISIBLE_DEVICES", visible), ("LOCAL_RANK", local_rank)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    vllm_engine._pin_gpu(rank, tensor_parallel_size=1)
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") == expected
+
+
+def test_vllm_missing_is_said_before_anything_runs(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "vllm" else real_find_spec(name))
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'genstruct-datasets\[vllm\]' \(on a CPU-only"):
+        GenstructGenerator("m", backend="vllm")
 
 
 def test_run_options_stay_out_of_the_fingerprint_and_travel_to_workers():

@@ -172,7 +172,11 @@ def test_with_rank_runs_on_the_cpu(tiny_generator, passages):
         pytest.param({"temperature": float("nan")}, "temperature must be >= 0", id="temperature-nan"),
         pytest.param({"temperature": 0, "num_samples": 2}, "with temperature=0 would give 2 identical", id="t0-n2"),
         pytest.param({"temperature": 0, "do_sample": True}, "cannot go with do_sample=True", id="t0-sampling"),
-        pytest.param({"base_url": "http://x"}, "base_url is not an option of the 'transformers' engine", id="option"),
+        pytest.param(
+            {"base_url": "http://x"},
+            "base_url is an option of the 'openai' engine, not of the 'transformers'",
+            id="option",
+        ),
         pytest.param({"backend": "tgi"}, r"backend='tgi' is not one of \('auto', 'transformers'", id="backend"),
         pytest.param({"top_p": 1.5}, r"top_p must be in \(0, 1\]", id="top-p"),
         pytest.param({"max_prompt_tokens": 0}, "max_prompt_tokens must be a positive integer", id="prompt-budget"),

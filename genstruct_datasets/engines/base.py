@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from .._fingerprint import hash_only_results
-from ..errors import InvalidConfigError
 
-FinishReason = Literal["stop", "length", "error"]
+FinishReason = Literal["stop", "length", "invalid_input", "error"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,14 @@ class Sample:
 FAILED = Sample(None, "error", None)
 
 
+def finish_reason(reason: str | None) -> FinishReason:
+    """One of our finish reasons for a library's or a server's: a request aborted or failed is an ``"error"``; EOS,
+    a stop string and any other end (a content filter, a repetition guard) are ``"stop"``."""
+    if reason == "length":
+        return "length"
+    return "error" if reason in ("abort", "error") else "stop"
+
+
 class Engine(ABC):
     """A way to run the generator: in this process (transformers, vLLM) or on a server.
 
@@ -99,17 +106,6 @@ class Engine(ABC):
     def option_names(cls) -> tuple[str, ...]:
         """The options this engine takes, in declaration order."""
         return tuple(field.name for field in dataclasses.fields(cls) if field.init)  # type: ignore[arg-type]
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> Engine:
-        """Build the engine from `options`, refusing one it does not take with the list of those it does."""
-        unknown = sorted(set(options) - set(cls.option_names()))
-        if unknown:
-            accepted = ", ".join(cls.option_names()) or "none"
-            raise InvalidConfigError(
-                f"{', '.join(unknown)} is not an option of the {cls.name!r} engine; its options are: {accepted}."
-            )
-        return cls(**options)
 
     def settings(self) -> dict[str, Any]:
         """The options that change the rows (not `run_options`), as the dataset card shows them."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidConfigError, MissingDependencyError
-from .base import FAILED, Decoding, Engine, ModelRef, PromptRequest, Sample
+from .base import FAILED, Decoding, Engine, ModelRef, PromptRequest, Sample, finish_reason
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +67,13 @@ class OpenAIServerEngine(Engine):
             )
         if not isinstance(self.max_retries, int) or isinstance(self.max_retries, bool) or self.max_retries < 0:
             raise InvalidConfigError(f"max_retries must be a non-negative integer, got {self.max_retries!r}.")
-        if not isinstance(self.max_concurrency, int) or self.max_concurrency < 1:
+        if (
+            not isinstance(self.max_concurrency, int)
+            or isinstance(self.max_concurrency, bool)
+            or self.max_concurrency < 1
+        ):
             raise InvalidConfigError(f"max_concurrency must be a positive integer, got {self.max_concurrency!r}.")
-        if not self.request_timeout > 0:
+        if not isinstance(self.request_timeout, (int, float)) or not self.request_timeout > 0:
             raise InvalidConfigError(f"request_timeout must be > 0 seconds, got {self.request_timeout!r}.")
 
     @property
@@ -77,7 +81,9 @@ class OpenAIServerEngine(Engine):
         return False
 
     def version(self) -> str:
-        return "an OpenAI-compatible server"
+        import openai
+
+        return f"an OpenAI-compatible server (openai {openai.__version__} client)"
 
     def describe(self, rank: int | None = None) -> str:
         return f"the OpenAI-compatible server at {self.url}"
@@ -176,7 +182,7 @@ def _samples(response, wanted: int) -> list[Sample]:
         length = sum(map(len, texts)) or 1
         counts = [round(total * len(text) / length) for text in texts]
     return [
-        Sample(text, choice.get("finish_reason") or "stop", count)
+        Sample(text, finish_reason(choice.get("finish_reason")), count)
         for text, choice, count in zip(texts, choices, counts)
     ]
 

