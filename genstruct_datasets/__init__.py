@@ -1,6 +1,6 @@
 """genstruct-datasets: grounded instruction datasets from text passages with Genstruct-7B."""
 
-from .builder import GenstructBuilder, GenstructConfig, SourceError, load_genstruct
+from .builder import GenstructBuilder, GenstructConfig, load_genstruct
 from .card import build_card, dataset_stats
 from .dedup import dedup_pairs
 from .engines import (
@@ -13,11 +13,16 @@ from .engines import (
     default_backend,
 )
 from .errors import (
+    FailedPassagesError,
     GenstructError,
     InvalidConfigError,
+    InvalidSourceError,
     MissingColumnsError,
     MissingDependencyError,
     MissingTokenError,
+    ModelNotFoundError,
+    OutputExistsError,
+    SourceError,
 )
 from .generate import FINISH_REASONS, GenstructGenerator, genstruct_generate
 from .hub_shards import HubShards, with_retries
@@ -39,16 +44,20 @@ __all__ = [
     "PARSE_ERRORS",
     "ContinuousEngine",
     "Engine",
+    "FailedPassagesError",
     "GenstructBuilder",
     "GenstructConfig",
     "GenstructError",
     "GenstructGenerator",
     "HubShards",
     "InvalidConfigError",
+    "InvalidSourceError",
     "MissingColumnsError",
     "MissingDependencyError",
     "MissingTokenError",
+    "ModelNotFoundError",
     "OpenAIServerEngine",
+    "OutputExistsError",
     "ParsedPair",
     "PassageSplitter",
     "RewardScorer",

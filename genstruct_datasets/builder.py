@@ -14,25 +14,33 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from datasets.distributed import split_dataset_by_node
 
 from ._memory import release_freed_memory, system_memory_pool
 from .engines import engine_options
-from .errors import GenstructError, InvalidConfigError, MissingColumnsError
+from .errors import (
+    FailedPassagesError,
+    GenstructError,
+    InvalidConfigError,
+    InvalidSourceError,
+    SourceError,  # noqa: F401  (re-exported: it used to live here)
+)
 from .generate import DEFAULT_GENERATOR, GenstructGenerator
 from .hub_shards import FORCED_MARKER, HubShards
-from .models import distributed_node
+from .models import check_model_path, check_reward_model, distributed_node
 from .parse import parse_pairs
 from .passages import PassageSplitter
 from .prompt import passage_id
 from .score import DEFAULT_REWARD_MODEL, RewardScorer
 from .select import select_best
+from .sources import (  # noqa: F401  (STRUCTURED_FORMATS, TEXT_FORMATS: re-exported)
+    STRUCTURED_FORMATS,
+    TEXT_FORMATS,
+    passage_columns,
+    read_source,
+    source_fingerprint,
+)
 
 logger = logging.getLogger(__name__)
-
-STRUCTURED_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-TEXT_FORMATS = (".txt", ".md")
-_MARKDOWN_TITLE = re.compile(r"^#[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
 
 FEATURES = datasets.Features(
     {
@@ -54,10 +62,6 @@ FEATURES = datasets.Features(
 """The columns of every split the builder writes; other columns of the source are not kept."""
 
 
-class SourceError(GenstructError, FileNotFoundError):
-    """The source of a recipe cannot be read: a missing path, or files of a kind that is not supported."""
-
-
 @dataclass
 class GenstructConfig(datasets.BuilderConfig):
     """The whole Genstruct recipe: where the documents come from and every setting of every stage.
@@ -72,7 +76,9 @@ class GenstructConfig(datasets.BuilderConfig):
             modification times, so that edited files make a new recipe.
         title_column (`str`, *optional*, defaults to `"title"`): the documents' title column.
         text_column (`str`, *optional*, defaults to `"text"`): the documents' text column. With
-            ``split_documents=False`` it holds passages already.
+            ``split_documents=False`` it holds passages already. [`load_genstruct`] reads a source with a
+            ``content`` column and no ``text`` column as passages (``text_column="content"``,
+            ``split_documents=False``) unless `text_column` is given.
         split_documents (`bool`, *optional*, defaults to `True`): run [`PassageSplitter`] on the documents.
         min_tokens, max_tokens (`int`, *optional*, defaults to 32 and 384): passage sizes, see [`PassageSplitter`].
         limit (`int`, *optional*): use only the first `limit` passages (and documents), for a trial run.
@@ -88,7 +94,7 @@ class GenstructConfig(datasets.BuilderConfig):
         reward_batch_size (`int`, *optional*, defaults to 16): pairs per forward pass of the reward model.
         best_of_n (`bool`, *optional*, defaults to `True`): keep the best pair of each passage in ``train``
             and every candidate in ``candidates``; without it ``train`` holds every candidate.
-        min_reward (`float`, *optional*): with best-of-n, drop pairs scored below this.
+        min_reward (`float`, *optional*): with best-of-n, drop pairs scored below this (a finite number).
         shard_size (`int`, *optional*, defaults to 1000): passages per shard. Each finished shard is written
             before the next starts, so a run that is killed and started again redoes at most one shard.
     """
@@ -131,6 +137,12 @@ class GenstructConfig(datasets.BuilderConfig):
         if self.best_of_n and self.reward_model is None:
             raise InvalidConfigError(
                 "best_of_n needs a reward_model to rank the candidates; set one or best_of_n=False."
+            )
+        if self.min_reward is not None and (
+            not isinstance(self.min_reward, (int, float)) or not math.isfinite(self.min_reward)
+        ):
+            raise InvalidConfigError(
+                f"min_reward must be a finite number, got {self.min_reward!r}; leave it out to keep every best pair."
             )
         # Validate every stage's settings now, before anything is read or loaded.
         self.splitter()
@@ -222,6 +234,8 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
     map_num_proc: int | None = None
     shard_store: HubShards | None = None
     reuse_work: bool = True
+    # Shards of this run that the store could not take (None: no shard was built in this process).
+    not_uploaded: int | None = None
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
@@ -270,10 +284,8 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         work.mkdir(parents=True, exist_ok=True)
         count = max(1, math.ceil(passages.num_rows / config.shard_size))
         paths = [work / f"candidates-{k:05d}-of-{count:05d}.parquet" for k in range(count)]
-        rank, world = self.node
-        # This rank's part: a contiguous block of the shards, the same whatever ran before.
-        shards = datasets.Dataset.from_dict({"shard": list(range(count))})
-        mine = list(split_dataset_by_node(shards, rank=rank, world_size=world)["shard"])
+        # This rank's part: a contiguous block of the shards, the same whatever ran before (none past the shards).
+        mine = list(_block(count, *self.node))
         store, uploads = self.shard_store, []
         forced = work / FORCED_MARKER
         if not self.reuse_work:
@@ -296,38 +308,56 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
                 if paths[k].exists() and paths[k].name not in held
             ]
         use_cache = not forced.exists()
-        finished = sum(paths[k].exists() for k in mine)
+        blocks = {k: passages.select(range(k * config.shard_size, min((k + 1) * config.shard_size, passages.num_rows)))
+                  for k in mine}  # fmt: skip
+        finished = sum(_verified(paths[k], blocks[k], config.num_samples) for k in mine)
         if finished:
             logger.info(
                 "Resuming: %d of %d shards were finished by an earlier run and are reused.", finished, len(mine)
             )
+        failed = 0
         try:
             for k in mine:
                 if paths[k].exists():
                     continue
-                rows = range(k * config.shard_size, min((k + 1) * config.shard_size, passages.num_rows))
-                logger.info("Shard %d of %d: %d passages.", k + 1, count, len(rows))
-                part = self._run_stages(config, passages.select(rows), use_cache=use_cache)
+                logger.info("Shard %d of %d: %d passages.", k + 1, count, blocks[k].num_rows)
+                part = self._run_stages(config, blocks[k], use_cache=use_cache, kept=_kept(paths[k]))
+                if part.failed:
+                    failed += part.failed
+                    continue
                 # Written whole, then renamed: a run killed mid-write leaves no shard that looks finished.
-                partial = paths[k].with_suffix(".partial")
-                part.to_parquet(partial)
-                os.replace(partial, paths[k])
+                _write_atomically(part.rows, paths[k])
+                _kept(paths[k]).unlink(missing_ok=True)
                 del part
                 release_freed_memory()
                 if store is not None:
                     uploads.append(store.upload_in_background(self.config_id, paths[k]))
         finally:
             # Also when a shard fails: the finished shards' uploads end before the error goes up.
-            failed = sum(not upload.result() for upload in uploads)
-            if failed:
+            not_uploaded = sum(not upload.result() for upload in uploads)
+            self.not_uploaded = not_uploaded
+            if not_uploaded:
                 logger.warning(
                     "%d of %d shards could not be uploaded to %s; they stay in %s until a run uploads them.",
-                    failed,
+                    not_uploaded,
                     len(uploads),
                     store.repo_id,
                     work,
                 )
+        if failed:
+            raise FailedPassagesError(failed)
         return paths
+
+    def upload_leftover_shards(self) -> int:
+        """Upload the finished shards left in the work folder that the shard store lacks (their upload failed in an
+        earlier run that finished); return how many still could not be uploaded."""
+        shards = sorted(self.work_dir.glob("candidates-*-of-*.parquet")) if self.work_dir.exists() else []
+        shards = [path for path in shards if not path.name.endswith(".kept.parquet")]
+        if self.shard_store is None or not shards:
+            return 0
+        held = self.shard_store.open(self.config_id)
+        uploads = [self.shard_store.upload(self.config_id, path) for path in shards if path.name not in held]
+        return sum(not uploaded for uploaded in uploads)
 
     def _start_over(self, paths: list[Path], mine: list[int]) -> None:
         """Delete this rank's shards and mark the work folder as a forced build, which a resumed run honours."""
@@ -352,6 +382,8 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         """The recipe's passages, read and split once per builder (rank 0 under torchrun needs them twice)."""
         config: GenstructConfig = self.config
         documents = read_source(config, token=self.token, cache_dir=self._cache_dir_root)
+        # The last checks before any model runs (the splitter loads the generator's tokenizer).
+        _check_models(config, token=self.token)
         if config.limit is not None:
             documents = documents.select(range(min(config.limit, documents.num_rows)))
         if config.split_documents:
@@ -366,25 +398,152 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
                 load_from_cache_file=self.reuse_work,
                 desc="Reading passages",
             )
+        if not passages.num_rows:
+            raise InvalidSourceError(_no_passages(config, documents.num_rows))
         passages = passages.select_columns(["title", "content", "document_id", "passage_index"])
         if config.limit is not None:
             passages = passages.select(range(min(config.limit, passages.num_rows)))
         return passages
 
-    def _run_stages(self, config: GenstructConfig, passages: datasets.Dataset, *, use_cache: bool) -> datasets.Dataset:
+    def _run_stages(
+        self, config: GenstructConfig, passages: datasets.Dataset, *, use_cache: bool, kept: Path | None = None
+    ) -> ShardRows:
+        """Run the stages on one shard's passages.
+
+        Passages whose generation failed (``finish_reason="error"``: a server that failed past its retries) are not
+        finished work: the shard is left unfinished, the rows of the passages that succeeded wait in `kept`, the
+        `datasets` cache of that generation is deleted, and a later run generates only the failed passages.
+        """
         cache = {"load_from_cache_file": use_cache}
         workers = {"with_rank": True, "num_proc": self.map_num_proc, **cache}
+        earlier = _read_kept(kept)
+        if earlier is not None:
+            done = set(earlier["passage_id"])
+            ids = [passage_id(t, c) for t, c in zip(passages["title"], passages["content"])]
+            passages = passages.select([i for i, pid in enumerate(ids) if pid not in done])
+            logger.info("%d passages of this shard were generated by an earlier run; generating %d.", len(done),
+                        passages.num_rows)  # fmt: skip
         candidates = passages.map(config.generator(), batched=True, desc="Generating", **workers)
         # What the models freed goes back to the OS before the next stage and the shard's parquet file: else
         # each lands on top of it, and the shard loop's peak rises over a long run.
         release_freed_memory()
+        failed = {
+            pid for pid, reason in zip(candidates["passage_id"], candidates["finish_reason"]) if reason == "error"
+        }
+        if failed:
+            good = candidates.filter(lambda pid: pid not in failed, input_columns="passage_id")
+            if earlier is not None:
+                good = datasets.concatenate_datasets([earlier, good])
+            if kept is not None:
+                _write_atomically(good, kept)
+            _forget_cache(candidates)
+            return ShardRows(None, len(failed))
+        if earlier is not None:
+            candidates = datasets.concatenate_datasets([earlier, candidates])
         candidates = candidates.map(parse_pairs, batched=True, desc="Parsing", **cache)
         scorer = config.scorer()
         if scorer is not None:
             scored = candidates.map(scorer, batched=True, desc="Scoring", **workers)
             release_freed_memory()
-            return scored
-        return candidates.add_column("reward", [None] * candidates.num_rows, feature=FEATURES["reward"])
+            return ShardRows(scored, 0)
+        return ShardRows(candidates.add_column("reward", [None] * candidates.num_rows, feature=FEATURES["reward"]), 0)
+
+
+@dataclass
+class ShardRows:
+    """What the stages made of one shard: its rows, or None when `failed` passages must be generated again."""
+
+    rows: datasets.Dataset | None
+    failed: int
+
+
+def _block(count: int, rank: int, world: int) -> range:
+    """Rank `rank`'s contiguous block of `count` shards among `world` ranks (as `Dataset.shard(contiguous=True)`
+    cuts them), empty for a rank beyond them."""
+    size, extra = divmod(count, world)
+    start = rank * size + min(rank, extra)
+    return range(start, start + size + (rank < extra))
+
+
+def _kept(path: Path) -> Path:
+    """Where the generations of an unfinished shard's successful passages wait for a run that finishes it."""
+    return path.with_name(path.name.replace(".parquet", ".kept.parquet"))
+
+
+def _read_kept(kept: Path | None) -> datasets.Dataset | None:
+    if kept is None or not kept.exists():
+        return None
+    try:
+        return datasets.Dataset.from_parquet(str(kept))
+    except Exception as err:  # a damaged file: its passages are generated again
+        logger.warning("Ignoring %s, which cannot be read (%s); its passages are generated again.", kept, err)
+        return None
+
+
+def _verified(path: Path, passages: datasets.Dataset, num_samples: int) -> bool:
+    """Whether a finished shard can be reused: readable, with a row for every passage of its block and no other.
+
+    A shard that is not is deleted, with a warning, so that it is built again.
+    """
+    if not path.exists():
+        return False
+    import pyarrow.parquet as pq
+
+    expected = {passage_id(t, c) for t, c in zip(passages["title"], passages["content"])}
+    try:
+        table = pq.read_table(path, columns=["passage_id", "finish_reason"])
+        found = set(table.column("passage_id").to_pylist())
+        reasons = set(table.column("finish_reason").to_pylist())
+        problem = None
+        if found != expected:
+            problem = (
+                f"it holds {len(found - expected)} passage(s) from another block and lacks {len(expected - found)}"
+            )
+        elif "error" in reasons:
+            problem = "it holds failed generations"
+        elif not len(expected) <= table.num_rows <= len(expected) * num_samples:
+            problem = f"it has {table.num_rows} rows for {len(expected)} passages"
+    except Exception as err:  # truncated, not parquet, columns missing: whatever it is, it cannot be reused
+        problem = f"it cannot be read ({type(err).__name__}: {err})"
+    if problem:
+        logger.warning("Rebuilding %s: %s.", path.name, problem)
+        path.unlink()
+        return False
+    return True
+
+
+def _write_atomically(rows: datasets.Dataset, path: Path) -> None:
+    """Write `rows` to `path` whole, then rename: a run killed mid-write leaves nothing that looks finished."""
+    partial = path.with_name(path.name + ".partial")
+    rows.to_parquet(partial)
+    os.replace(partial, path)
+
+
+def _forget_cache(ds: datasets.Dataset) -> None:
+    """Delete the `datasets` cache files of a map's result, so that no later run reads them back."""
+    for cache_file in ds.cache_files:
+        Path(cache_file["filename"]).unlink(missing_ok=True)
+
+
+def _check_models(config: GenstructConfig, *, token: str | bool | None) -> None:
+    """Check the recipe's models without loading them: local folders that exist and hold a model, and a reward model
+    with one label, read from its config. A server's model is the server's name for it (its tokenizer, where one is
+    needed, is checked as it loads)."""
+    if config.generator().engine.name != "openai":
+        check_model_path(config.model)
+    if config.reward_model is not None:
+        check_reward_model(config.reward_model, revision=config.reward_revision, token=token)
+
+
+def _no_passages(config: GenstructConfig, documents: int) -> str:
+    """Why a source gave no passage at all, and what to do about it."""
+    if not documents:
+        return f"source {config.source!r} holds no documents; check the source and its split ({config.source_split})."
+    return (
+        f"none of the {documents} document(s) of {config.source!r} gave a passage: their {config.text_column!r} "
+        f"is empty, or shorter than min_tokens={config.min_tokens} tokens. Check the text column (--text-column), "
+        "or lower min_tokens."
+    )
 
 
 def _as_passages(batch: dict[str, list], *, title_column: str, text_column: str) -> dict[str, list]:
@@ -396,103 +555,6 @@ def _as_passages(batch: dict[str, list], *, title_column: str, text_column: str)
         "document_id": ids,
         "passage_index": [0] * len(ids),
     }
-
-
-def read_source(
-    config: GenstructConfig, *, token: str | bool | None = None, cache_dir: str | os.PathLike | None = None
-) -> datasets.Dataset:
-    """Read the recipe's documents: from local files, or from the Hub.
-
-    Args:
-        config ([`GenstructConfig`]): the recipe; `source` and the `source_*` fields say what to read.
-        token (`str` or `bool`, *optional*): a Hub token, for private or gated source datasets.
-        cache_dir (`str`, *optional*): where `datasets` caches the documents (and the maps over them); defaults
-            to the `datasets` cache.
-
-    Returns:
-        `datasets.Dataset`: the documents, with the recipe's title and text columns.
-
-    Raises:
-        [`SourceError`]: a local path that does not exist or holds no supported files.
-        [`MissingColumnsError`]: the documents lack the title or text column.
-    """
-    path = Path(config.source) if config.source else None
-    if path is not None and (path.exists() or path.suffix in (*STRUCTURED_FORMATS, *TEXT_FORMATS)):
-        documents = _read_local(path, config, cache_dir)
-    elif config.source is None:
-        raise SourceError("No source given: name a Hub dataset id or local files.")
-    elif config.limit is not None:
-        # A trial run on a large Hub corpus streams the first documents instead of preparing the whole split.
-        stream = datasets.load_dataset(
-            config.source,
-            config.source_name,
-            split=config.source_split,
-            revision=config.source_revision,
-            token=token,
-            streaming=True,
-        )
-        documents = datasets.Dataset.from_list(list(stream.take(config.limit)), features=stream.features)
-    else:
-        documents = datasets.load_dataset(
-            config.source,
-            config.source_name,
-            split=config.source_split,
-            revision=config.source_revision,
-            token=token,
-            cache_dir=cache_dir,
-        )
-    missing = [c for c in (config.title_column, config.text_column) if c not in documents.column_names]
-    if missing:
-        raise MissingColumnsError(
-            f"source {config.source!r}",
-            missing,
-            documents.column_names,
-            "Name yours with title_column= and text_column= (--title-column, --text-column).",
-        )
-    return documents
-
-
-def source_fingerprint(source: str) -> str | None:
-    """Sizes and modification times of a local source's files (None for a Hub id), for the recipe's hash."""
-    path = Path(source)
-    if not path.exists():
-        return None
-    files = _source_files(path)
-    return datasets.fingerprint.Hasher.hash([(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files])
-
-
-def _source_files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    supported = (*STRUCTURED_FORMATS, *TEXT_FORMATS)
-    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in supported and not p.name.startswith("."))
-
-
-def _read_local(path: Path, config: GenstructConfig, cache_dir: str | os.PathLike | None) -> datasets.Dataset:
-    if not path.exists():
-        raise SourceError(
-            f"Source {str(path)!r} does not exist; pass an existing file or folder, or a Hub dataset id."
-        )
-    files = _source_files(path)
-    kinds = {STRUCTURED_FORMATS.get(f.suffix, "text") for f in files}
-    if not files:
-        raise SourceError(
-            f"{str(path)!r} holds no supported files; use {', '.join((*STRUCTURED_FORMATS, *TEXT_FORMATS))}."
-        )
-    if len(kinds) > 1:
-        raise SourceError(
-            f"{str(path)!r} mixes files of kinds {sorted(kinds)}; put one kind of file in a folder and run each apart."
-        )
-    kind = kinds.pop()
-    if kind != "text":
-        return datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train", cache_dir=cache_dir)
-    titles, texts = [], []
-    for file in files:
-        text = file.read_text(encoding="utf-8")
-        heading = _MARKDOWN_TITLE.search(text) if file.suffix == ".md" else None
-        titles.append(heading.group(1) if heading else file.stem.replace("_", " "))
-        texts.append(text)
-    return datasets.Dataset.from_dict({config.title_column: titles, config.text_column: texts})
 
 
 def load_genstruct(
@@ -544,9 +606,14 @@ def load_genstruct(
         `push_shards_to`: rank 0 then downloads the other ranks' shards from the repository.
 
     Raises:
-        [`InvalidConfigError`]: a setting is out of range (before anything is read or loaded).
+        [`InvalidConfigError`]: a setting is out of range (before anything is read or loaded), or the reward model
+            has more than one label (read from its config before any model loads).
         [`SourceError`]: a local source that does not exist or holds no supported files.
+        [`InvalidSourceError`]: a local file that is empty, not UTF-8 or has a malformed line (named, with the line),
+            or a source whose documents give no passage at all (before any model loads).
         [`MissingColumnsError`]: the source lacks the title or text column (before any model loads).
+        [`ModelNotFoundError`]: a model given as a local folder that is missing or holds no model (before any
+            model loads).
 
     Example:
 
@@ -579,6 +646,14 @@ def load_genstruct(
             "genstruct_datasets.engines for the engines' options."
         )
     recipe = GenstructConfig(**settings)
+    if num_proc is not None and (not isinstance(num_proc, int) or num_proc < 1):
+        raise InvalidConfigError(f"num_proc must be a positive integer (worker processes), got {num_proc!r}.")
+    if "text_column" not in config:
+        # Passages in `title` and `content` (the shape Genstruct reads) need no text column nor splitting.
+        columns = passage_columns(str(source), name, revision=revision, token=token, cache_dir=cache_dir)
+        if columns:
+            settings = {**columns, **settings}
+            recipe = GenstructConfig(**settings)
     # The cache is keyed by the whole recipe, defaults included, so that passing a default changes nothing.
     config_id = f"{_slug(str(source))}-{datasets.fingerprint.Hasher.hash(recipe.settings())}"
     builder = GenstructBuilder(cache_dir=cache_dir, config_id=config_id, token=token, **settings)
@@ -600,8 +675,12 @@ def load_genstruct(
             if rank != 0:
                 return None
         builder.download_and_prepare(download_mode=download_mode)
-    # The build is in the cache now: the shards it was made of are no longer needed.
-    shutil.rmtree(builder.work_dir, ignore_errors=True)
+    # The build is in the cache now: the shards it was made of are no longer needed, unless the shard store still
+    # lacks some (an upload failed); a later run reads the build from the cache and uploads those then.
+    if builder.not_uploaded is None:
+        builder.not_uploaded = builder.upload_leftover_shards()
+    if not builder.not_uploaded:
+        shutil.rmtree(builder.work_dir, ignore_errors=True)
     release_freed_memory()
     # datasets refuses to read a split without rows ("corresponds to no data"): a run in which no passage
     # gave a pair still returns its splits, empty.
@@ -622,7 +701,12 @@ def _run_distributed_shards(builder: GenstructBuilder) -> None:
     if started:
         dist.init_process_group(backend="gloo")
     try:
-        builder._build_shards(builder.config)
+        try:
+            builder._build_shards(builder.config)
+        except FailedPassagesError:
+            # The other ranks still meet this one at the barrier, rather than wait for it until gloo's timeout.
+            dist.barrier()
+            raise
         dist.barrier()
     finally:
         if started:

@@ -9,28 +9,22 @@ import sys
 import typing
 from pathlib import Path
 
-from .builder import (
-    STRUCTURED_FORMATS,
-    TEXT_FORMATS,
-    GenstructConfig,
-    SourceError,
-    load_genstruct,
-    source_fingerprint,
-)
+from .builder import GenstructConfig, load_genstruct
 from .card import dataset_stats
 from .dedup import dedup_pairs
 from .engines import BACKENDS, ENGINES, engine_options, engines_taking
-from .errors import GenstructError, InvalidConfigError, MissingTokenError
+from .errors import FailedPassagesError, GenstructError, InvalidConfigError, MissingTokenError, SourceError
 from .generate import DEFAULT_GENERATOR
 from .hub_shards import HubShards
 from .quality import quality_report
 from .report import format_headline, format_report
 from .score import DEFAULT_REWARD_MODEL
+from .sources import STRUCTURED_FORMATS, TEXT_FORMATS, passage_columns, source_fingerprint
 
 logger = logging.getLogger("genstruct_datasets")
 
 EPILOG = """examples:
-  genstruct-datasets run passages.jsonl --no-split --title-column title --text-column content --output pairs/
+  genstruct-datasets run passages.jsonl --output pairs/   # title and content columns: read as passages, unsplit
   genstruct-datasets run wikimedia/wikipedia --name 20231101.en --limit 1000 --push-to-hub me/wiki-genstruct
   genstruct-datasets run notes/ --backend transformers --quantization 4bit --num-samples 4 --output notes-pairs/
   genstruct-datasets run docs.jsonl --backend vllm --max-model-len 4096 --gpu-memory-utilization 0.85 --output out/
@@ -59,11 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--name", help="the Hub dataset's config, e.g. 20231101.en")
     source.add_argument("--split", default="train", help="the source split (default: %(default)s)")
     source.add_argument("--title-column", default="title", help="column with document titles (default: %(default)s)")
-    source.add_argument("--text-column", default="text", help="column with document texts (default: %(default)s)")
+    source.add_argument(
+        "--text-column",
+        help="column with document texts (default: text; a source with a content column and no text column holds "
+        "passages: its rows are read as they are, without splitting)",
+    )
     source.add_argument(
         "--no-split",
         dest="split_documents",
         action="store_false",
+        default=None,
         help="the text column holds single passages already: do not split documents",
     )
     source.add_argument("--limit", type=int, help="use only the first N passages, for a trial run")
@@ -111,7 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     output = run.add_argument_group("output")
-    output.add_argument("--output", metavar="FOLDER", help="write parquet shards and a dataset card to FOLDER")
+    output.add_argument(
+        "--output",
+        metavar="FOLDER",
+        help="write parquet shards and a dataset card to FOLDER, whole or not at all (a failure leaves the previous "
+        "output as it was)",
+    )
+    output.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow --output to replace a non-empty folder that genstruct-datasets did not write",
+    )
     output.add_argument(
         "--push-to-hub",
         metavar="REPO",
@@ -169,6 +178,24 @@ def _add_engine_options(group: argparse._ArgumentGroup) -> None:
             group.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=text)
 
 
+def _check_writable(folder: str) -> None:
+    """Refuse an output folder that cannot be written, before any work: it is written beside itself, then swapped in.
+
+    Raises:
+        [`InvalidConfigError`]: the folder, or the folder it would be made in, is not a writable folder.
+    """
+    path = Path(folder).expanduser().absolute()
+    parent = path.parent
+    while not parent.exists():  # where the missing folders would be made
+        parent = parent.parent
+    blocked = next(
+        (p for p in (parent, path) if p.exists() and (not p.is_dir() or not os.access(p, os.W_OK | os.X_OK))), None
+    )
+    if blocked is not None:
+        what = "not a folder" if not blocked.is_dir() else "not writable"
+        raise InvalidConfigError(f"--output {folder}: {str(blocked)!r} is {what}; name a folder you can write to.")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 done, 2 bad input, 1 another failure)."""
     args = build_parser().parse_args(argv)
@@ -181,9 +208,16 @@ def main(argv: list[str] | None = None) -> int:
         # flush at exit does not complain again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except FailedPassagesError as err:  # not bad input: the server failed; what succeeded is kept
+        print(f"genstruct-datasets: error: {err}", file=sys.stderr)
+        return 1
     except GenstructError as err:
         print(f"genstruct-datasets: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback of every frame in flight
+        resume = " Finished shards are kept: run the same command again to resume." if args.command == "run" else ""
+        print(f"genstruct-datasets: interrupted.{resume}", file=sys.stderr)
+        return 130
     except OSError as err:  # a model or file that cannot be read, a full disk, a network failure
         print(f"genstruct-datasets: error: {err}", file=sys.stderr)
         return 1
@@ -209,12 +243,20 @@ def _run(args: argparse.Namespace) -> int:
         "min_reward": args.min_reward,
         "shard_size": args.shard_size,
     }
+    for key in ("text_column", "split_documents"):  # left out unless given: see passage_columns below
+        if settings[key] is None:
+            del settings[key]
     # The checks that need no model come first: the settings and the token here, then the source and its
     # columns, which the builder reads before it loads any model.
     config = GenstructConfig(source=args.source, source_name=args.name, source_split=args.split, **settings)
     if args.dedup_threshold is not None and not 0 < args.dedup_threshold <= 1:
         raise InvalidConfigError(f"--dedup-threshold must be in (0, 1], got {args.dedup_threshold}.")
     local = source_fingerprint(args.source) is not None
+    if args.output:
+        from .publish import check_output_folder
+
+        check_output_folder(args.output, overwrite=args.overwrite)
+        _check_writable(args.output)
     if args.push_to_hub:
         from huggingface_hub import get_token
 
@@ -222,6 +264,13 @@ def _run(args: argparse.Namespace) -> int:
             raise MissingTokenError(
                 f"--push-to-hub {args.push_to_hub} needs a Hugging Face token: run `hf auth login` or set HF_TOKEN."
             )
+    if "text_column" not in settings:  # looked at (and said) once, here: the builder is given the columns
+        settings = {
+            "text_column": "text",
+            **passage_columns(args.source, args.name, cache_dir=args.cache_dir),
+            **settings,
+        }
+        config = GenstructConfig(source=args.source, source_name=args.name, source_split=args.split, **settings)
     if args.num_proc is not None and args.num_proc > 1:
         import multiprocess
 
@@ -244,6 +293,9 @@ def _run(args: argparse.Namespace) -> int:
     candidates = pairs.get("candidates", best)
     if args.dedup_threshold is not None:
         best = dedup_pairs(best, threshold=args.dedup_threshold)
+    if best.num_rows == 0:
+        print(_nothing_kept(candidates), file=sys.stderr)
+        return 1
     recipe = config.recipe()
     recipe["selection"]["dedup_threshold"] = args.dedup_threshold
     # Measured once, for the card(s) and the summary.
@@ -260,7 +312,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.output:
         from .publish import save_local
 
-        destinations.append(str(save_local(best, args.output, **card_settings)))
+        destinations.append(str(save_local(best, args.output, overwrite=args.overwrite, **card_settings)))
     if args.push_to_hub:
         from .publish import publish
 
@@ -268,6 +320,17 @@ def _run(args: argparse.Namespace) -> int:
         destinations.append(f"https://huggingface.co/datasets/{args.push_to_hub}")
     _print_summary(best, candidates, destinations, report, engine=config.generator().engine.describe())
     return 0
+
+
+def _nothing_kept(candidates) -> str:
+    """Why a run kept no pair, from the candidates' outcomes, and what to look at."""
+    stats = dataset_stats(candidates, candidates)
+    outcomes = ", ".join(f"{name}={value}" for name, value in stats["outcomes"].items()) or "none"
+    return (
+        f"genstruct-datasets: error: no pair was kept from {candidates.num_rows} candidates (outcomes: {outcomes}), "
+        "so nothing was written. Check the generator (--model), --max-new-tokens (completions cut before "
+        "[[[Assistant]]]) and --min-reward."
+    )
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -48,8 +48,43 @@ class MissingDependencyError(GenstructError, ImportError):
     """An optional dependency needed for the requested feature is not installed."""
 
 
+class FailedPassagesError(GenstructError, RuntimeError):
+    """Some passages' generation failed (a server that failed past its retries): the run is not finished.
+
+    The finished shards and the generations that succeeded are kept; the same call again generates only what
+    failed.
+
+    Args:
+        failed (`int`): how many passages failed.
+    """
+
+    def __init__(self, failed: int) -> None:
+        self.failed = failed
+        super().__init__(
+            f"{failed} passage(s) failed to generate (finish_reason='error', e.g. a server that failed past its "
+            "retries); everything else is kept. Run the same command again to retry them."
+        )
+
+
+class OutputExistsError(GenstructError, FileExistsError):
+    """The output folder holds files that genstruct-datasets did not write; nothing is replaced without consent."""
+
+
 class MissingTokenError(GenstructError, PermissionError):
     """Publishing to the Hub needs a token and none was found."""
+
+
+class SourceError(GenstructError, FileNotFoundError):
+    """The source of a recipe cannot be read: a missing path, or files of a kind that is not supported."""
+
+
+class InvalidSourceError(SourceError, ValueError):
+    """The source exists but cannot be used: an empty file, a file not in UTF-8, a malformed line, or documents
+    that give no passage. The message names the file (and line) and the fix."""
+
+
+class ModelNotFoundError(GenstructError, FileNotFoundError):
+    """A model given as a local folder that does not exist, or a folder that holds no saved model."""
 
 
 def check_columns(stage: str, batch: dict, required: Iterable[str], hint: str = "") -> None:

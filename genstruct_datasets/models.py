@@ -12,9 +12,11 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from .errors import InvalidConfigError, MissingDependencyError
+from ._paths import looks_local
+from .errors import InvalidConfigError, MissingDependencyError, ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +169,7 @@ def load_model(
 
 
 def _load(kind: str, name: str, *, revision: str | None, quantization: str | None, dtype: str, device: str):
+    check_model_path(name)
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -198,10 +201,79 @@ def load_tokenizer(name: str, *, revision: str | None = None) -> Any:
     key = ("tokenizer", name, revision)
     with _LOCK:
         if key not in _CACHE:
+            check_model_path(name, tokenizer_only=True)
             from transformers import AutoTokenizer
 
             _CACHE[key] = AutoTokenizer.from_pretrained(name, revision=revision)
         return _CACHE[key]
+
+
+def check_model_path(name: str, *, tokenizer_only: bool = False) -> None:
+    """Check that a model given as a local folder is there and holds a saved model; a Hub id passes unchecked.
+
+    Without this, transformers takes a missing folder for a malformed Hub id ("Repo id must be in the form...")
+    and an empty folder for a tokenizer that needs sentencepiece.
+
+    Args:
+        name (`str`): a Hub model id or a local folder.
+        tokenizer_only (`bool`, *optional*, defaults to `False`): only a tokenizer is loaded from it (the
+            tokenizer of a model that a server runs): its tokenizer files suffice.
+
+    Raises:
+        [`ModelNotFoundError`]: `name` is a local path (see `looks_local`) that does not exist, a file, or a
+            folder with neither a ``config.json`` nor (with `tokenizer_only`) tokenizer files.
+
+    Example:
+
+    ```py
+    >>> check_model_path("NousResearch/Genstruct-7B")  # a Hub id: nothing to check here
+    >>> check_model_path("./no-such-folder")
+    Traceback (most recent call last):
+    ModelNotFoundError: model folder './no-such-folder' does not exist; check the path, or use a Hub model id.
+    ```
+    """
+    path = Path(name)
+    hint = "point it at a folder written by save_pretrained, or use a Hub model id such as NousResearch/Genstruct-7B."
+    if not path.exists():
+        if looks_local(name):
+            raise ModelNotFoundError(f"model folder {name!r} does not exist; check the path, or use a Hub model id.")
+        return
+    if not path.is_dir():
+        raise ModelNotFoundError(f"model {name!r} is a file, not a model folder; {hint}")
+    files = {child.name for child in path.iterdir()}
+    wanted = {"config.json"} | ({"tokenizer.json", "tokenizer_config.json"} if tokenizer_only else set())
+    if not files & wanted:
+        what = "is empty" if not files else f"holds no {' or '.join(sorted(wanted))}"
+        raise ModelNotFoundError(f"model folder {name!r} {what}: it holds no saved model; {hint}")
+
+
+def check_reward_model(name: str, *, revision: str | None = None, token: str | bool | None = None) -> None:
+    """Check, from its config alone, that a reward model has one label (a scalar score); weights are not loaded.
+
+    A config that cannot be fetched now (a Hub id while offline) is not an error here: loading the model says why.
+
+    Args:
+        name (`str`): a Hub model id or a local folder.
+        revision (`str`, *optional*): branch, tag or commit of the model on the Hub.
+        token (`str` or `bool`, *optional*): a Hub token, for private or gated models.
+
+    Raises:
+        [`ModelNotFoundError`]: a local folder that is missing or holds no model (see [`check_model_path`]).
+        [`InvalidConfigError`]: the model has more (or fewer) than one label.
+    """
+    check_model_path(name)
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name, revision=revision, token=token)
+    except (OSError, ValueError) as err:
+        logger.debug("Cannot read the config of %s now (%s); its label count is checked when it loads.", name, err)
+        return
+    if config.num_labels != 1:
+        raise InvalidConfigError(
+            f"reward model {name} has {config.num_labels} labels; a reward model has exactly one (a scalar score). "
+            "Pick one such as OpenAssistant/reward-model-deberta-v3-large-v2 (--reward-model)."
+        )
 
 
 def load_once(key: tuple, load: Callable[[], Any]) -> Any:

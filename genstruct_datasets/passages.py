@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import re
@@ -18,9 +19,16 @@ OUTPUT_COLUMNS = ("title", "content", "document_id", "passage_index")
 
 _BLANK_LINES = re.compile(r"\n[ \t]*\n")
 _MARKDOWN_HEADING = re.compile(r"^#{1,6}[ \t]+(.*?)[ \t]*#*[ \t]*$")
-_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
+# Where a long paragraph may be cut, best first; each match is the gap between two pieces (whitespace, or nothing).
+_SENTENCE_GAP = re.compile(
+    r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])"  # after a sentence, before a capital or a digit
+    r"|(?:(?<=[。！？])|(?<=[。！？][」』”’）]))(?![」』”’）])\s*"  # after a CJK sentence and its closing quotes
+    r"|\n"  # between lines (list items)
+)
+_CHUNK = 8192  # characters per piece of a long paragraph tokenized in one batch
+_WORD_GAP = re.compile(r"\s+|(?<=[，、；：])")  # between words, or after a CJK comma
 # A fragment that leads into what follows: a heading (no closing punctuation) or a line ending in a colon.
-_CLOSED = re.compile(r"[.!?\"')\]]$")
+_CLOSED = re.compile(r"[.!?\"')\]。！？」』”’）]$")
 
 
 @dataclass
@@ -36,10 +44,11 @@ class PassageSplitter:
     A document is cut at blank lines. A fragment shorter than `min_tokens` (a heading, a caption, a
     one-liner) is merged with its neighbour: a heading, or a line that ends in a colon, with the
     paragraph after it; anything else with the paragraph before it. A heading with no paragraph after
-    it ("See also") is dropped. A paragraph longer than
-    `max_tokens` is cut at sentence boundaries into pieces of about equal size. Markdown heading marks
-    (``## ``) are removed. A document shorter than `min_tokens` in all gives no passage, and is counted
-    in a warning. Sizes are counted in tokens of the generator's tokenizer.
+    it ("See also") is dropped. A paragraph longer than `max_tokens` is cut into pieces of about equal
+    size: between sentences (Latin or CJK) where it can, else between words, else between characters,
+    so that no passage is longer than `max_tokens`, whatever the text, in time linear in its length.
+    Markdown heading marks (``## ``) are removed. A document shorter than `min_tokens` in all gives no
+    passage, and is counted in a warning. Sizes are counted in tokens of the generator's tokenizer.
 
     Args:
         tokenizer (`str`, *optional*, defaults to `"NousResearch/Genstruct-7B"`): model id or folder of the
@@ -134,17 +143,17 @@ class PassageSplitter:
         def count(piece: str) -> int:
             return len(tokenizer(piece, add_special_tokens=False)["input_ids"])
 
-        pieces: list[str] = []
+        pieces: list[tuple[str, int]] = []  # each with its size in tokens, counted once
         for block in _BLANK_LINES.split(text.replace("\r\n", "\n")):
             block = _clean(block)
             if block:
-                pieces.extend(self._cut_long(block, count) if count(block) > self.max_tokens else [block])
+                pieces.extend(self._fit(block, tokenizer, count))
         passages: list[str] = []
         lead_in = ""  # short fragments waiting to be joined to the next paragraph
-        for piece in pieces:
-            if lead_in and count(joined := f"{lead_in}\n{piece}") <= self.max_tokens:
-                piece, lead_in = joined, ""
-            if count(piece) >= self.min_tokens:
+        for piece, size in pieces:
+            if lead_in and (n := count(joined := f"{lead_in}\n{piece}")) <= self.max_tokens:
+                piece, size, lead_in = joined, n, ""
+            if size >= self.min_tokens:
                 passages.append(piece)
                 lead_in = ""
             elif passages and _CLOSED.search(piece) and count(joined := f"{passages[-1]}\n{piece}") <= self.max_tokens:
@@ -162,34 +171,53 @@ class PassageSplitter:
             passages[-1] = joined
         return passages
 
-    def _cut_long(self, block: str, count) -> list[str]:
-        """Cut a paragraph longer than `max_tokens` at sentence boundaries into pieces of about equal size."""
-        sentences: list[str] = []
-        for sentence in _SENTENCE_END.split(block):
-            sentences.extend(self._cut_sentence(sentence, count) if count(sentence) > self.max_tokens else [sentence])
-        sizes = [count(sentence) for sentence in sentences]
-        target = sum(sizes) / math.ceil(sum(sizes) / self.max_tokens)
-        pieces: list[list[str]] = [[]]
-        size = 0
-        for sentence, n in zip(sentences, sizes):
-            if pieces[-1] and (size + n > self.max_tokens or size + n / 2 > target):
-                pieces.append([])
-                size = 0
-            pieces[-1].append(sentence)
-            size += n + 1
-        return [" ".join(piece) for piece in pieces]
+    def _fit(self, block: str, tokenizer, count) -> list[tuple[str, int]]:
+        """A paragraph as pieces of at most `max_tokens` tokens, each with its size.
 
-    def _cut_sentence(self, sentence: str, count) -> list[str]:
-        """Cut a single sentence longer than `max_tokens` between words."""
+        The paragraph is tokenized once; the cuts are chosen in that tokenization (see `_cut_long`), and the pieces
+        are counted again on their own, since a piece can tokenize a little differently from the middle of its
+        paragraph: the rare one that came out over the budget is cut again. Linear in the paragraph's length.
+        """
+        starts = _token_starts(block, tokenizer)
+        if starts is None:  # no offsets: spread the tokens evenly over the characters; the recount settles it
+            size = count(block)
+            starts = [k * len(block) // size for k in range(size)]
+        elif len(block) <= _CHUNK or len(starts) > self.max_tokens + 4 * len(block) // _CHUNK + 2:
+            size = len(starts)  # exact (one chunk), or over the budget by more than the chunks' edges can add
+        else:
+            size = count(block)
+        if size <= self.max_tokens or len(block) < 2:
+            return [(block, size)]
+        pieces = self._cut_long(block, starts)
+        sizes = [len(ids) for ids in tokenizer(pieces, add_special_tokens=False)["input_ids"]]
+        fitted: list[tuple[str, int]] = []
+        for piece, size in zip(pieces, sizes):
+            fitted.extend([(piece, size)] if size <= self.max_tokens else self._fit(piece, tokenizer, count))
+        return fitted
+
+    def _cut_long(self, block: str, starts: list[int]) -> list[str]:
+        """Cut a paragraph longer than `max_tokens` into pieces of about equal size, in one pass.
+
+        `starts` holds where each token of the paragraph starts. Each cut is the gap nearest to the ideal size of
+        the pieces left, no nearer than half of it: a gap between sentences if there is one in reach, else between
+        words (or after a CJK comma), else between two tokens, that is, by characters.
+        """
+        limit = max(1, self.max_tokens - 2)  # room for a piece that tokenizes a little longer on its own
+        total = len(starts)
         pieces: list[str] = []
-        current = ""
-        for word in sentence.split(" "):
-            candidate = f"{current} {word}" if current else word
-            if current and count(candidate) > self.max_tokens:
-                pieces.append(current)
-                candidate = word
-            current = candidate
-        return [*pieces, current] if current else pieces
+        begin, first = 0, 0  # the next piece's first character and first token
+        while total - first > limit:
+            target = first + (total - first) / math.ceil((total - first) / limit)
+            low, high = first + max(1, math.ceil((target - first) / 2)), first + limit
+            end, after = _nearest_gap(block, starts, low, high, target)
+            if end <= begin:  # several tokens in one character: cut after it
+                end = after = begin + 1
+            if piece := block[begin:end].strip():
+                pieces.append(piece)
+            begin, first = after, bisect.bisect_left(starts, after)
+        if piece := block[begin:].strip():
+            pieces.append(piece)
+        return pieces
 
 
 split_passages = PassageSplitter()
@@ -209,3 +237,35 @@ def _clean(block: str) -> str:
         heading = _MARKDOWN_HEADING.match(line.strip())
         lines.append(heading.group(1) if heading else line.rstrip())
     return "\n".join(line for line in lines if line.strip()).strip()
+
+
+def _token_starts(block: str, tokenizer) -> list[int] | None:
+    """Where each token of `block` starts (None for a tokenizer without offsets). A long block is tokenized in
+    chunks cut at spaces, as one batch that the tokenizer runs in parallel; its tokens at the chunks' edges may
+    differ a little from the block's own, which only moves a cut by a token."""
+    if not getattr(tokenizer, "is_fast", False):
+        return None
+    chunks = [0]
+    while len(block) - chunks[-1] > _CHUNK:
+        space = block.rfind(" ", chunks[-1] + _CHUNK // 2, chunks[-1] + _CHUNK)
+        chunks.append(space if space > 0 else chunks[-1] + _CHUNK)
+    texts = [block[begin:end] for begin, end in zip(chunks, [*chunks[1:], len(block)])]
+    offsets = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return [begin + start for begin, chunk in zip(chunks, offsets) for start, _ in chunk]
+
+
+def _nearest_gap(block: str, starts: list[int], low: int, high: int, target: float) -> tuple[int, int]:
+    """The best gap to end a piece at, as (end of the piece, start of the next): the one of the best kind whose
+    token index lies in [low, high], nearest to `target`; without any, the start of the token nearest to it."""
+    total = len(starts)
+    window = (starts[low], starts[high] if high < total else len(block))
+    for gaps in (_SENTENCE_GAP, _WORD_GAP):
+        best = None
+        for gap in gaps.finditer(block, *window):
+            index = bisect.bisect_left(starts, gap.start())
+            if low <= index <= high and (best is None or abs(index - target) < abs(best[0] - target)):
+                best = (index, gap.start(), gap.end())
+        if best is not None:
+            return best[1], best[2]
+    cut = starts[min(high, max(low, round(target)))]
+    return cut, cut

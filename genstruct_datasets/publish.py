@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
+import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .card import build_card
-from .errors import MissingTokenError
+from .errors import MissingTokenError, OutputExistsError
 from .hub_shards import with_retries
 from .quality import quality_report
 from .report import plot_quality
 
 if TYPE_CHECKING:
     from datasets import Dataset
-    from huggingface_hub import CommitInfo, DatasetCard
+    from huggingface_hub import CommitInfo, CommitOperation, DatasetCard
 
     from .hub_shards import HubShards
 
@@ -45,8 +48,13 @@ def save_local(
     max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
     existing_card: DatasetCard | None = None,
     quality: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write `ds` to a folder in the layout of a Hub dataset repository: parquet shards and a README card.
+
+    The folder is written whole or not at all: the new one is made beside it and swapped in at the end, so that a
+    failure on the way (a full disk, a kill) leaves the previous output as it was. A folder that this package did
+    not write (no dataset card of ours) is refused unless `overwrite`.
 
     The shards go to ``data/{split}-00000-of-0000N.parquet`` (``{config_name}/...`` for a config other than
     ``"default"``), the layout `Dataset.push_to_hub` uses, and the card's YAML names them, so that
@@ -69,9 +77,14 @@ def save_local(
         existing_card (`DatasetCard`, *optional*): a card whose other configs the new card keeps.
         quality (`dict`, *optional*): the [`quality_report`] of `ds` (with `candidates`) when the caller already
             has it; computed here otherwise.
+        overwrite (`bool`, *optional*, defaults to `False`): replace a non-empty folder that this package did not
+            write.
 
     Returns:
         `Path`: the folder.
+
+    Raises:
+        [`OutputExistsError`]: `folder` holds files this package did not write, and `overwrite` is False.
 
     Example:
 
@@ -84,41 +97,140 @@ def save_local(
     ```
     """
     folder = Path(folder)
+    check_output_folder(folder, overwrite=overwrite)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
+    try:
+        card_settings = {
+            "recipe": recipe,
+            "candidates": candidates,
+            "license": license,
+            "language": language,
+            "source_datasets": source_datasets,
+            "existing": existing_card,
+            "quality": quality,
+        }
+        _write_folder(
+            ds,
+            staging,
+            previous=folder,
+            config_name=config_name,
+            split=split,
+            max_shard_size=max_shard_size,
+            repo_id=repo_id or str(folder),
+            card_settings=card_settings,
+        )
+        _swap_in(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def check_output_folder(folder: str | Path, *, overwrite: bool = False) -> None:
+    """Refuse to write into a non-empty folder that this package did not write, before any work is done.
+
+    Args:
+        folder (`str` or `Path`): the output folder.
+        overwrite (`bool`, *optional*, defaults to `False`): allow it anyway.
+
+    Raises:
+        [`OutputExistsError`]: the folder holds files, and no dataset card of this package.
+
+    Example:
+
+    ```py
+    >>> check_output_folder("pairs/")  # a new or empty folder, or one written by save_local: fine
+    ```
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputExistsError(f"{str(folder)!r} is a file, not a folder; name a folder for the output.")
+    if overwrite or not folder.exists() or not any(folder.iterdir()):
+        return
+    card = folder / "README.md"
+    if card.is_file() and "genstruct" in _card_tags(card):
+        return
+    raise OutputExistsError(
+        f"{str(folder)!r} is not empty and was not written by genstruct-datasets; name a new or empty folder, or "
+        "pass overwrite=True (--overwrite) to replace its contents."
+    )
+
+
+def _card_tags(card: Path) -> list[str]:
+    from huggingface_hub.repocard import metadata_load
+
+    try:
+        return list((metadata_load(card) or {}).get("tags") or [])
+    except Exception:  # not a card at all: YAML that does not parse, a file that is not text
+        return []
+
+
+def _swap_in(staging: Path, folder: Path) -> None:
+    """Put the finished `staging` folder in place of `folder`; the old one is deleted only once the new one is in."""
+    if not folder.exists():
+        os.replace(staging, folder)
+        return
+    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+    os.replace(folder, old)
+    os.replace(staging, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_folder(
+    ds: Dataset,
+    staging: Path,
+    *,
+    previous: Path,
+    config_name: str,
+    split: str,
+    max_shard_size: int,
+    repo_id: str,
+    card_settings: dict[str, Any],
+) -> None:
+    """Write the new folder into `staging`: the other splits and files of `previous` linked in, this split anew."""
     data_dir = "data" if config_name == "default" else config_name
-    (folder / data_dir).mkdir(parents=True, exist_ok=True)
-    for old in (folder / data_dir).glob(f"{split}-*.parquet"):
-        old.unlink()
+    figure_name = QUALITY_FIGURE.format(config=config_name, split=split)
+    if previous.exists():
+        replaced = (f"{data_dir}/{split}-", "README.md", figure_name)
+        for path in previous.rglob("*"):
+            relative = path.relative_to(previous).as_posix()
+            if path.is_file() and not relative.startswith(replaced):
+                (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(path, staging / relative)
+    (staging / data_dir).mkdir(parents=True, exist_ok=True)
     # The rows' share of the table: after select_best or filter, `ds.data` still holds every candidate.
     num_bytes = ds.data.nbytes * ds.num_rows // max(len(ds.data), 1)
     num_shards = min(max(1, math.ceil(num_bytes / max_shard_size)), max(ds.num_rows, 1))
     for index in range(num_shards):
         shard = ds.shard(num_shards=num_shards, index=index, contiguous=True)
         shard.to_parquet(
-            folder / data_dir / f"{split}-{index:05d}-of-{num_shards:05d}.parquet", batch_size=ROW_GROUP_ROWS
+            staging / data_dir / f"{split}-{index:05d}-of-{num_shards:05d}.parquet", batch_size=ROW_GROUP_ROWS
         )
-    figure = None
+    quality, figure = card_settings.pop("quality"), None
     if {"instruction", "response"} <= set(ds.column_names) and ds.num_rows:
-        quality = quality or quality_report(ds, candidates=candidates)
-        figure = plot_quality(ds, folder / QUALITY_FIGURE.format(config=config_name, split=split)).name
+        quality = quality or quality_report(ds, candidates=card_settings["candidates"])
+        figure = plot_quality(ds, staging / figure_name).name
     card = build_card(
         ds,
-        repo_id=repo_id or str(folder),
+        repo_id=repo_id,
         config_name=config_name,
         split=split,
         data_dir=data_dir,
-        recipe=recipe,
-        candidates=candidates,
-        license=license,
-        language=language,
-        source_datasets=source_datasets,
-        existing=existing_card,
         quality=quality,
         figure=figure,
-        validity_over_candidates=candidates is not None,
+        validity_over_candidates=card_settings["candidates"] is not None,
+        **card_settings,
     )
-    card.save(folder / "README.md")
-    logger.info("Wrote %d rows in %d parquet shard(s) and a dataset card to %s", ds.num_rows, num_shards, folder)
-    return folder
+    card.save(staging / "README.md")
+    logger.info("Wrote %d rows in %d parquet shard(s) and a dataset card to %s", ds.num_rows, num_shards, previous)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(source, target)
 
 
 def publish(
@@ -140,10 +252,14 @@ def publish(
 ) -> CommitInfo:
     """Publish `ds` to a dataset repository on the Hub, parquet shards and dataset card in one commit.
 
-    The repository gets the layout of [`save_local`] (the one `Dataset.push_to_hub` writes), uploaded with
-    `HfApi.upload_folder` so that the data and its card land together or not at all. Earlier shards of the
-    same config and split are deleted in that commit; other configs and their entries in the card stay.
-    Each Hub call is retried with backoff when it fails in a way that may pass ([`with_retries`]).
+    The repository gets the layout of [`save_local`] (the one `Dataset.push_to_hub` writes), sent as one
+    `HfApi.create_commit` of explicit operations, so that the data and its card land together or not at all,
+    however many shards there are (`upload_folder` commits a large folder in several batches when `hf_xet` is
+    installed). Earlier shards of the same config and split are deleted in that commit; other configs and their
+    entries in the card stay. Each Hub call is retried with backoff when it fails in a way that may pass
+    ([`with_retries`]). The Hub advises commits of fewer than 100 files: a split of more shards than that (some
+    50 GB of Arrow data at the default shard size) is still one commit, but a large one, which the Hub may be
+    slow to take.
 
     Args:
         ds (`datasets.Dataset`): the rows to publish.
@@ -204,16 +320,49 @@ def publish(
             existing_card=existing,
             quality=quality,
         )
-        done_shards = [f"{name}/*" for name in sorted(shards.folders)] if shards is not None else []
+        held = with_retries(lambda: api.list_repo_files(repo_id, repo_type="dataset"), what=f"listing {repo_id}")
+        work_folders = sorted(shards.folders) if shards is not None else []
         commit = with_retries(
-            lambda: api.upload_folder(
-                repo_id=repo_id,
+            # The operations are made anew for each try: a `CommitOperationAdd` is spent once it is committed.
+            lambda: api.create_commit(
+                repo_id,
+                _commit_operations(Path(folder), held, [f"{data_dir}/{split}-*"], work_folders),
                 repo_type="dataset",
-                folder_path=folder,
                 commit_message=commit_message or f"Upload {ds.num_rows} Genstruct pairs with genstruct-datasets",
-                delete_patterns=[f"{data_dir}/{split}-*", *done_shards],
             ),
             what=f"upload to {repo_id}",
         )
     logger.info("Published %d rows to https://huggingface.co/datasets/%s", ds.num_rows, repo_id)
     return commit
+
+
+def _commit_operations(
+    folder: Path, held: list[str], replaced: list[str], work_folders: list[str]
+) -> list[CommitOperation]:
+    """The operations of `publish`'s one commit: add every file of `folder`, delete what it replaces.
+
+    Args:
+        folder (`Path`): the layout written by [`save_local`].
+        held (`list[str]`): the repository's files before the commit.
+        replaced (`list[str]`): `fnmatch` patterns of the repository's files that the commit replaces (the split's
+            older shards); those that `folder` does not hold again are deleted.
+        work_folders (`list[str]`): folders of finished shards ([`HubShards`]), each deleted whole, in one operation,
+            when the repository holds it.
+
+    Returns:
+        `list`: `CommitOperationDelete`s, then `CommitOperationAdd`s.
+    """
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    added = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+    deleted = [
+        CommitOperationDelete(name)
+        for name in held
+        if name not in added and any(fnmatch.fnmatch(name, pattern) for pattern in replaced)
+    ]
+    deleted += [
+        CommitOperationDelete(f"{name}/", is_folder=True)
+        for name in work_folders
+        if any(file.startswith(f"{name}/") for file in held)
+    ]
+    return [*deleted, *(CommitOperationAdd(name, str(folder / name)) for name in added)]

@@ -1,16 +1,19 @@
 """Run `genstruct-datasets` in a subprocess with test instruments: a folder-backed Hub, a log of generator calls.
 
-    python tests/cli_driver.py [--hub ROOT] [--calls FILE] run SOURCE ...
+    python tests/cli_driver.py [--hub ROOT] [--calls FILE] [--pause-at TITLE --paused FILE] run SOURCE ...
 
 ``--hub`` serves the Hub's repositories from folders under ROOT (`hub_fake.FolderHub`); ``--calls`` appends the
 title of every passage the generator is called on to FILE, a line each, as the calls happen, so that a run
-killed midway still shows what it generated.
+killed midway still shows what it generated. ``--pause-at`` stops the run when the generator is called on the
+passage TITLE, before it generates: it writes the file ``--paused`` and waits there to be killed, so that a test
+kills it at a known point (with a shard a passage, after the shards of the passages before TITLE).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from hub_fake import FolderHub
@@ -30,13 +33,30 @@ def log_generator_calls(path: Path) -> None:
     GenstructGenerator.__call__ = call
 
 
+def pause_at(title: str, paused: Path) -> None:
+    real_call = GenstructGenerator.__call__
+
+    def call(self, batch, rank=None):
+        if title in batch["title"]:
+            paused.write_text(title)
+            while True:  # until the test kills the run
+                time.sleep(60)
+        return real_call(self, batch, rank)
+
+    GenstructGenerator.__call__ = call
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--hub", type=Path)
     parser.add_argument("--calls", type=Path)
+    parser.add_argument("--pause-at")
+    parser.add_argument("--paused", type=Path)
     options, command = parser.parse_known_args()
     if options.hub:
         FolderHub(options.hub).install(setattr)
     if options.calls:
         log_generator_calls(options.calls)
+    if options.pause_at:
+        pause_at(options.pause_at, options.paused)
     sys.exit(main(command))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 # huggingface_hub and datasets read these once, at import: set them before any test module imports them.
 # setdefault leaves HF_HUB_OFFLINE=0 to the opt-in Hub test (pytest -m hub).
@@ -34,6 +35,41 @@ def generated(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(GenstructGenerator, "__call__", call)
     return titles
+
+
+class ModelWrites:
+    """``model_writes(tag)``: from now on every completion ends with `` [tag]``, as if the model's weights had changed
+    under the same name (a `main` that moved); the recipe, and so every cache key, stays the same.
+    ``model_writes.runs(split)`` tells which run wrote the rows of each passage: {title: {tag, ...}}."""
+
+    def __init__(self, monkeypatch) -> None:
+        self._patch = monkeypatch
+        self._model = None
+
+    def __call__(self, tag: str) -> None:
+        # The generator as the test found it (with `generated`'s log, if the test asked for it), whatever came since.
+        self._model = self._model or GenstructGenerator.__call__
+        model = self._model
+
+        def call(generator, batch, rank=None):
+            output = model(generator, batch, rank)
+            output["completion"] = [f"{text} [{tag}]" for text in output["completion"]]
+            return output
+
+        self._patch.setattr(GenstructGenerator, "__call__", call)
+
+    @staticmethod
+    def runs(split) -> dict[str, set[str]]:
+        runs = {}
+        for title, completion in zip(split["title"], split["completion"]):
+            tag = re.search(r" \[([^\]]+)\]$", completion or "")
+            runs.setdefault(title, set()).add(tag.group(1) if tag else None)
+        return runs
+
+
+@pytest.fixture
+def model_writes(monkeypatch) -> ModelWrites:
+    return ModelWrites(monkeypatch)
 
 
 @pytest.fixture

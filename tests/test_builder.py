@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -9,8 +10,9 @@ import genstruct_datasets.models as models
 from genstruct_datasets import (
     GenstructConfig,
     InvalidConfigError,
+    InvalidSourceError,
     MissingColumnsError,
-    SourceError,
+    ModelNotFoundError,
     clear_model_cache,
     load_genstruct,
     testing,
@@ -102,14 +104,18 @@ def test_the_same_recipe_comes_from_the_cache_and_a_changed_one_builds_anew(docu
     assert changed["train"].cache_files != first["train"].cache_files
 
 
-def test_force_redownload_generates_again(documents, recipe, generated):
+def test_force_redownload_generates_again(documents, recipe, generated, model_writes):
+    model_writes("run 1")
     first = load_genstruct(str(documents), **recipe)
     passages = len(generated)
     assert passages == first["candidates"].num_rows // recipe["num_samples"]
     # A model on `main` that moved is not part of the recipe: forcing a build must run it, not the map caches.
+    model_writes("run 2")
     again = load_genstruct(str(documents), download_mode="force_redownload", **recipe)
     assert len(generated) == 2 * passages
-    assert again["train"].to_list() == first["train"].to_list()
+    assert model_writes.runs(first["candidates"]) == {"Moon": {"run 1"}, "Beekeeping": {"run 1"}}
+    assert model_writes.runs(again["candidates"]) == {"Moon": {"run 2"}, "Beekeeping": {"run 2"}}
+    assert again["train"].num_rows == first["train"].num_rows
 
 
 def test_an_edited_source_is_a_new_recipe(documents, recipe, loads):
@@ -119,20 +125,6 @@ def test_an_edited_source_is_a_new_recipe(documents, recipe, loads):
     os.utime(documents, ns=(documents.stat().st_atime_ns, documents.stat().st_mtime_ns + 10**9))
     second = load_genstruct(str(documents), **recipe)
     assert second["train"].num_rows == first["train"].num_rows + 1
-
-
-@pytest.mark.parametrize("kind", ["csv", "parquet"])
-def test_structured_files(tmp_path, recipe, kind):
-    ds = Dataset.from_dict({"title": ["Bees"], "text": [(DATA / "plain_essay.txt").read_text()]})
-    path = tmp_path / f"documents.{kind}"
-    getattr(ds, f"to_{kind}")(str(path))
-    assert load_genstruct(str(path), **recipe)["train"]["title"] == ["Bees", "Bees"]
-
-
-def test_a_folder_of_text_and_markdown_files(recipe):
-    best = load_genstruct(str(DATA), **recipe)["train"]
-    # Markdown files take their title from the first heading, text files from their name.
-    assert set(best["title"]) == {"Building an instruction dataset", "moon wikipedia", "plain essay"}
 
 
 def test_passages_without_splitting(tmp_path, recipe):
@@ -161,58 +153,21 @@ def test_a_missing_column_is_named_before_any_model_loads(documents, recipe, loa
 
 
 @pytest.mark.parametrize(
-    ("make", "match"),
-    [
-        pytest.param(lambda root: root / "missing.jsonl", "does not exist", id="missing-file"),
-        pytest.param(lambda root: root, "holds no supported files", id="empty-folder"),
-    ],
-)
-def test_bad_sources(tmp_path, recipe, make, match):
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(SourceError, match=match):
-        load_genstruct(str(make(tmp_path / "empty")), **recipe)
-
-
-def test_a_folder_of_mixed_kinds_is_refused(tmp_path, recipe):
-    (tmp_path / "a.md").write_text("# A\n\ntext")
-    (tmp_path / "b.csv").write_text("title,text\nB,text\n")
-    with pytest.raises(SourceError, match=r"mixes files of kinds \['csv', 'text'\]"):
-        load_genstruct(str(tmp_path), **recipe)
-
-
-@pytest.mark.parametrize(
     ("settings", "match"),
     [
         pytest.param({"num_sampels": 4}, r"Unknown setting\(s\) \['num_sampels'\]", id="typo"),
         pytest.param({"limit": 0}, "limit must be a positive integer", id="limit"),
         pytest.param({"reward_model": None}, "best_of_n needs a reward_model", id="no-reward-model"),
         pytest.param({"quantization": "2bit"}, "quantization='2bit' is not supported", id="stage-settings"),
+        pytest.param({"min_reward": float("nan")}, "min_reward must be a finite number, got nan", id="nan-min-reward"),
+        pytest.param(
+            {"num_proc": 0}, r"num_proc must be a positive integer \(worker processes\), got 0", id="num-proc"
+        ),
     ],
 )
 def test_bad_recipes_are_refused_before_anything_runs(settings, match):
     with pytest.raises(InvalidConfigError, match=match):
         load_genstruct("does-not-matter.jsonl", **settings)
-
-
-def test_a_trial_run_on_a_hub_source_streams_only_what_it_needs(monkeypatch, recipe):
-    from datasets import IterableDataset
-
-    calls = []
-
-    def fake_load_dataset(path, name=None, **kwargs):
-        calls.append((path, name, kwargs))
-
-        def documents():
-            for i in range(1000):
-                yield {"title": f"Doc {i}", "text": (DATA / "plain_essay.txt").read_text()}
-
-        assert kwargs.get("streaming"), "a limited Hub source must be streamed"
-        return IterableDataset.from_generator(documents)
-
-    monkeypatch.setattr("genstruct_datasets.builder.datasets.load_dataset", fake_load_dataset)
-    best = load_genstruct("someone/corpus", "en", revision="v1", limit=2, **recipe)["train"]
-    assert best["title"] == ["Doc 0", "Doc 0"]
-    assert calls == [("someone/corpus", "en", {"split": "train", "revision": "v1", "token": None, "streaming": True})]
 
 
 def test_recipe_lists_every_generation_setting():
@@ -277,13 +232,15 @@ def test_a_lost_shard_takes_its_generation_from_the_datasets_cache(three_shards,
 
 
 def test_a_forced_build_that_crashes_leaves_no_work_of_the_earlier_run(
-    three_shards, generated, crash_in_shard_of, monkeypatch
+    three_shards, generated, crash_in_shard_of, monkeypatch, model_writes
 ):
     from genstruct_datasets import GenstructBuilder
 
+    model_writes("run 1")
     earlier = GenstructBuilder(**three_shards)
     paths = earlier._build_shards(earlier.config)
     # A forced build (the model's `main` moved) that crashes in its second shard.
+    model_writes("run 2")
     forced = GenstructBuilder(**three_shards)
     forced.reuse_work = False
     generated.clear()
@@ -295,5 +252,128 @@ def test_a_forced_build_that_crashes_leaves_no_work_of_the_earlier_run(
     # Resumed without --force: the forced build's shard is kept, and the rest are generated by the model, not
     # taken from the maps' caches of the earlier run.
     generated.clear()
+    model_writes("run 3")
     resumed = GenstructBuilder(**three_shards)
     assert resumed._build_shards(resumed.config) == paths and generated == ["P1", "P2"]
+    shards = Dataset.from_parquet([str(path) for path in paths])
+    assert model_writes.runs(shards) == {"P0": {"run 2"}, "P1": {"run 3"}, "P2": {"run 3"}}
+
+
+def test_failed_passages_are_not_finished_work_and_a_rerun_retries_only_them(documents, recipe, tmp_path):
+    from completion_server import FlakyServer
+
+    from genstruct_datasets import FailedPassagesError
+
+    server = FlakyServer(status=500, failing=lambda body: "Beekeeping" in body["prompt"])
+    settings = {**recipe, "backend": "openai", "base_url": server.base_url, "max_retries": 0, "shard_size": 4}
+    try:
+        with pytest.raises(FailedPassagesError, match=r"2 passage\(s\) failed to generate .* Run the same command"):
+            load_genstruct(str(documents), **settings)
+        first = [body["prompt"] for body in server.requests]
+        server.requests.clear()
+        server.failing = None  # the server recovers
+        pairs = load_genstruct(str(documents), **settings)
+    finally:
+        server.close()
+    # 8 passages in shards of 4: the Moon shard finished; the other kept its 2 Moon passages, not the 2 failed.
+    assert len(first) == 8 and sum("Beekeeping" in prompt for prompt in first) == 2
+    assert len(server.requests) == 2 and all("Beekeeping" in body["prompt"] for body in server.requests)
+    candidates = pairs["candidates"]
+    assert candidates.num_rows == 16 and set(candidates["finish_reason"]) == {"stop"}
+    assert sorted(set(candidates["title"])) == ["Beekeeping", "Moon"]
+
+
+def test_a_damaged_shard_is_rebuilt_and_the_others_reused(three_shards, caplog):
+    import pyarrow.parquet as pq
+
+    from genstruct_datasets import GenstructBuilder
+
+    builder = GenstructBuilder(**three_shards)
+    paths = builder._build_shards(builder.config)
+    paths[1].write_bytes(paths[1].read_bytes()[:100])  # truncated, as by a full disk
+    stamps = [paths[0].stat().st_mtime_ns, paths[2].stat().st_mtime_ns]
+    again = GenstructBuilder(**three_shards)
+    with caplog.at_level("WARNING", logger="genstruct_datasets"):
+        assert again._build_shards(again.config) == paths
+    assert f"Rebuilding {paths[1].name}: it cannot be read" in caplog.text
+    assert pq.read_table(paths[1]).column("title").to_pylist() == ["P1", "P1"]
+    assert [paths[0].stat().st_mtime_ns, paths[2].stat().st_mtime_ns] == stamps
+
+
+def test_a_shard_of_other_passages_is_rebuilt(three_shards, caplog):
+    from genstruct_datasets import GenstructBuilder
+
+    builder = GenstructBuilder(**three_shards)
+    paths = builder._build_shards(builder.config)
+    paths[2].write_bytes(paths[0].read_bytes())  # a shard that holds another block's rows
+    again = GenstructBuilder(**three_shards)
+    with caplog.at_level("WARNING", logger="genstruct_datasets"):
+        again._build_shards(again.config)
+    assert f"Rebuilding {paths[2].name}: it holds 1 passage(s) from another block and lacks 1" in caplog.text
+
+
+def test_more_ranks_than_shards(three_shards, monkeypatch):
+    from genstruct_datasets import GenstructBuilder
+
+    settings = {**three_shards, "shard_size": 3}  # one shard
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    builder = GenstructBuilder(**settings)
+    paths = builder._build_shards(builder.config)  # rank 1 has no shard: nothing to do, no IndexError
+    assert len(paths) == 1 and not paths[0].exists()
+    monkeypatch.setenv("RANK", "0")
+    builder = GenstructBuilder(**settings)
+    assert builder._build_shards(builder.config) == paths and paths[0].exists()
+
+
+def test_passages_in_title_and_content_are_read_as_passages(tmp_path, recipe, caplog):
+    path = tmp_path / "passages.jsonl"
+    content = "Tea is an aromatic beverage made from the cured leaves of the tea plant. " * 12  # > max_tokens
+    path.write_text(json.dumps({"title": "Tea", "content": content}) + "\n")
+    with caplog.at_level(logging.INFO, logger="genstruct_datasets"):
+        best = load_genstruct(str(path), **recipe)["train"]
+    assert best["content"] == [content] and best["passage_index"] == [0]  # one passage, not split
+    said = [r.getMessage() for r in caplog.records if "'content' column and no 'text' column" in r.getMessage()]
+    assert len(said) == 1 and "read as passages, without splitting" in said[0]
+
+
+def test_a_corpus_that_gives_no_passage_says_why_before_any_model_loads(tmp_path, recipe, loads):
+    path = tmp_path / "documents.jsonl"
+    path.write_text("".join(json.dumps({"title": t, "text": x}) + "\n" for t, x in [("A", " "), ("B", "Too short.")]))
+    with pytest.raises(InvalidSourceError, match=r"none of the 2 document\(s\) of .* gave a passage: their 'text' is "
+                       r"empty, or shorter than min_tokens=32 tokens\. Check the text column"):  # fmt: skip
+        load_genstruct(str(path), **recipe)
+    assert [name for name in loads if not name.startswith("tokenizer:")] == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "make", "match"),
+    [
+        pytest.param(
+            "model", lambda tmp: str(tmp / "missing"), r"model folder '.*missing' does not exist", id="missing"
+        ),
+        pytest.param("model", lambda tmp: "./missing/model", r"'\./missing/model' does not exist", id="relative"),
+        pytest.param(
+            "model", lambda tmp: str(tmp / "empty"), r"'.*empty' is empty: it holds no saved model", id="empty"
+        ),
+        pytest.param("reward_model", lambda tmp: str(tmp / "missing"), r"'.*missing' does not exist", id="reward"),
+    ],
+)
+def test_a_bad_model_folder_is_named_before_any_model_loads(documents, recipe, loads, tmp_path, setting, make, match):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFoundError, match=match):
+        load_genstruct(str(documents), **{**recipe, setting: make(tmp_path)})
+    assert loads == []
+
+
+def test_a_reward_model_with_two_labels_is_refused_before_generating(documents, recipe, loads, tmp_path):
+    folder = tmp_path / "two-labels"
+    folder.mkdir()
+    config = json.loads((Path(recipe["reward_model"]) / "config.json").read_text())
+    config |= {"id2label": {"0": "bad", "1": "good"}, "label2id": {"bad": 0, "good": 1}}
+    (folder / "config.json").write_text(json.dumps(config))  # its config is all that is read
+    with pytest.raises(
+        InvalidConfigError, match=r"reward model .*two-labels has 2 labels; a reward model has exactly"
+    ):
+        load_genstruct(str(documents), **{**recipe, "reward_model": str(folder)})
+    assert loads == []

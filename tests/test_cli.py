@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import re
 import shutil
@@ -90,21 +91,24 @@ DRIVER = [sys.executable, str(Path(__file__).parent / "cli_driver.py")]
 
 
 def kill_after_two_shards(command: list[str], env: dict, shards: Path, log: Path) -> list[int]:
-    """Start `command`, SIGKILL it once two shards are in the folder `shards`, and return the finished ones.
+    """Run the `cli_driver` command `command` until it has finished the shards of Passage 0 and 1 (a passage a
+    shard) and holds still at Passage 2, wait for those two shards to be in the folder `shards` (the work folder, or
+    the Hub repository's, where uploads go on in the background), SIGKILL it, and return the finished shards.
 
-    The command's stderr goes to `log`, shown when the run did not stop between its first and last shard.
+    The command's stderr goes to `log`, shown when it did not get there.
     """
+    paused = log.with_suffix(".paused")
+    command = [*DRIVER, "--pause-at", "Passage 2", "--paused", str(paused), *command[len(DRIVER) :]]
     with log.open("w") as stderr:
         first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.monotonic() + 300
-        while len(list(shards.glob("*/candidates-*.parquet"))) < 2 and first.poll() is None:
-            assert time.monotonic() < deadline, "no shard was finished in time"
+        # No race with the run: it waits at Passage 2, so that nothing more is finished while the files land.
+        while not (paused.exists() and len(list(shards.glob("*/candidates-*.parquet"))) == 2):
+            assert first.poll() is None and time.monotonic() < deadline, f"no pause: {log.read_text()[-3000:]}"
             time.sleep(0.2)
         first.send_signal(signal.SIGKILL)
         first.wait()
-    finished = sorted(int(path.name.split("-")[1]) for path in shards.glob("*/candidates-*.parquet"))
-    assert 2 <= len(finished) < 6, f"not killed between its first and last shard: {log.read_text()[-3000:]}"
-    return finished
+    return sorted(int(path.name.split("-")[1]) for path in shards.glob("*/candidates-*.parquet"))
 
 
 def generated(calls: Path) -> list[str]:
@@ -120,18 +124,16 @@ def test_a_killed_run_resumes_from_its_finished_shards(tmp_path, taught_generato
     first_calls, calls = tmp_path / "first-calls.txt", tmp_path / "calls.txt"
     command = [*DRIVER, "--calls", str(first_calls), *args]
     finished = kill_after_two_shards(command, environment, shards, tmp_path / "killed.log")
+    assert finished == [0, 1]
 
     second = subprocess.run(
         [*DRIVER, "--calls", str(calls), *args], env=environment, capture_output=True, text=True, timeout=600
     )
     assert second.returncode == 0, second.stderr[-3000:]
-    assert f"Resuming: {len(finished)} of 6 shards were finished by an earlier run and are reused." in second.stderr
-    # The generator ran on the passages of unfinished shards (one passage each) only, each once. The shard in
-    # progress at the kill may be spared too: if its generation had finished, the datasets cache keeps it.
-    unfinished = {f"Passage {k}" for k in range(6) if k not in finished}
-    never_started = unfinished - set(generated(first_calls))
-    assert never_started <= set(generated(calls)) <= unfinished
-    assert len(generated(calls)) == len(set(generated(calls)))
+    assert "Resuming: 2 of 6 shards were finished by an earlier run and are reused." in second.stderr
+    # The generator ran on the passages of unfinished shards (one passage each) only, each once.
+    assert generated(first_calls) == ["Passage 0", "Passage 1"]
+    assert generated(calls) == [f"Passage {k}" for k in range(2, 6)]
     pairs = load_dataset(str(tmp_path / "pairs"), split="train", download_mode="force_redownload")
     assert sorted(pairs["title"]) == [f"Passage {i}" for i in range(6)]  # every passage exactly once
     assert not list(shards.glob("*/*"))  # the finished build's shards are cleaned up
@@ -158,6 +160,7 @@ def test_a_killed_push_resumes_on_another_machine_from_the_repo(tmp_path, taught
         uploaded,
         tmp_path / "killed.log",
     )
+    assert finished == [0, 1]
 
     # Another machine: an empty cache, and the repository's shards.
     calls = tmp_path / "calls.txt"
@@ -169,8 +172,8 @@ def test_a_killed_push_resumes_on_another_machine_from_the_repo(tmp_path, taught
         timeout=600,
     )
     assert second.returncode == 0, second.stderr[-3000:]
-    assert f"Resuming: {len(finished)} of 6 shards were finished by an earlier run and are reused." in second.stderr
-    assert generated(calls) == [f"Passage {k}" for k in range(6) if k not in finished]
+    assert "Resuming: 2 of 6 shards were finished by an earlier run and are reused." in second.stderr
+    assert generated(calls) == [f"Passage {k}" for k in range(2, 6)]
     pairs = load_dataset(str(hub / "me" / "moon-pairs"), split="train", download_mode="force_redownload")
     assert sorted(pairs["title"]) == [f"Passage {i}" for i in range(6)]  # every passage exactly once
     assert not list(uploaded.rglob("*.parquet"))  # the published dataset replaced the run's shards
@@ -197,6 +200,52 @@ def test_run_under_torchrun_builds_every_passage_once(tmp_path, taught_generator
     two = load_dataset("parquet", data_files=str(tmp_path / "two" / "data" / "*.parquet"), split="train")
     assert sorted(two["title"]) == [f"Passage {i}" for i in range(5)]
     assert two.to_list() == one.to_list()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun comes with torch")
+def test_torchrun_with_more_ranks_than_shards(tmp_path, taught_generator, tiny_reward_model):
+    corpus = passages_corpus(tmp_path / "passages.jsonl", 1)  # one shard for two ranks
+    args = sharded_run_args(corpus, taught_generator, tiny_reward_model)
+    ranks = subprocess.run(
+        [shutil.which("torchrun"), "--nproc_per_node", "2", "--master_port", str(_free_port()),
+         "-m", "genstruct_datasets.cli", *args, "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, env=offline_environment(tmp_path / "cache"), timeout=600,
+    )  # fmt: skip
+    assert ranks.returncode == 0, ranks.stderr[-3000:]
+    assert load_dataset(str(tmp_path / "out"), split="train")["title"] == ["Passage 0"]
+
+
+@pytest.mark.slow
+def test_two_ranks_with_work_folders_of_their_own_meet_through_the_hub(tmp_path, taught_generator, tiny_reward_model):
+    corpus = passages_corpus(tmp_path / "passages.jsonl", 4)
+    args = [*sharded_run_args(corpus, taught_generator, tiny_reward_model), "--push-to-hub", "me/moon-pairs"]
+    hub = tmp_path / "hub"
+    # Two machines, as torchrun starts them (gloo on the CPU): no shared folder, one Hub (tests/hub_fake.py).
+    node = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "HF_TOKEN": "hf_fake"}
+    ranks = []
+    for rank in (0, 1):
+        machine = tmp_path / f"machine-{rank}"
+        machine.mkdir()
+        command = [*DRIVER, "--hub", str(hub), "--calls", str(machine / "calls.txt"), *args]
+        command += ["--cache-dir", str(machine / "cache")]
+        environment = {**offline_environment(machine / "datasets"), **node, "RANK": str(rank), "LOCAL_RANK": "0"}
+        with (machine / "stderr.log").open("w") as log:
+            ranks.append(subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=log, text=True))
+    try:
+        outputs = [rank.communicate(timeout=600)[0] for rank in ranks]
+    finally:
+        for rank in ranks:
+            rank.kill()
+    for k, rank in enumerate(ranks):
+        assert rank.returncode == 0, (tmp_path / f"machine-{k}" / "stderr.log").read_text()[-3000:]
+    # Each rank generated its own block of shards, and rank 0 took rank 1's from the repository.
+    assert generated(tmp_path / "machine-0" / "calls.txt") == ["Passage 0", "Passage 1"]
+    assert generated(tmp_path / "machine-1" / "calls.txt") == ["Passage 2", "Passage 3"]
+    assert "written to: https://huggingface.co/datasets/me/moon-pairs" in outputs[0] and outputs[1] == ""
+    pairs = load_dataset(str(hub / "me" / "moon-pairs"), split="train", download_mode="force_redownload")
+    assert sorted(pairs["title"]) == [f"Passage {i}" for i in range(4)]  # every passage exactly once
+    assert not list((hub / "me" / "moon-pairs").rglob(".genstruct-work/*/*"))  # published: the shards are gone
 
 
 def _free_port() -> int:
@@ -289,3 +338,222 @@ def test_report_prints_a_table_and_json(tmp_path):
     no_split = run("report", str(folder), "--split", "test", tmp_path=tmp_path)
     assert no_split.returncode == 2 and "Traceback" not in no_split.stderr
     assert "genstruct-datasets: error: cannot read" in no_split.stderr
+
+
+def test_failed_passages_exit_1_and_the_same_command_finishes_the_run(
+    tmp_path, taught_generator, tiny_reward_model, capsys
+):
+    from completion_server import FlakyServer
+
+    from genstruct_datasets import cli
+
+    corpus = passages_corpus(tmp_path / "passages.jsonl", 3)
+    server = FlakyServer(status=503, failing=lambda body: "Passage 1 " in body["prompt"])
+    args = [
+        *sharded_run_args(corpus, taught_generator, tiny_reward_model), "--backend", "openai",
+        "--base-url", server.base_url, "--max-retries", "0", "--cache-dir", str(tmp_path / "cache"),
+        "--output", str(tmp_path / "out"),
+    ]  # fmt: skip
+    try:
+        assert cli.main(args) == 1
+        message = capsys.readouterr().err.strip().splitlines()[-1]
+        assert message == (
+            "genstruct-datasets: error: 1 passage(s) failed to generate (finish_reason='error', e.g. a server that "
+            "failed past its retries); everything else is kept. Run the same command again to retry them."
+        )
+        assert not (tmp_path / "out").exists()
+        server.requests.clear()
+        server.failing = None
+        assert cli.main(args) == 0
+    finally:
+        server.close()
+    assert [body["prompt"].count("Passage 1 ") > 0 for body in server.requests] == [True]
+    assert load_dataset(str(tmp_path / "out"), split="train").num_rows == 3
+
+
+def test_an_output_folder_of_someone_else_is_refused_before_any_work(tmp_path, corpus):
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "README.md").write_text("my notes")
+    result = run(
+        "run", str(corpus), "--model", str(tmp_path / "no-model"), "--output", str(foreign), tmp_path=tmp_path
+    )
+    assert result.returncode == 2 and (foreign / "README.md").read_text() == "my notes"
+    assert result.stderr.strip() == (
+        f"genstruct-datasets: error: {str(foreign)!r} is not empty and was not written by genstruct-datasets; name "
+        "a new or empty folder, or pass overwrite=True (--overwrite) to replace its contents."
+    )
+
+
+def test_a_run_that_keeps_no_pair_exits_1_and_writes_nothing(tmp_path, tiny_generator, tiny_reward_model):
+    corpus = passages_corpus(tmp_path / "passages.jsonl", 2)
+    args = [*sharded_run_args(corpus, tiny_generator, tiny_reward_model), "--output", str(tmp_path / "out")]
+    args[args.index("--max-new-tokens") + 1] = "4"
+    result = run(*args, tmp_path=tmp_path)
+    assert result.returncode == 1 and not (tmp_path / "out").exists()
+    assert "error: no pair was kept from 4 candidates (outcomes: finish_reason: length=4" in result.stderr
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*args)``: run the command in this process; returns its exit status and its lines on stderr."""
+    from genstruct_datasets.cli import main
+
+    package = logging.getLogger("genstruct_datasets")
+    level = package.level
+
+    def call(*args: str) -> tuple[int, list[str]]:
+        try:
+            status = main(list(args))
+        except KeyboardInterrupt:
+            pytest.fail("Ctrl-C went up as a traceback")
+        stderr = capsys.readouterr().err
+        assert "Traceback" not in stderr
+        return status, [line for line in stderr.splitlines() if line.startswith("genstruct-datasets: ")]
+
+    yield call
+    package.setLevel(level)
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    import genstruct_datasets.models as models
+
+    monkeypatch.setattr(models, "_load", lambda *args, **kwargs: pytest.fail("a model was loaded"))
+
+
+def two_labels(folder: Path, reward_model: str) -> str:
+    """A reward model's config (all that the check reads) with two labels instead of one."""
+    folder.mkdir()
+    config = json.loads((Path(reward_model) / "config.json").read_text())
+    config |= {"id2label": {"0": "bad", "1": "good"}, "label2id": {"bad": 0, "good": 1}}
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+ROW = json.dumps({"title": "Bees", "text": (DATA / "plain_essay.txt").read_text()}) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "message"),
+    [
+        pytest.param({"c.jsonl": ""}, [], r"'.*c\.jsonl' is empty; add documents to it", id="empty-jsonl"),
+        pytest.param(
+            {"c.jsonl": ROW.encode() + "Café\n".encode("latin-1")}, [],
+            r"'.*c\.jsonl' is not UTF-8 text \(byte 0xe9 on line 2\); convert it", id="not-utf-8",
+        ),
+        pytest.param(
+            {"c.jsonl": ROW + '{"title": "x",\n'}, [], r"'.*c\.jsonl', line 2: not valid JSON \(.*\); fix or remove",
+            id="malformed-line",
+        ),
+        pytest.param(
+            {"c/a.jsonl": ROW, "c/b.jsonl": ROW + "{\n", "c/c.jsonl": ROW}, [],
+            r"'.*c/b\.jsonl', line 2: not valid JSON", id="bad-file-in-a-folder",
+        ),
+        pytest.param(
+            {"c.jsonl": '{"title": "x", "text": ""}\n{"title": "y", "text": "Short."}\n'}, [],
+            r"none of the 2 document\(s\) of '.*c\.jsonl' gave a passage: their 'text' is empty, or shorter than",
+            id="no-passage",
+        ),
+        pytest.param(
+            {"c.jsonl": ROW}, ["--model", "MISSING"], r"model folder '.*missing-model' does not exist; check the path",
+            id="missing-model-folder",
+        ),
+        pytest.param(
+            {"c.jsonl": ROW}, ["--model", "./no/such/model"], r"model folder './no/such/model' does not exist",
+            id="local-looking-model",
+        ),
+        pytest.param(
+            {"c.jsonl": ROW}, ["--model", "EMPTY"], r"model folder '.*empty-model' is empty: it holds no saved model",
+            id="empty-model-folder",
+        ),
+        pytest.param(
+            {"c.jsonl": ROW}, ["--reward-model", "TWO_LABELS"],
+            r"reward model .*two-labels has 2 labels; a reward model has exactly one", id="two-label-reward-model",
+        ),
+        pytest.param(
+            {"c.jsonl": ROW, "file": "x"}, ["--output", "OUTPUT_IN_A_FILE"],
+            r"--output .*: '.*file' is not a folder; name a folder you can write to", id="unwritable-output",
+        ),
+        pytest.param(
+            {"c.jsonl": ROW}, ["--min-reward", "nan"], r"min_reward must be a finite number, got nan", id="nan-reward"
+        ),
+        pytest.param(
+            {"c.jsonl": ROW}, ["--num-proc", "0"], r"num_proc must be a positive integer .*, got 0", id="no-workers"
+        ),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_and_exit_2_before_any_model_runs(
+    cli, no_model_loads, tmp_path, tiny_generator, tiny_reward_model, make, args, message
+):
+    for name, content in make.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    (tmp_path / "empty-model").mkdir()
+    names = {
+        "MISSING": str(tmp_path / "missing-model"),
+        "EMPTY": str(tmp_path / "empty-model"),
+        "TWO_LABELS": str(tmp_path / "two-labels"),
+        "OUTPUT_IN_A_FILE": str(tmp_path / "file" / "out"),
+    }
+    if "TWO_LABELS" in args:
+        two_labels(tmp_path / "two-labels", tiny_reward_model)
+    args = [names.get(arg, arg) for arg in args]
+    models = ["--model", tiny_generator, "--reward-model", tiny_reward_model]
+    source = tmp_path / next(iter(make)).split("/")[0]  # the file, or the folder
+    status, lines = cli("run", str(source), *models, *args, "--cache-dir", str(tmp_path / "cache"))
+    assert status == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("genstruct-datasets: error: ") and re.search(message, lines[0]), lines[0]
+
+
+def test_ctrl_c_is_one_line_that_says_how_to_resume(cli, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("genstruct_datasets.cli.load_genstruct", interrupted)
+    status, lines = cli("run", str(DATA / "plain_essay.txt"))
+    assert status == 130
+    assert lines == [
+        "genstruct-datasets: interrupted. Finished shards are kept: run the same command again to resume."
+    ]
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_real_run_resumes_with_the_same_command(tmp_path, taught_generator, tiny_reward_model):
+    corpus = passages_corpus(tmp_path / "passages.jsonl", 3)
+    args = [*sharded_run_args(corpus, taught_generator, tiny_reward_model), "--output", str(tmp_path / "out")]
+    environment = offline_environment(tmp_path / "cache")
+    paused = tmp_path / "paused"
+    with (tmp_path / "first.log").open("w") as log:
+        first = subprocess.Popen([*DRIVER, "--pause-at", "Passage 1", "--paused", str(paused), *args],
+                                 env=environment, stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+        deadline = time.monotonic() + 300
+        while not paused.exists():
+            assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
+            time.sleep(0.2)
+        first.send_signal(signal.SIGINT)
+        assert first.wait(timeout=60) == 130
+    stderr = (tmp_path / "first.log").read_text()
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.splitlines()[-1] == (
+        "genstruct-datasets: interrupted. Finished shards are kept: run the same command again to resume."
+    )
+    second = subprocess.run([*DRIVER, *args], env=environment, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Resuming: 1 of 3 shards were finished by an earlier run and are reused." in second.stderr
+
+
+def test_passages_in_title_and_content_are_read_as_passages(cli, tmp_path, caplog, taught_generator,
+                                                            tiny_reward_model):  # fmt: skip
+    source = Path(__file__).parent.parent / "examples" / "passages.jsonl"  # the quick start's own file
+    first = json.loads(source.read_text().splitlines()[0])
+    with caplog.at_level(logging.INFO, logger="genstruct_datasets"):
+        status, _ = cli("run", str(source), "--limit", "1", "--model", taught_generator, "--reward-model",
+                        tiny_reward_model, "--num-samples", "1", "--max-new-tokens", "24", "--seed", "0",
+                        "--output", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"))  # fmt: skip
+    assert status == 0
+    said = [r.getMessage() for r in caplog.records if "'content' column and no 'text' column" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"{source} has a 'content' column")
+    pairs = load_dataset(str(tmp_path / "out"), split="train")
+    assert pairs["content"] == [first["content"]] and pairs["title"] == [first["title"]]  # whole, not split

@@ -1,26 +1,19 @@
 """The "openai" engine against real servers on 127.0.0.1: `transformers serve`, and a flaky one for retries."""
 
-import asyncio
+import logging
 import os
 import shutil
-import socket
 import subprocess
-import threading
 import time
 import urllib.request
 
 import pytest
+from completion_server import FlakyServer, free_port
 from datasets import Dataset
 
 from genstruct_datasets import GenstructGenerator, InvalidConfigError, testing
 
 SERVE = shutil.which("transformers")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -68,44 +61,6 @@ def test_samples_and_the_async_map(served_model, passages):
     assert out["sample_index"] == [0, 1] * 4
     assert out["title"] == [t for t in passages["title"] for _ in range(2)]
     assert set(out["finish_reason"]) <= {"stop", "length"} and all(out["completion"])
-
-
-class FlakyServer:
-    """A real HTTP server on 127.0.0.1 that answers 503 to the first `failures` requests, then completes."""
-
-    def __init__(self, failures: int, status: int = 503, answer: str | None = None) -> None:
-        self.failures, self.status, self.answer, self.requests = failures, status, answer, []
-        self.port = free_port()
-        self.loop = asyncio.new_event_loop()
-        started = threading.Event()
-        self.thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
-        self.thread.start()
-        started.wait(10)
-
-    def _serve(self, started) -> None:
-        from aiohttp import web
-
-        async def completions(request):
-            self.requests.append(await request.json())
-            if len(self.requests) <= self.failures:
-                return web.Response(status=self.status, headers={"Retry-After": "0"}, text="busy")
-            if self.answer is not None:
-                return web.Response(status=200, text=self.answer)
-            body = {"choices": [{"index": 0, "text": " Why?\n[[[Assistant]]] Because.", "finish_reason": "stop"}],
-                    "usage": {"completion_tokens": 9}}  # fmt: skip
-            return web.json_response(body)
-
-        app = web.Application()
-        app.router.add_post("/v1/completions", completions)
-        runner = web.AppRunner(app)
-        self.loop.run_until_complete(runner.setup())
-        self.loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        started.set()
-        self.loop.run_forever()
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 @pytest.mark.parametrize(
@@ -156,3 +111,26 @@ def test_a_malformed_answer_marks_the_row_and_spares_the_batch(answer, caplog):
         server.close()
     assert out["finish_reason"] == ["error", "error"] and out["completion"] == [None, None]
     assert f"The server's reply is not a completion: {answer}" in caplog.text
+
+
+def test_a_stalled_server_is_reported_while_it_stalls(caplog):
+    import threading
+
+    server = FlakyServer()
+    server.holding = True
+    gen = GenstructGenerator("tiny", backend="openai", base_url=server.base_url, stall_warning=0.2)
+    out = {}
+    worker = threading.Thread(target=lambda: out.update(gen({"title": ["Moon"], "content": ["The Moon."]})))
+    try:
+        with caplog.at_level(logging.WARNING, logger="genstruct_datasets"):
+            worker.start()
+            deadline = time.monotonic() + 30
+            while "No answer from" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+            server.holding = False  # the server answers at last
+            worker.join(30)
+    finally:
+        server.holding = False
+        server.close()
+    assert f"No answer from {server.base_url} for 0.2 s: 1 request(s) in flight, 0 of 1 answered" in caplog.text
+    assert out["finish_reason"] == ["stop"]

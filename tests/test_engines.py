@@ -146,8 +146,10 @@ def test_run_options_stay_out_of_the_fingerprint_and_travel_to_workers():
     assert "sk-a" not in repr(copy)
 
 
-def test_the_cli_has_one_flag_per_engine_option_and_passes_only_those_given(monkeypatch):
+def test_the_cli_has_one_flag_per_engine_option_and_passes_only_those_given(monkeypatch, tmp_path):
     seen = {}
+    source = tmp_path / "docs.jsonl"
+    source.write_text('{"title": "Moon", "text": "The Moon orbits Earth."}\n')
 
     def load_genstruct(source, name, **settings):
         seen.update(settings)
@@ -155,7 +157,7 @@ def test_the_cli_has_one_flag_per_engine_option_and_passes_only_those_given(monk
 
     monkeypatch.setattr(cli, "load_genstruct", load_genstruct)
     with pytest.raises(SystemExit):
-        cli.main(["run", "x.jsonl", "--backend", "vllm", "--max-model-len", "512", "--no-enable-prefix-caching"])
+        cli.main(["run", str(source), "--backend", "vllm", "--max-model-len", "512", "--no-enable-prefix-caching"])
     assert seen["backend"] == "vllm"
     assert seen["engine_options"] == {"max_model_len": 512, "enable_prefix_caching": False}
     help_text = cli.build_parser()._subparsers._group_actions[0].choices["run"].format_help()

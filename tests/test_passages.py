@@ -126,3 +126,54 @@ def test_a_text_column_named_content(tokenizer_folder):
     text = (DATA / "plain_essay.txt").read_text()
     out = PassageSplitter(tokenizer_folder, text_column="content")({"title": ["Bees"], "content": [text]})
     assert len(out["content"]) == len(out["title"]) == 2 and None not in out["content"]
+
+
+class CountingTokenizer:
+    """A tokenizer that counts the characters it is given: the splitter's work, without a clock."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.characters = tokenizer, 0
+        self.is_fast = tokenizer.is_fast
+
+    def __call__(self, text, **kwargs):
+        self.characters += sum(map(len, text)) if isinstance(text, list) else len(text)
+        return self.tokenizer(text, **kwargs)
+
+
+CJK_SENTENCE = "月球是地球唯一的天然卫星，也是太阳系中第五大的卫星。"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(CJK_SENTENCE * 200, id="cjk"),
+        pytest.param("「月球是地球唯一的天然卫星。」" * 200, id="cjk-quotes"),
+        pytest.param(CJK_SENTENCE.rstrip("。") * 200, id="cjk-without-sentence-ends"),
+        pytest.param("abcdefghij" * 600, id="one-long-word"),
+        pytest.param("word " * 2000, id="no-sentence-end"),
+    ],
+)
+def test_any_text_is_cut_within_the_budget_and_nothing_is_lost(tokenizer_folder, mistral_tokenizer, text):
+    passages = PassageSplitter(tokenizer_folder, min_tokens=8, max_tokens=64).split(text, mistral_tokenizer)
+    assert len(passages) > 10
+    assert max(token_count(mistral_tokenizer, p) for p in passages) <= 64
+    assert "".join("".join(passages).split()) == "".join(text.split())
+
+
+def test_cjk_is_cut_between_sentences_into_pieces_of_about_equal_size(tokenizer_folder, mistral_tokenizer):
+    passages = PassageSplitter(tokenizer_folder, min_tokens=8, max_tokens=64).split(
+        CJK_SENTENCE * 20, mistral_tokenizer
+    )
+    assert all(p.endswith("。") for p in passages)
+    sizes = [token_count(mistral_tokenizer, p) for p in passages]
+    assert max(sizes) <= 64 and min(sizes) >= 64 / 2, sizes
+
+
+def test_a_long_paragraph_is_split_in_linear_time(tokenizer_folder, mistral_tokenizer):
+    # A single paragraph without a sentence end: the splitter once tokenized a growing piece per word (4 minutes
+    # for 5 MB). Now each character is tokenized about twice: once in the paragraph, once in its piece.
+    text = "word " * 20000
+    tokenizer = CountingTokenizer(mistral_tokenizer)
+    passages = PassageSplitter(tokenizer_folder, min_tokens=8, max_tokens=64).split(text, tokenizer)
+    assert max(token_count(mistral_tokenizer, p) for p in passages) <= 64
+    assert tokenizer.characters < 3 * len(text)

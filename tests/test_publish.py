@@ -1,16 +1,15 @@
 import os
-import shutil
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 from datasets import Dataset, load_dataset
+from hub_fake import FolderHub
 from huggingface_hub import DatasetCard, HfApi
-from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub.errors import HfHubHTTPError
 
-from genstruct_datasets import MissingTokenError, build_card, dataset_stats, publish, save_local
+from genstruct_datasets import HubShards, MissingTokenError, build_card, dataset_stats, publish, save_local
 
 # Read before the autouse fixture clears it: the opt-in integration test pushes with it.
 HUB_TOKEN = os.environ.get("HF_TOKEN")
@@ -133,46 +132,52 @@ def test_a_second_config_keeps_the_first(tmp_path, best, candidates):
     assert load_dataset(str(folder), "default", split="train").num_rows == 2
 
 
-class RecordingHub:
-    """Stands in for the Hub at the `huggingface_hub` boundary and keeps what would be sent."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.calls: list[tuple[str, dict]] = []
-
-    def create_repo(self, repo_id, **kwargs):
-        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
-        return type("RepoUrl", (), {"repo_id": repo_id})()
-
-    def upload_folder(self, **kwargs):
-        self.calls.append(("upload_folder", kwargs))
-        shutil.copytree(kwargs["folder_path"], self.root / "uploaded")
-        return "commit"
-
-
 def test_publish_sends_shards_and_card_in_one_commit(monkeypatch, tmp_path, best, candidates):
-    hub = RecordingHub(tmp_path)
-
-    def no_card_yet(*args, **kwargs):
-        raise EntryNotFoundError("README.md not found")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(HfApi, "create_repo", hub.create_repo)
-        patched.setattr(HfApi, "upload_folder", hub.upload_folder)
-        patched.setattr(DatasetCard, "load", no_card_yet)
-        commit = publish(best, "me/pairs", private=True, token="hf_test", recipe=RECIPE, candidates=candidates)
-    assert commit == "commit"
-    assert [name for name, _ in hub.calls] == ["create_repo", "upload_folder"]
-    assert hub.calls[0][1] == {"repo_id": "me/pairs", "repo_type": "dataset", "private": True, "exist_ok": True}
-    upload = hub.calls[1][1]
-    assert upload["repo_id"] == "me/pairs" and upload["repo_type"] == "dataset"
-    assert upload["delete_patterns"] == ["data/train-*"]
-    assert upload["commit_message"] == "Upload 2 Genstruct pairs with genstruct-datasets"
-    uploaded = tmp_path / "uploaded"
-    assert (uploaded / "quality-default-train.png").is_file()  # the picture travels with the card it is shown in
-    card = DatasetCard((uploaded / "README.md").read_text())
+    hub = FolderHub(tmp_path / "hub")
+    hub.install(monkeypatch.setattr)
+    # Each Hub call is retried where publish makes it.
+    for method in ("create_repo", "list_repo_files", "create_commit"):
+        hub.fail(method, 503)
+    commit = publish(best, "me/pairs", private=True, token="hf_test", recipe=RECIPE, candidates=candidates)
+    assert hub.pending_failures == {}
+    assert [name for name, _ in hub.calls] == [
+        "create_repo", "create_repo", "load_card", "list_repo_files", "list_repo_files",
+        "create_commit", "create_commit",
+    ]  # fmt: skip
+    # More files than `upload_folder` puts in one commit with hf_xet (the fake's batches are tiny): still one commit.
+    (landed,) = hub.commits
+    assert landed.message == "Upload 2 Genstruct pairs with genstruct-datasets" and commit.oid in commit.commit_url
+    assert landed.added == ["README.md", "data/train-00000-of-00001.parquet", "quality-default-train.png"]
+    card = DatasetCard.load("me/pairs")
     assert "genstruct" in card.data.tags and 'load_dataset("me/pairs", split="train")' in card.text
-    assert load_dataset(str(uploaded), split="train").to_list() == best.to_list()
+    assert load_dataset(str(hub.repo("me/pairs")), split="train").to_list() == best.to_list()
+
+
+def test_publish_replaces_the_split_and_the_runs_shards_in_the_same_commit(monkeypatch, tmp_path, best, candidates):
+    hub = FolderHub(tmp_path / "hub")
+    hub.install(monkeypatch.setattr)
+    save_local(candidates, hub.repo("me/pairs"), repo_id="me/pairs", max_shard_size=1)  # train, in 5 shards
+    save_local(candidates, hub.repo("me/pairs"), config_name="candidates", existing_card=DatasetCard.load("me/pairs"))
+    work = hub.repo("me/pairs") / ".genstruct-work" / "recipe"
+    work.mkdir(parents=True)
+    (work / "candidates-00000-of-00001.parquet").write_bytes(b"PAR1")
+    store = HubShards("me/pairs")
+    store.folders.add(".genstruct-work/recipe")
+    old_shards = [name for name in hub.files("me/pairs") if name.startswith("data/train-")]
+    assert len(old_shards) == 5
+
+    # A commit that fails for good changes nothing.
+    hub.fail("create_commit", 403)
+    with pytest.raises(HfHubHTTPError, match="403"):
+        publish(best, "me/pairs", token="hf_test", candidates=candidates, shards=store)
+    assert hub.commits == [] and len([n for n in hub.files("me/pairs") if n.startswith("data/train-")]) == 5
+
+    publish(best, "me/pairs", token="hf_test", candidates=candidates, shards=store)
+    (landed,) = hub.commits
+    assert landed.deleted == sorted([*old_shards, ".genstruct-work/recipe/candidates-00000-of-00001.parquet"])
+    assert "README.md" in landed.added and "data/train-00000-of-00001.parquet" in landed.added
+    assert load_dataset(str(hub.repo("me/pairs")), "default", split="train").to_list() == best.to_list()
+    assert load_dataset(str(hub.repo("me/pairs")), "candidates", split="train").num_rows == 5  # the other config
 
 
 def test_publish_without_a_token_fails_before_uploading(monkeypatch, best):
@@ -249,3 +254,43 @@ def test_a_card_of_many_rows_says_its_rewards_are_sampled():
     card = build_card(ds, repo_id="me/pairs")
     assert "Measured on a uniform sample of 10,000 of the 10,001 rows." in card.text
     assert "uniform sample" not in build_card(ds.select(range(10_000)), repo_id="me/pairs").text
+
+
+def test_a_folder_this_package_did_not_write_is_refused(tmp_path, best):
+    from genstruct_datasets import OutputExistsError
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "README.md").write_text("# My notes\n")
+    with pytest.raises(OutputExistsError, match="is not empty and was not written by genstruct-datasets.*--overwrite"):
+        save_local(best, folder)
+    assert (folder / "README.md").read_text() == "# My notes\n"
+    save_local(best, folder, overwrite=True)
+    assert load_dataset(str(folder), split="train").num_rows == best.num_rows
+    save_local(best, folder)  # ours now: rewriting it needs no consent
+
+
+def test_a_failure_while_rewriting_leaves_the_previous_output_whole(tmp_path, best, candidates, monkeypatch):
+    publish_module = sys.modules["genstruct_datasets.publish"]
+    folder = save_local(best, tmp_path / "pairs")
+    save_local(candidates, folder, split="candidates", existing_card=DatasetCard.load(folder / "README.md"))
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(publish_module, "plot_quality", full_disk)  # after the new shards, before the card
+    with pytest.raises(OSError, match="No space left on device"):
+        save_local(best.select([0]), folder)
+    after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert after == before
+    assert [p.name for p in tmp_path.iterdir()] == ["pairs"]  # no partial folder left beside it
+    assert load_dataset(str(folder), split="train").num_rows == best.num_rows
+
+
+def test_rewriting_one_split_keeps_the_others(tmp_path, best, candidates):
+    folder = save_local(best, tmp_path / "pairs")
+    save_local(candidates, folder, split="candidates", existing_card=DatasetCard.load(folder / "README.md"))
+    save_local(best.select([0]), folder, existing_card=DatasetCard.load(folder / "README.md"))
+    assert load_dataset(str(folder), split="train").num_rows == 1
+    assert load_dataset(str(folder), split="candidates").num_rows == candidates.num_rows

@@ -32,6 +32,8 @@ class OpenAIServerEngine(Engine):
         max_concurrency (`int`, *optional*, defaults to 64): requests in flight at once, per map batch.
         request_timeout (`float`, *optional*, defaults to 600): seconds before a request is abandoned and retried.
         max_retries (`int`, *optional*, defaults to 5): retries of a request that failed in a way retrying can fix.
+        stall_warning (`float`, *optional*, defaults to 60): seconds without any answer after which a warning says
+            how many requests are in flight (and the progress is logged at that pace otherwise).
 
     Raises:
         [`InvalidConfigError`]: no address, or a setting out of range.
@@ -47,7 +49,7 @@ class OpenAIServerEngine(Engine):
     """
 
     name = "openai"
-    run_options = ("base_url", "api_key", "max_concurrency", "request_timeout", "max_retries")
+    run_options = ("base_url", "api_key", "max_concurrency", "request_timeout", "max_retries", "stall_warning")
 
     base_url: str | None = field(
         default=None, metadata={"help": "the server's API root, e.g. http://127.0.0.1:8000/v1 (or OPENAI_BASE_URL)"}
@@ -58,6 +60,9 @@ class OpenAIServerEngine(Engine):
         default=600.0, metadata={"help": "seconds before a request is retried (default: 600)"}
     )
     max_retries: int = field(default=5, metadata={"help": "retries of a failed request (default: 5)"})
+    stall_warning: float = field(
+        default=60.0, metadata={"help": "seconds without an answer before a warning says so (default: 60)"}
+    )
 
     def __post_init__(self) -> None:
         if not (self.base_url or os.environ.get("OPENAI_BASE_URL")):
@@ -73,6 +78,8 @@ class OpenAIServerEngine(Engine):
             or self.max_concurrency < 1
         ):
             raise InvalidConfigError(f"max_concurrency must be a positive integer, got {self.max_concurrency!r}.")
+        if not isinstance(self.stall_warning, (int, float)) or not self.stall_warning > 0:
+            raise InvalidConfigError(f"stall_warning must be > 0 seconds, got {self.stall_warning!r}.")
         if not isinstance(self.request_timeout, (int, float)) or not self.request_timeout > 0:
             raise InvalidConfigError(f"request_timeout must be > 0 seconds, got {self.request_timeout!r}.")
 
@@ -117,13 +124,40 @@ class OpenAIServerEngine(Engine):
             max_retries=self.max_retries,
             timeout=self.request_timeout,
         )
-        async with client:
+        progress = _Progress(len(requests))
 
-            async def one(request: PromptRequest) -> list[Sample]:
-                async with semaphore:
+        async def one(request: PromptRequest) -> list[Sample]:
+            async with semaphore:
+                progress.in_flight += 1
+                try:
                     return await self._complete(client, model, request, decoding)
+                finally:
+                    progress.in_flight -= 1
+                    progress.answered += 1
 
-            return list(await asyncio.gather(*(one(request) for request in requests)))
+        async with client:
+            watch = asyncio.create_task(self._watch(progress))
+            try:
+                return list(await asyncio.gather(*(one(request) for request in requests)))
+            finally:
+                watch.cancel()
+
+    async def _watch(self, progress: _Progress) -> None:
+        """Every `stall_warning` seconds: a warning if no request was answered meanwhile, else the progress."""
+        answered = 0
+        while True:
+            await asyncio.sleep(self.stall_warning)
+            if progress.answered == answered:
+                logger.warning(
+                    "No answer from %s for %g s: %d request(s) in flight, %d of %d answered (each is abandoned "
+                    "after request_timeout=%g s and retried up to max_retries=%d times).",
+                    self.url, self.stall_warning, progress.in_flight, progress.answered, progress.total,
+                    self.request_timeout, self.max_retries,
+                )  # fmt: skip
+            else:
+                logger.info("%d of %d requests answered, %d in flight.", progress.answered, progress.total,
+                            progress.in_flight)  # fmt: skip
+            answered = progress.answered
 
     async def _complete(self, client, model: ModelRef, request: PromptRequest, decoding: Decoding) -> list[Sample]:
         import openai
@@ -159,6 +193,15 @@ class OpenAIServerEngine(Engine):
                 return samples + [FAILED] * wanted
             samples.extend(new)
         return samples
+
+
+@dataclass
+class _Progress:
+    """How far the requests of one map batch are, for the watch of a stalled server."""
+
+    total: int
+    answered: int = 0
+    in_flight: int = 0
 
 
 def _samples(response, wanted: int) -> list[Sample]:

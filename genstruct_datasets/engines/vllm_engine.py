@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import InvalidConfigError, MissingDependencyError
-from ..models import Quantization, load_once, validate_quantization
+from ..models import Quantization, check_model_path, load_once, validate_quantization
 from .base import Decoding, Engine, ModelRef, PromptRequest, Sample, finish_reason
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ class VLLMEngine(Engine):
         return load_once(("vllm", model.name, model.revision, settings), lambda: self._start(model, rank))
 
     def _start(self, model: ModelRef, rank: int | None):
+        check_model_path(model.name)
         vllm = _vllm()
         from vllm.platforms import current_platform
 

@@ -1,0 +1,281 @@
+"""Reading a recipe's documents, from local files or the Hub, and the fingerprint of local files.
+
+Local sources are a ``.jsonl``/``.json``, ``.csv``, ``.parquet``, ``.txt`` or ``.md`` file, or a folder of them
+(one kind of structured file, or text files). A file that cannot be used (empty, not UTF-8, a malformed line) is
+named, with its line, in an [`InvalidSourceError`], never left to a traceback from deep inside a reader.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import datasets
+
+from ._paths import looks_local
+from .errors import InvalidSourceError, MissingColumnsError, SourceError
+
+if TYPE_CHECKING:
+    from .builder import GenstructConfig
+
+logger = logging.getLogger(__name__)
+
+STRUCTURED_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+TEXT_FORMATS = (".txt", ".md")
+_MARKDOWN_TITLE = re.compile(r"^#[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
+
+
+def is_local(source: str) -> bool:
+    """Whether `source` names local files rather than a Hub dataset: an existing path, a file name of a supported
+    kind, or a name that can only be a path (``./corpus``, ``/data/corpus``, ``~/corpus``; see `looks_local`)."""
+    path = Path(source)
+    return path.exists() or path.suffix in (*STRUCTURED_FORMATS, *TEXT_FORMATS) or looks_local(source)
+
+
+def passage_columns(
+    source: str,
+    name: str | None = None,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """The column settings for a source whose text column the user did not name.
+
+    Documents come in a ``text`` column by default. A source with a ``content`` column and no ``text`` one (the
+    shape of Genstruct's own passages, ``title`` and ``content``) holds passages already: its rows are read as
+    they are, without splitting, and one log line says so.
+
+    Args:
+        source (`str`): local files or a Hub dataset id, as [`load_genstruct`] takes them.
+        name (`str`, *optional*): the Hub dataset's config.
+        revision (`str`, *optional*): the Hub dataset's revision.
+        token (`str` or `bool`, *optional*): a Hub token.
+        cache_dir (`str`, *optional*): the `datasets` cache for local structured files (read once, then reused).
+
+    Returns:
+        `dict`: ``{"text_column": "content", "split_documents": False}`` for such a source, else ``{}`` (also for
+        a Hub dataset whose columns are not known before it is downloaded).
+
+    Raises:
+        [`SourceError`]: local files that cannot be read (see [`read_local`]).
+    """
+    if is_local(source):
+        path = Path(source)
+        if path.exists() and all(file.suffix in TEXT_FORMATS for file in _source_files(path)):
+            return {}  # text files are documents, read into `text`
+        columns = read_local(path, cache_dir=cache_dir).column_names
+    else:
+        try:
+            features = datasets.load_dataset_builder(source, name, revision=revision, token=token).info.features
+        except Exception as err:  # noqa: BLE001  a peek only: reading the source reports what is wrong
+            logger.debug("The columns of %s are not known before it is read: %s", source, err)
+            return {}
+        columns = list(features or ())
+    if "content" not in columns or "text" in columns:
+        return {}
+    logger.info(
+        "%s has a 'content' column and no 'text' column: its rows are read as passages, without splitting "
+        "(name the text column, e.g. --text-column content, to split them).",
+        source,
+    )
+    return {"text_column": "content", "split_documents": False}
+
+
+def read_source(
+    config: GenstructConfig, *, token: str | bool | None = None, cache_dir: str | os.PathLike | None = None
+) -> datasets.Dataset:
+    """Read the recipe's documents: from local files, or from the Hub.
+
+    Args:
+        config ([`GenstructConfig`]): the recipe; `source` and the `source_*` fields say what to read.
+        token (`str` or `bool`, *optional*): a Hub token, for private or gated source datasets.
+        cache_dir (`str`, *optional*): where `datasets` caches the documents (and the maps over them); defaults
+            to the `datasets` cache.
+
+    Returns:
+        `datasets.Dataset`: the documents, with the recipe's title and text columns.
+
+    Raises:
+        [`SourceError`]: a local path that does not exist or holds no supported files.
+        [`InvalidSourceError`]: a local file that cannot be used (see [`read_local`]).
+        [`MissingColumnsError`]: the documents lack the title or text column.
+    """
+    if config.source is None:
+        raise SourceError("No source given: name a Hub dataset id or local files.")
+    if is_local(config.source):
+        documents = read_local(
+            Path(config.source), title_column=config.title_column, text_column=config.text_column, cache_dir=cache_dir
+        )
+    elif config.limit is not None:
+        # A trial run on a large Hub corpus streams the first documents instead of preparing the whole split.
+        stream = datasets.load_dataset(
+            config.source,
+            config.source_name,
+            split=config.source_split,
+            revision=config.source_revision,
+            token=token,
+            streaming=True,
+        )
+        documents = datasets.Dataset.from_list(list(stream.take(config.limit)), features=stream.features)
+    else:
+        documents = datasets.load_dataset(
+            config.source,
+            config.source_name,
+            split=config.source_split,
+            revision=config.source_revision,
+            token=token,
+            cache_dir=cache_dir,
+        )
+    missing = [c for c in (config.title_column, config.text_column) if c not in documents.column_names]
+    if missing:
+        raise MissingColumnsError(
+            f"source {config.source!r}",
+            missing,
+            documents.column_names,
+            "Name yours with title_column= and text_column= (--title-column, --text-column).",
+        )
+    return documents
+
+
+def source_fingerprint(source: str) -> str | None:
+    """Sizes and modification times of a local source's files (None for a Hub id), for the recipe's hash."""
+    path = Path(source)
+    if not path.exists():
+        return None
+    files = _source_files(path)
+    return datasets.fingerprint.Hasher.hash([(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files])
+
+
+def read_local(
+    path: Path,
+    *,
+    title_column: str = "title",
+    text_column: str = "text",
+    cache_dir: str | os.PathLike | None = None,
+) -> datasets.Dataset:
+    """Read local documents: a structured file (or a folder of them) as it is, text files as one document each.
+
+    Args:
+        path (`Path`): a file, or a folder of files of one kind.
+        title_column, text_column (`str`, *optional*, defaults to `"title"` and `"text"`): the columns that text
+            files fill: the first Markdown heading (else the file's name), and the file's text.
+        cache_dir (`str`, *optional*): where `datasets` caches structured files.
+
+    Returns:
+        `datasets.Dataset`: the documents.
+
+    Raises:
+        [`SourceError`]: `path` does not exist, holds no supported files or mixes kinds.
+        [`InvalidSourceError`]: a file is empty, not UTF-8, or has a malformed line (named, with the line).
+    """
+    if not path.exists():
+        raise SourceError(
+            f"Source {str(path)!r} does not exist; pass an existing file or folder, or a Hub dataset id."
+        )
+    files = _source_files(path)
+    kinds = {STRUCTURED_FORMATS.get(f.suffix, "text") for f in files}
+    if not files:
+        raise SourceError(
+            f"{str(path)!r} holds no supported files; use {', '.join((*STRUCTURED_FORMATS, *TEXT_FORMATS))}."
+        )
+    if len(kinds) > 1:
+        raise SourceError(
+            f"{str(path)!r} mixes files of kinds {sorted(kinds)}; put one kind of file in a folder and run each apart."
+        )
+    kind = kinds.pop()
+    if kind != "text":
+        return _read_structured(path, files, kind, cache_dir)
+    titles, texts = [], []
+    for file in files:
+        raw = file.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InvalidSourceError(_not_utf8(file, raw[err.start], raw.count(b"\n", 0, err.start) + 1)) from err
+        heading = _MARKDOWN_TITLE.search(text) if file.suffix == ".md" else None
+        titles.append(heading.group(1) if heading else file.stem.replace("_", " "))
+        texts.append(text)
+    return datasets.Dataset.from_dict({title_column: titles, text_column: texts})
+
+
+def _source_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    supported = (*STRUCTURED_FORMATS, *TEXT_FORMATS)
+    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in supported and not p.name.startswith("."))
+
+
+def _read_structured(path: Path, files: list[Path], kind: str, cache_dir) -> datasets.Dataset:
+    """Read structured files with `datasets`; when that fails, find the file and line to blame."""
+    # The readers log their failures at ERROR level before raising; the error raised here says it better.
+    readers = logging.getLogger("datasets.packaged_modules")
+    level = readers.level
+    readers.setLevel(logging.CRITICAL)
+    try:
+        documents = datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train", cache_dir=cache_dir)
+        # The JSON and CSV readers let bytes that are not UTF-8 through, to fail when a row is read: check now.
+        documents.data.table.validate(full=True)
+    except (StopIteration, ValueError, datasets.exceptions.DatasetGenerationError) as err:
+        for file in files:
+            problem = _file_problem(file, kind)
+            if problem:
+                raise InvalidSourceError(problem) from err
+        if "corresponds to no data" in str(err):
+            raise InvalidSourceError(f"{str(path)!r} holds no documents; add rows to it.") from err
+        cause = err.__cause__ or err
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise InvalidSourceError(f"cannot read {str(path)!r}: {reason}") from err
+    finally:
+        readers.setLevel(level)
+    return documents
+
+
+def _file_problem(file: Path, kind: str) -> str | None:
+    """What is wrong with one structured file, in a sentence that names it (and the line), or None."""
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            pq.read_metadata(file)
+        except Exception as err:  # noqa: BLE001  any reason makes the file unreadable
+            return f"{str(file)!r} is not a readable parquet file ({err}); write it again, or remove it."
+        return None
+    raw = file.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return _not_utf8(file, raw[err.start], raw.count(b"\n", 0, err.start) + 1)
+    if not text.strip():
+        return f"{str(file)!r} is empty; add documents to it, or remove it."
+    if kind != "json":
+        return None
+    if file.suffix == ".json":
+        try:
+            json.loads(text)
+            return None  # one JSON document
+        except json.JSONDecodeError as err:
+            whole = err  # or JSON lines: look at them one by one
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            if file.suffix == ".json" and number == 1:  # not JSON lines either: the document's own error
+                return f"{str(file)!r}, line {whole.lineno}: not valid JSON ({whole.msg}); fix it."
+            return f"{str(file)!r}, line {number}: not valid JSON ({err.msg}); fix or remove that line."
+        if not isinstance(row, dict):
+            return f"{str(file)!r}, line {number}: not a JSON object; each line holds one document, {{...}}."
+    return None
+
+
+def _not_utf8(file: Path, byte: int, line: int) -> str:
+    return (
+        f"{str(file)!r} is not UTF-8 text (byte 0x{byte:02x} on line {line}); convert it, "
+        f"e.g. iconv -f latin1 -t utf-8 {file.name} > utf8-{file.name}"
+    )
