@@ -53,6 +53,7 @@ FEATURES = datasets.Features(
         "completion": datasets.Value("string"),
         "finish_reason": datasets.Value("string"),
         "completion_tokens": datasets.Value("int32"),
+        "content_truncated": datasets.Value("bool"),
         "instruction": datasets.Value("string"),
         "response": datasets.Value("string"),
         "parse_error": datasets.Value("string"),
@@ -495,7 +496,10 @@ def _verified(path: Path, passages: datasets.Dataset, num_samples: int) -> bool:
         found = set(table.column("passage_id").to_pylist())
         reasons = set(table.column("finish_reason").to_pylist())
         problem = None
-        if found != expected:
+        lacking = sorted(set(FEATURES) - set(pq.read_schema(path).names))
+        if lacking:  # written by an older version of this package
+            problem = f"it lacks the column(s) {', '.join(lacking)}"
+        elif found != expected:
             problem = (
                 f"it holds {len(found - expected)} passage(s) from another block and lacks {len(expected - found)}"
             )

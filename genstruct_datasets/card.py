@@ -82,10 +82,13 @@ def dataset_stats(
     """
     rows = sample_rows(ds.num_rows, sample_size, seed)
     source = ds if candidates is None else candidates
-    names = [c for c in ("passage_id", "finish_reason", "parse_error") if c in source.column_names]
+    names = [
+        c for c in ("passage_id", "finish_reason", "parse_error", "content_truncated") if c in source.column_names
+    ]
     ids: list[pa.Array] = []  # the distinct passage ids of each batch, as compact Arrow strings
     reasons: Counter = Counter()
     errors: Counter = Counter()
+    truncated = 0
     batches = source.select_columns(names).with_format("arrow").iter(batch_size=batch_size) if names else ()
     for batch in batches:
         if "passage_id" in names:
@@ -94,6 +97,8 @@ def dataset_stats(
             reasons.update(batch["finish_reason"].to_pylist())
         if "parse_error" in names:
             errors.update(batch["parse_error"].to_pylist())
+        if "content_truncated" in names:
+            truncated += pc.sum(batch["content_truncated"]).as_py() or 0
     counts: dict[str, int] = {}
     if "passage_id" in names:
         counts["passages"] = pc.count_distinct(pa.chunked_array(ids), mode="all").as_py() if ids else 0
@@ -102,6 +107,8 @@ def dataset_stats(
     if "parse_error" in names:
         counts["parsed"] = errors.pop(None, 0)
         outcomes |= {f"parse_error: {error}": n for error, n in errors.most_common()}
+    if truncated:  # the model saw only the beginning of these candidates' passages
+        outcomes["content truncated to the prompt budget"] = truncated
     counts["kept"] = ds.num_rows
     stats: dict[str, Any] = {"counts": counts, "outcomes": outcomes, "rewards": {}}
     if "reward" in ds.column_names:

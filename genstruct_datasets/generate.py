@@ -19,7 +19,14 @@ FINISH_REASONS = ("stop", "length", "invalid_input", "error")
 prompted (empty or None title or content, or a title longer than the model's context), or (``"openai"``
 backend) a request that failed after its retries."""
 
-OUTPUT_COLUMNS = ("passage_id", "sample_index", "completion", "finish_reason", "completion_tokens")
+OUTPUT_COLUMNS = (
+    "passage_id",
+    "sample_index",
+    "completion",
+    "finish_reason",
+    "completion_tokens",
+    "content_truncated",
+)
 _INVALID = Sample(None, "invalid_input", 0)
 
 
@@ -28,8 +35,9 @@ class GenstructGenerator:
 
     Reads the columns `title` and `content` (names configurable) and writes one row per sample: the
     input columns repeated, plus `passage_id` (stable digest of title and content), `sample_index`,
-    `completion` (the new text only, leading space stripped), `finish_reason` (see [`FINISH_REASONS`]) and
-    `completion_tokens` (tokens generated, EOS included).
+    `completion` (the new text only, leading space stripped), `finish_reason` (see [`FINISH_REASONS`]),
+    `completion_tokens` (tokens generated, EOS included) and `content_truncated` (True where the passage was longer
+    than the prompt budget and the model saw only its beginning; `content` keeps the whole passage).
 
     The stage builds each prompt once and fits it to the model's context; an engine runs the model (see
     `backend`). Models load on the first call, once per process and device, and are cached outside the
@@ -206,10 +214,10 @@ class GenstructGenerator:
         """Generate completions for one map batch; see the class docstring for the columns."""
         titles, contents, valid = self._passages(batch)
         if not valid:
-            return self._assemble(batch, titles, contents, {})
+            return self._assemble(batch, titles, contents, {}, {})
         prompts = self._prompts(titles, contents, valid, rank)
         samples = self.engine.generate(self._model_ref, list(prompts.values()), self.decoding, rank)
-        return self._assemble(batch, titles, contents, self._results(prompts, samples))
+        return self._assemble(batch, titles, contents, self._results(prompts, samples), prompts)
 
     async def agenerate(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
         """The ``"openai"`` backend as an async map function: ``ds.map(gen.agenerate, batched=True)``.
@@ -224,7 +232,7 @@ class GenstructGenerator:
         titles, contents, valid = self._passages(batch)
         prompts = self._prompts(titles, contents, valid, rank) if valid else {}
         samples = await self.engine.agenerate(self._model_ref, list(prompts.values()), self.decoding)
-        return self._assemble(batch, titles, contents, self._results(prompts, samples))
+        return self._assemble(batch, titles, contents, self._results(prompts, samples), prompts)
 
     @property
     def _model_ref(self) -> ModelRef:
@@ -277,6 +285,7 @@ class GenstructGenerator:
         prompts: dict[int, PromptRequest] = {}
         truncated = 0
         for i, pid, text, token_ids in zip(valid, ids, rendered, encoded):
+            was_truncated = False
             if budget is not None and len(token_ids) > budget:
                 token_ids, was_truncated = fit_prompt(tokenizer, titles[i], contents[i], budget)
                 if token_ids is None:
@@ -290,7 +299,9 @@ class GenstructGenerator:
                 text = tokenizer.decode(token_ids, skip_special_tokens=True)
             else:
                 text = text.removeprefix(tokenizer.bos_token or "")
-            prompts[i] = PromptRequest(pid, text, token_ids if engine.needs_token_ids else None)
+            prompts[i] = PromptRequest(
+                pid, text, token_ids if engine.needs_token_ids else None, truncated=was_truncated
+            )
         if truncated:
             logger.warning(
                 "%d passage(s) were longer than the prompt budget of %d tokens; their content was truncated.",
@@ -307,7 +318,9 @@ class GenstructGenerator:
             logger.warning("%d sample(s) failed after retries (finish_reason='error').", failed)
         return results
 
-    def _assemble(self, batch, titles, contents, results: dict[int, list[Sample]]) -> dict[str, list]:
+    def _assemble(
+        self, batch, titles, contents, results: dict[int, list[Sample]], prompts: dict[int, PromptRequest]
+    ) -> dict[str, list]:
         # Input columns repeat on every sample; columns of the stage's own names are replaced, not doubled.
         passthrough = [key for key in batch if key not in OUTPUT_COLUMNS]
         output: dict[str, list] = {key: [] for key in passthrough}
@@ -322,6 +335,7 @@ class GenstructGenerator:
                 output["completion"].append(sample.text)
                 output["finish_reason"].append(sample.finish_reason)
                 output["completion_tokens"].append(sample.tokens)
+                output["content_truncated"].append(i in prompts and prompts[i].truncated)
         return output
 
 

@@ -27,6 +27,7 @@ def test_output_rows_and_columns(tiny_generator, passages):
         "completion",
         "finish_reason",
         "completion_tokens",
+        "content_truncated",
     ]
     assert out.num_rows == 12
     assert out["title"] == [t for t in passages["title"] for _ in range(3)]
@@ -111,6 +112,16 @@ def test_long_passage_is_fitted_by_truncating_the_content(
         "\n\n[[[User]]] "
     )
     assert "1 passage(s) were longer than the prompt budget of 128 tokens" in caplog.text
+    assert out["content_truncated"] == [True, False] and out["content"][0] == long_content  # said, not hidden
+
+
+def test_the_card_counts_the_truncated_passages():
+    from genstruct_datasets import dataset_stats
+
+    ds = Dataset.from_dict(
+        {"passage_id": ["a", "b", "c"], "finish_reason": ["stop"] * 3, "content_truncated": [True, False, True]}
+    )
+    assert dataset_stats(ds)["outcomes"]["content truncated to the prompt budget"] == 2
 
 
 def test_default_budget_is_the_models_context(monkeypatch, spy_on_generate, tmp_path):

@@ -50,11 +50,13 @@ class PromptRequest:
         text (`str`): the prompt text without the BOS token (what a server gets).
         token_ids (`list[int]`, *optional*): the fitted prompt's ids, BOS included (what local engines get); None
             when no tokenizer was needed (a server, without a prompt budget).
+        truncated (`bool`, *optional*, defaults to `False`): the passage's content was cut to fit the prompt budget.
     """
 
     passage_id: str
     text: str
     token_ids: list[int] | None = None
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
