@@ -13,6 +13,7 @@ from .engines import (
     default_backend,
 )
 from .errors import (
+    EngineStartError,
     FailedPassagesError,
     GenstructError,
     InvalidConfigError,
@@ -44,6 +45,7 @@ __all__ = [
     "PARSE_ERRORS",
     "ContinuousEngine",
     "Engine",
+    "EngineStartError",
     "FailedPassagesError",
     "GenstructBuilder",
     "GenstructConfig",

@@ -435,7 +435,7 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
             good = candidates.filter(lambda pid: pid not in failed, input_columns="passage_id")
             if earlier is not None:
                 good = datasets.concatenate_datasets([earlier, good])
-            if kept is not None:
+            if kept is not None and good.num_rows:
                 _write_atomically(good, kept)
             _forget_cache(candidates)
             return ShardRows(None, len(failed))

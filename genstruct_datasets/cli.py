@@ -13,7 +13,14 @@ from .builder import GenstructConfig, load_genstruct
 from .card import dataset_stats
 from .dedup import dedup_pairs
 from .engines import BACKENDS, ENGINES, engine_options, engines_taking
-from .errors import FailedPassagesError, GenstructError, InvalidConfigError, MissingTokenError, SourceError
+from .errors import (
+    EngineStartError,
+    FailedPassagesError,
+    GenstructError,
+    InvalidConfigError,
+    MissingTokenError,
+    SourceError,
+)
 from .generate import DEFAULT_GENERATOR
 from .hub_shards import HubShards
 from .quality import quality_report
@@ -208,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         # flush at exit does not complain again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except FailedPassagesError as err:  # not bad input: the server failed; what succeeded is kept
+    except (FailedPassagesError, EngineStartError) as err:  # not bad input: a server or an engine failed
         print(f"genstruct-datasets: error: {err}", file=sys.stderr)
         return 1
     except GenstructError as err:

@@ -70,6 +70,10 @@ class OutputExistsError(GenstructError, FileExistsError):
     """The output folder holds files that genstruct-datasets did not write; nothing is replaced without consent."""
 
 
+class EngineStartError(GenstructError, RuntimeError):
+    """A generation engine could not start (vLLM refused the model or the machine)."""
+
+
 class MissingTokenError(GenstructError, PermissionError):
     """Publishing to the Hub needs a token and none was found."""
 

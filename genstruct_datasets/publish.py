@@ -31,6 +31,8 @@ ROW_GROUP_ROWS = 1000
 """Rows per parquet row group. `datasets` aims at row groups of 100 MB, and gathers each one in memory when the
 rows are a selection (best-of-n's kept rows): the peak memory of writing grew with the dataset up to that size."""
 QUALITY_FIGURE = "quality-{config}-{split}.png"
+STAGING_PREFIX = ".genstruct-staging-"
+"""The folders in which `save_local` makes a new output before it swaps it in."""
 
 
 def save_local(
@@ -98,8 +100,12 @@ def save_local(
     """
     folder = Path(folder)
     check_output_folder(folder, overwrite=overwrite)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
+    target = folder.resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Beside the folder, so that it can be renamed into place; inside it where the folder itself cannot be renamed.
+    inside = _held_in_place(target)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=target if inside else target.parent))
+    os.chmod(staging, target.stat().st_mode & 0o7777 if target.exists() else 0o777 & ~_umask())
     try:
         card_settings = {
             "recipe": recipe,
@@ -113,14 +119,17 @@ def save_local(
         _write_folder(
             ds,
             staging,
-            previous=folder,
+            previous=target,
             config_name=config_name,
             split=split,
             max_shard_size=max_shard_size,
             repo_id=repo_id or str(folder),
             card_settings=card_settings,
         )
-        _swap_in(staging, folder)
+        if inside:
+            _swap_contents(staging, target)
+        else:
+            _swap_in(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -153,7 +162,7 @@ def check_output_folder(folder: str | Path, *, overwrite: bool = False) -> None:
         return
     raise OutputExistsError(
         f"{str(folder)!r} is not empty and was not written by genstruct-datasets; name a new or empty folder, or "
-        "pass overwrite=True (--overwrite) to replace its contents."
+        "pass overwrite=True (--overwrite) to write the dataset into it (its README.md is replaced)."
     )
 
 
@@ -164,6 +173,32 @@ def _card_tags(card: Path) -> list[str]:
         return list((metadata_load(card) or {}).get("tags") or [])
     except Exception:  # not a card at all: YAML that does not parse, a file that is not text
         return []
+
+
+def _held_in_place(folder: Path) -> bool:
+    """Whether `folder` cannot be renamed: a mount point, or the working folder (or one that holds it)."""
+    if not folder.exists():
+        return False
+    cwd = Path.cwd().resolve()
+    return os.path.ismount(folder) or cwd == folder or folder in cwd.parents
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _swap_contents(staging: Path, folder: Path) -> None:
+    """Put what the finished `staging` (inside `folder`) holds in place of what `folder` holds, entry by entry."""
+    old = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+    for entry in list(folder.iterdir()):
+        if entry not in (staging, old):
+            os.replace(entry, old / entry.name)
+    for entry in list(staging.iterdir()):
+        os.replace(entry, folder / entry.name)
+    staging.rmdir()
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _swap_in(staging: Path, folder: Path) -> None:
@@ -195,7 +230,7 @@ def _write_folder(
         replaced = (f"{data_dir}/{split}-", "README.md", figure_name)
         for path in previous.rglob("*"):
             relative = path.relative_to(previous).as_posix()
-            if path.is_file() and not relative.startswith(replaced):
+            if path.is_file() and not relative.startswith((*replaced, STAGING_PREFIX)):
                 (staging / relative).parent.mkdir(parents=True, exist_ok=True)
                 _link_or_copy(path, staging / relative)
     (staging / data_dir).mkdir(parents=True, exist_ok=True)

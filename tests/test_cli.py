@@ -381,7 +381,8 @@ def test_an_output_folder_of_someone_else_is_refused_before_any_work(tmp_path, c
     assert result.returncode == 2 and (foreign / "README.md").read_text() == "my notes"
     assert result.stderr.strip() == (
         f"genstruct-datasets: error: {str(foreign)!r} is not empty and was not written by genstruct-datasets; name "
-        "a new or empty folder, or pass overwrite=True (--overwrite) to replace its contents."
+        "a new or empty folder, or pass overwrite=True (--overwrite) to write the dataset into it (its README.md is "
+        "replaced)."
     )
 
 

@@ -121,3 +121,15 @@ def test_the_cli_runs_the_whole_recipe_on_vllm(vllm_generator, tiny_reward_model
     assert train.num_rows == 2 and set(train["finish_reason"]) <= {"stop", "length"}
     card = (tmp_path / "out" / "README.md").read_text()
     assert f"the completions were generated with vllm {vllm.__version__}" in card
+
+
+def test_a_model_vllm_cannot_start_is_one_clear_error(vllm_generator, monkeypatch):
+    from genstruct_datasets import EngineStartError
+
+    def refuse(**options):
+        raise RuntimeError("Engine core initialization failed. See root cause above.\n(a long vLLM traceback)")
+
+    monkeypatch.setattr(vllm, "LLM", refuse)
+    gen = GenstructGenerator(vllm_generator, backend="vllm", enforce_eager=True, max_new_tokens=4)
+    with pytest.raises(EngineStartError, match=r"could not start .*: Engine core initialization failed\. See root"):
+        gen({"title": ["Moon"], "content": ["The Moon."]})

@@ -294,3 +294,23 @@ def test_rewriting_one_split_keeps_the_others(tmp_path, best, candidates):
     save_local(best.select([0]), folder, existing_card=DatasetCard.load(folder / "README.md"))
     assert load_dataset(str(folder), split="train").num_rows == 1
     assert load_dataset(str(folder), split="candidates").num_rows == candidates.num_rows
+
+
+def test_the_output_can_be_the_working_folder_and_keeps_its_permissions(tmp_path, best, monkeypatch):
+    folder = tmp_path / "here"
+    folder.mkdir()
+    folder.chmod(0o755)
+    monkeypatch.chdir(folder)
+    save_local(best, ".")  # a folder that cannot be renamed away (the same path as a mount point takes)
+    save_local(best, ".")
+    assert load_dataset(str(folder), split="train").num_rows == best.num_rows
+    assert oct(folder.stat().st_mode & 0o777) == "0o755"
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".genstruct-staging-")]
+    fresh = save_local(best, tmp_path / "new")
+    assert oct(fresh.stat().st_mode & 0o777) == oct(0o777 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

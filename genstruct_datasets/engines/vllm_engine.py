@@ -7,7 +7,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from ..errors import InvalidConfigError, MissingDependencyError
+from ..errors import EngineStartError, InvalidConfigError, MissingDependencyError
 from ..models import Quantization, check_model_path, load_once, validate_quantization
 from .base import Decoding, Engine, ModelRef, PromptRequest, Sample, finish_reason
 
@@ -115,7 +115,15 @@ class VLLMEngine(Engine):
             options["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
         _pin_gpu(rank, self.tensor_parallel_size)
         logger.info("Starting vLLM %s for %s", vllm.__version__, model.name)
-        return vllm.LLM(**options)
+        try:
+            return vllm.LLM(**options)
+        except Exception as err:  # vLLM's own errors (EngineDeadError...) say little past the first line
+            first_line = (str(err).splitlines() or [type(err).__name__])[0]
+            raise EngineStartError(
+                f"vLLM {vllm.__version__} could not start {model.name!r}: {first_line}. "
+                "Its log above says why (on vLLM's CPU build: a head_dim of 16 is not supported); "
+                "backend='transformers' runs any model."
+            ) from err
 
     def context_length(self, model: ModelRef, rank: int | None = None) -> int | None:
         return self.load(model, rank).llm_engine.model_config.max_model_len
