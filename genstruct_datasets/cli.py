@@ -9,6 +9,7 @@ import sys
 import typing
 from pathlib import Path
 
+from ._paths import looks_local
 from .builder import GenstructConfig, load_genstruct
 from .card import dataset_stats
 from .dedup import dedup_pairs
@@ -346,7 +347,7 @@ def _report(args: argparse.Namespace) -> int:
     import datasets
 
     local = Path(args.dataset).exists()
-    if not local and Path(args.dataset).suffix in (*STRUCTURED_FORMATS, *TEXT_FORMATS):
+    if not local and (looks_local(args.dataset) or Path(args.dataset).suffix in (*STRUCTURED_FORMATS, *TEXT_FORMATS)):
         raise SourceError(f"{args.dataset!r} is neither a dataset folder nor a Hub dataset id.")
     try:
         ds = datasets.load_dataset(

@@ -333,8 +333,9 @@ def test_report_prints_a_table_and_json(tmp_path):
     )
     piped.stdout.close()
     assert piped.wait(timeout=600) == 0 and b"Broken pipe" not in piped.stderr.read()
-    missing = run("report", str(tmp_path / "nothing.parquet"), tmp_path=tmp_path)
-    assert missing.returncode == 2 and "is neither a dataset folder nor a Hub dataset id" in missing.stderr
+    for name in (str(tmp_path / "nothing.parquet"), "./no-such-folder"):
+        missing = run("report", name, tmp_path=tmp_path)
+        assert missing.returncode == 2 and "is neither a dataset folder nor a Hub dataset id" in missing.stderr
     no_split = run("report", str(folder), "--split", "test", tmp_path=tmp_path)
     assert no_split.returncode == 2 and "Traceback" not in no_split.stderr
     assert "genstruct-datasets: error: cannot read" in no_split.stderr

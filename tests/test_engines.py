@@ -47,6 +47,7 @@ def test_each_name_makes_its_engine_with_its_own_options():
         pytest.param("vllm", {"quantization": "2bit"}, "quantization='2bit' is not supported", id="vllm-quantization"),
         pytest.param("openai", {"base_url": "http://h/v1", "request_timeout": 0}, "timeout must be > 0", id="timeout"),
         pytest.param("openai", {"base_url": "http://h/v1", "max_concurrency": 0}, "concurrency must be", id="conc"),
+        pytest.param("openai", {"base_url": "notaurl"}, "base_url='notaurl' is not an http", id="not-a-url"),
     ],
 )  # fmt: skip
 def test_options_are_checked_by_their_engine(backend, options, match):

@@ -65,10 +65,16 @@ class OpenAIServerEngine(Engine):
     )
 
     def __post_init__(self) -> None:
-        if not (self.base_url or os.environ.get("OPENAI_BASE_URL")):
+        url = self.base_url or os.environ.get("OPENAI_BASE_URL")
+        if not url:
             raise InvalidConfigError(
                 "backend='openai' needs the server's address: pass base_url='http://host:8000/v1' or set "
                 "OPENAI_BASE_URL."
+            )
+        if not url.startswith(("http://", "https://")):
+            raise InvalidConfigError(
+                f"base_url={url!r} is not an http(s) address; pass the server's API root, e.g. "
+                "'http://127.0.0.1:8000/v1' (--base-url)."
             )
         if not isinstance(self.max_retries, int) or isinstance(self.max_retries, bool) or self.max_retries < 0:
             raise InvalidConfigError(f"max_retries must be a non-negative integer, got {self.max_retries!r}.")
