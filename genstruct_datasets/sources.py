@@ -111,26 +111,14 @@ def read_source(
         documents = read_local(
             Path(config.source), title_column=config.title_column, text_column=config.text_column, cache_dir=cache_dir
         )
-    elif config.limit is not None:
-        # A trial run on a large Hub corpus streams the first documents instead of preparing the whole split.
-        stream = datasets.load_dataset(
-            config.source,
-            config.source_name,
-            split=config.source_split,
-            revision=config.source_revision,
-            token=token,
-            streaming=True,
-        )
-        documents = datasets.Dataset.from_list(list(stream.take(config.limit)), features=stream.features)
     else:
-        documents = datasets.load_dataset(
-            config.source,
-            config.source_name,
-            split=config.source_split,
-            revision=config.source_revision,
-            token=token,
-            cache_dir=cache_dir,
-        )
+        hub = {"split": config.source_split, "revision": config.source_revision, "token": token}
+        if config.limit is not None:
+            # A trial run on a large Hub corpus streams the first documents instead of preparing the whole split.
+            stream = datasets.load_dataset(config.source, config.source_name, streaming=True, **hub)
+            documents = datasets.Dataset.from_list(list(stream.take(config.limit)), features=stream.features)
+        else:
+            documents = datasets.load_dataset(config.source, config.source_name, cache_dir=cache_dir, **hub)
     missing = [c for c in (config.title_column, config.text_column) if c not in documents.column_names]
     if missing:
         raise MissingColumnsError(
