@@ -25,28 +25,35 @@ from .errors import (
     OutputExistsError,
     SourceError,
 )
+from .executors import EXECUTORS, Executor, LocalExecutor, TorchrunExecutor, make_executor
 from .generate import FINISH_REASONS, GenstructGenerator, genstruct_generate
 from .hub_shards import HubShards, with_retries
 from .models import clear_model_cache
 from .parse import PARSE_ERRORS, ParsedPair, parse_completion, parse_pairs
 from .passages import PassageSplitter, split_passages
+from .pipeline import PipelineResult, run_pipeline
 from .prompt import GENSTRUCT_CHAT_TEMPLATE, format_prompt, passage_id
 from .publish import publish, save_local
 from .quality import quality_report, validity_report
 from .report import plot_quality
+from .runstats import RunStats
 from .score import RewardScorer, score_pairs
 from .select import select_best
+from .shards import FolderStore, ShardJob, ShardStore
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EXECUTORS",
     "FINISH_REASONS",
     "GENSTRUCT_CHAT_TEMPLATE",
     "PARSE_ERRORS",
     "ContinuousEngine",
     "Engine",
     "EngineStartError",
+    "Executor",
     "FailedPassagesError",
+    "FolderStore",
     "GenstructBuilder",
     "GenstructConfig",
     "GenstructError",
@@ -54,6 +61,7 @@ __all__ = [
     "HubShards",
     "InvalidConfigError",
     "InvalidSourceError",
+    "LocalExecutor",
     "MissingColumnsError",
     "MissingDependencyError",
     "MissingTokenError",
@@ -62,9 +70,14 @@ __all__ = [
     "OutputExistsError",
     "ParsedPair",
     "PassageSplitter",
+    "PipelineResult",
     "RewardScorer",
+    "RunStats",
     "Sample",
+    "ShardJob",
+    "ShardStore",
     "SourceError",
+    "TorchrunExecutor",
     "TransformersEngine",
     "VLLMEngine",
     "__version__",
@@ -76,12 +89,14 @@ __all__ = [
     "format_prompt",
     "genstruct_generate",
     "load_genstruct",
+    "make_executor",
     "parse_completion",
     "parse_pairs",
     "passage_id",
     "plot_quality",
     "publish",
     "quality_report",
+    "run_pipeline",
     "save_local",
     "score_pairs",
     "select_best",

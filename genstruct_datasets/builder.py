@@ -1,14 +1,16 @@
-"""A `datasets` builder that runs the whole Genstruct recipe, and `load_genstruct` to call it."""
+"""The Genstruct recipe (`GenstructConfig`), a `datasets` builder that runs it shard by shard, and `load_genstruct`."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import logging
 import math
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,28 +19,18 @@ import datasets
 
 from ._memory import release_freed_memory, system_memory_pool
 from .engines import engine_options
-from .errors import (
-    FailedPassagesError,
-    GenstructError,
-    InvalidConfigError,
-    InvalidSourceError,
-    SourceError,  # noqa: F401  (re-exported: it used to live here)
-)
+from .errors import GenstructError, InvalidConfigError, InvalidSourceError
+from .executors import BuiltShards, Executor, make_executor
 from .generate import DEFAULT_GENERATOR, GenstructGenerator
-from .hub_shards import FORCED_MARKER, HubShards
+from .hub_shards import HubShards
 from .models import check_model_path, check_reward_model, distributed_node
-from .parse import parse_pairs
 from .passages import PassageSplitter
 from .prompt import passage_id
+from .runstats import RunStats, package_versions
 from .score import DEFAULT_REWARD_MODEL, RewardScorer
 from .select import select_best
-from .sources import (  # noqa: F401  (STRUCTURED_FORMATS, TEXT_FORMATS: re-exported)
-    STRUCTURED_FORMATS,
-    TEXT_FORMATS,
-    passage_columns,
-    read_source,
-    source_fingerprint,
-)
+from .shards import ShardJob, ShardStore, upload_leftovers
+from .sources import passage_columns, read_source, source_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +55,16 @@ FEATURES = datasets.Features(
 """The columns of every split the builder writes; other columns of the source are not kept."""
 
 
-@dataclass
+@dataclass(init=False)
 class GenstructConfig(datasets.BuilderConfig):
     """The whole Genstruct recipe: where the documents come from and every setting of every stage.
+
+    Each stage's settings are its own constructor's arguments, kept by stage (`splitting`, `generation`, `scoring`),
+    so that an option added to a stage is part of the recipe, its cache key and its card with nothing else to
+    change. The config also takes them flat, as [`load_genstruct`] and the CLI give them: a [`PassageSplitter`]
+    field goes to `splitting`, a [`GenstructGenerator`] argument or an engine option to `generation`
+    (``model_revision`` is its ``revision``), and a [`RewardScorer`] field prefixed with ``reward_`` to `scoring`
+    (``reward_model``, ``reward_revision``, ``reward_batch_size``...).
 
     Args:
         source (`str`): a Hub dataset id, or local files: a ``.jsonl``/``.json``, ``.csv``, ``.parquet``,
@@ -75,29 +74,34 @@ class GenstructConfig(datasets.BuilderConfig):
         source_revision (`str`, *optional*): the Hub dataset's revision.
         source_fingerprint (`str`, *optional*): set by [`load_genstruct`] from the local files' sizes and
             modification times, so that edited files make a new recipe.
-        title_column (`str`, *optional*, defaults to `"title"`): the documents' title column.
-        text_column (`str`, *optional*, defaults to `"text"`): the documents' text column. With
-            ``split_documents=False`` it holds passages already. [`load_genstruct`] reads a source with a
-            ``content`` column and no ``text`` column as passages (``text_column="content"``,
-            ``split_documents=False``) unless `text_column` is given.
-        split_documents (`bool`, *optional*, defaults to `True`): run [`PassageSplitter`] on the documents.
-        min_tokens, max_tokens (`int`, *optional*, defaults to 32 and 384): passage sizes, see [`PassageSplitter`].
+        split_documents (`bool`, *optional*, defaults to `True`): run [`PassageSplitter`] on the documents; False
+            reads each row's text column as one passage.
         limit (`int`, *optional*): use only the first `limit` passages (and documents), for a trial run.
-        model, model_revision, num_samples, max_new_tokens, do_sample, temperature, top_p, seed, max_prompt_tokens,
-        backend: the generator's settings, see [`GenstructGenerator`]; `num_samples` defaults to 4 here, for
-            best-of-n, and `backend` to ``"auto"`` (vLLM with a CUDA GPU and vLLM installed, else transformers).
-        engine_options (`dict`, *optional*): the engine's own options (``batch_size``, ``quantization``,
-            ``gpu_memory_utilization``, ``base_url``...), see `genstruct_datasets.engines`. Those that do not change
-            the rows (batch sizes, devices, timeouts) are not part of the recipe's cache key.
-        reward_model (`str`, *optional*, defaults to `"OpenAssistant/reward-model-deberta-v3-large-v2"`): the
-            scorer; None skips scoring (and best-of-n).
-        reward_revision (`str`, *optional*): the reward model's revision.
-        reward_batch_size (`int`, *optional*, defaults to 16): pairs per forward pass of the reward model.
+        splitting (`dict`, *optional*): [`PassageSplitter`]'s settings (``min_tokens``, ``max_tokens``,
+            ``title_column``, ``text_column``); it counts in the generator's tokenizer. [`load_genstruct`] reads a
+            source with a ``content`` column and no ``text`` column as passages unless `text_column` is given.
+        generation (`dict`, *optional*): [`GenstructGenerator`]'s settings and its engine's options (``model``,
+            ``num_samples``, ``backend``, ``batch_size``, ``base_url``...); `num_samples` defaults to 4 here, for
+            best-of-n, and `backend` to ``"auto"``. Options that do not change the rows (batch sizes, devices,
+            timeouts) are not part of the recipe's cache key.
+        scoring (`dict`, *optional*): [`RewardScorer`]'s settings (``model`` defaults to
+            `"OpenAssistant/reward-model-deberta-v3-large-v2"`); None skips scoring (and best-of-n).
         best_of_n (`bool`, *optional*, defaults to `True`): keep the best pair of each passage in ``train``
             and every candidate in ``candidates``; without it ``train`` holds every candidate.
         min_reward (`float`, *optional*): with best-of-n, drop pairs scored below this (a finite number).
         shard_size (`int`, *optional*, defaults to 1000): passages per shard. Each finished shard is written
             before the next starts, so a run that is killed and started again redoes at most one shard.
+
+    Raises:
+        [`InvalidConfigError`]: an unknown setting, or one out of range (each stage checks its own).
+
+    Example:
+
+    ```py
+    >>> config = GenstructConfig(source="passages.jsonl", num_samples=2, reward_batch_size=8, limit=10)
+    >>> config.generation["num_samples"], config.scoring["batch_size"]
+    (2, 8)
+    ```
     """
 
     source: str | None = None
@@ -105,37 +109,35 @@ class GenstructConfig(datasets.BuilderConfig):
     source_split: str = "train"
     source_revision: str | None = None
     source_fingerprint: str | None = None
-    title_column: str = "title"
-    text_column: str = "text"
     split_documents: bool = True
-    min_tokens: int = PassageSplitter.min_tokens
-    max_tokens: int = PassageSplitter.max_tokens
     limit: int | None = None
-    model: str = DEFAULT_GENERATOR
-    model_revision: str | None = None
-    num_samples: int = 4
-    max_new_tokens: int = 512
-    do_sample: bool | None = None
-    temperature: float = 0.7
-    top_p: float = 0.95
-    seed: int | None = None
-    max_prompt_tokens: int | None = None
-    backend: str = "auto"
-    engine_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    reward_model: str | None = DEFAULT_REWARD_MODEL
-    reward_revision: str | None = None
-    reward_batch_size: int = RewardScorer.batch_size
+    splitting: dict[str, Any] = dataclasses.field(default_factory=dict)
+    generation: dict[str, Any] = dataclasses.field(default_factory=dict)
+    scoring: dict[str, Any] | None = dataclasses.field(default_factory=dict)
     best_of_n: bool = True
     min_reward: float | None = None
     shard_size: int = 1000
 
+    def __init__(self, **settings: Any) -> None:
+        routed = _route(settings)
+        for f in dataclasses.fields(self):
+            if f.name in routed:
+                value = routed[f.name]
+            elif f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+            else:
+                value = f.default
+            setattr(self, f.name, value)
+        self.__post_init__()
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.generation = {**GENERATION_DEFAULTS, **self.generation}
         if not isinstance(self.shard_size, int) or self.shard_size < 1:
             raise InvalidConfigError(f"shard_size must be a positive integer, got {self.shard_size!r}.")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise InvalidConfigError(f"limit must be a positive integer, got {self.limit!r}.")
-        if self.best_of_n and self.reward_model is None:
+        if self.best_of_n and self.scoring is None:
             raise InvalidConfigError(
                 "best_of_n needs a reward_model to rank the candidates; set one or best_of_n=False."
             )
@@ -152,40 +154,22 @@ class GenstructConfig(datasets.BuilderConfig):
 
     def splitter(self) -> PassageSplitter:
         """The passage stage of this recipe (counting in the generator's tokenizer)."""
+        generation = self.generation
         return PassageSplitter(
-            self.model,
-            revision=self.model_revision,
-            min_tokens=self.min_tokens,
-            max_tokens=self.max_tokens,
-            title_column=self.title_column,
-            text_column=self.text_column,
+            generation.get("model", DEFAULT_GENERATOR), revision=generation.get("revision"), **self.splitting
         )
 
     def generator(self) -> GenstructGenerator:
         """The generation stage of this recipe."""
-        return GenstructGenerator(
-            self.model,
-            revision=self.model_revision,
-            num_samples=self.num_samples,
-            max_new_tokens=self.max_new_tokens,
-            do_sample=self.do_sample,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            seed=self.seed,
-            max_prompt_tokens=self.max_prompt_tokens,
-            backend=self.backend,
-            **self.engine_options,
-        )
+        return GenstructGenerator(**self.generation)
 
     def scorer(self) -> RewardScorer | None:
         """The scoring stage of this recipe, or None without a reward model."""
-        if self.reward_model is None:
-            return None
-        return RewardScorer(self.reward_model, revision=self.reward_revision, batch_size=self.reward_batch_size)
+        return None if self.scoring is None else RewardScorer(**self.scoring)
 
     def recipe(self) -> dict[str, dict[str, Any]]:
         """The settings by stage, as the dataset card shows them."""
-        generator = self.generator()
+        generator, splitter, scorer = self.generator(), self.splitter(), self.scorer()
         return {
             "source": {
                 "source": self.source,
@@ -196,24 +180,85 @@ class GenstructConfig(datasets.BuilderConfig):
             },
             "passages": {
                 "split_documents": self.split_documents,
-                "min_tokens": self.min_tokens,
-                "max_tokens": self.max_tokens,
+                "min_tokens": splitter.min_tokens,
+                "max_tokens": splitter.max_tokens,
             },
             "generator": generator.settings() | {"engine": generator.engine.version()},
-            "reward model": {"model": self.reward_model, "revision": self.reward_revision},
+            "reward model": {
+                "model": scorer.model if scorer else None,
+                "revision": scorer.revision if scorer else None,
+            },
             "selection": {"best_of_n": self.best_of_n, "min_reward": self.min_reward},
         }
 
     def settings(self) -> dict[str, Any]:
-        """Every field of the recipe that changes the rows (not the `BuilderConfig` bookkeeping), for hashing.
+        """Every setting of the recipe that changes the rows, defaults included, for hashing.
 
-        The engine counts by its name and the options that change the rows: a run with another batch size, device
-        or timeout has the same recipe, and reuses the shards of an earlier one.
+        Each stage counts by its settings: the engine by its name and the options that change the rows, the scorer
+        without its batch size and device. A run with another batch size, device or timeout has the same recipe,
+        and reuses the shards of an earlier one.
         """
-        skip = {field.name for field in dataclasses.fields(datasets.BuilderConfig)} | {"backend", "engine_options"}
+        skip = {f.name for f in dataclasses.fields(datasets.BuilderConfig)} | set(STAGE_FIELDS)
         settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
-        engine = self.generator().engine
-        return settings | {"engine": {"backend": engine.name, **engine.settings()}}
+        scorer = self.scorer()
+        return settings | {
+            "splitting": dataclasses.asdict(self.splitter()),
+            "generation": self.generator().settings(),
+            "scoring": None if scorer is None else dataclasses.asdict(scorer) | dict.fromkeys(SCORER_RUN_OPTIONS),
+        }
+
+
+STAGE_FIELDS = ("splitting", "generation", "scoring")
+GENERATION_DEFAULTS = {"num_samples": 4}
+"""Where the recipe's defaults differ from the generator's: best-of-n needs several samples."""
+SCORER_RUN_OPTIONS = ("batch_size", "device")
+"""The reward model's settings that do not change the rewards, left out of the recipe's cache key."""
+
+
+def _route(settings: dict[str, Any]) -> dict[str, Any]:
+    """Put flat settings where they belong: a config field stays, a stage's setting goes to its stage's dict.
+
+    Raises:
+        [`InvalidConfigError`]: a setting that neither the config nor any stage takes.
+    """
+    top = {f.name for f in dataclasses.fields(GenstructConfig)} - set(STAGE_FIELDS)
+    splitter = {f.name for f in dataclasses.fields(PassageSplitter)} - {"tokenizer", "revision", "_"}
+    scorer = {f.name for f in dataclasses.fields(RewardScorer)} - {"instruction_column", "response_column", "_"}
+    generator = set(inspect.signature(GenstructGenerator).parameters) - {"engine_options", "title_column",
+                                                                          "content_column", "revision"}  # fmt: skip
+    routed: dict[str, Any] = {name: dict(settings.get(name) or {}) for name in STAGE_FIELDS}
+    if "scoring" in settings and settings["scoring"] is None:
+        routed["scoring"] = None
+    unknown = []
+    for key, value in settings.items():
+        if key in STAGE_FIELDS:
+            continue
+        if key in top:
+            routed[key] = value
+        elif key == "engine_options":
+            routed["generation"].update(value or {})
+        elif key == "reward_model" and value is None:
+            routed["scoring"] = None
+        elif key.startswith("reward_") and key.removeprefix("reward_") in scorer:
+            if routed["scoring"] is not None:
+                routed["scoring"][key.removeprefix("reward_")] = value
+        elif key == "model_revision":
+            routed["generation"]["revision"] = value
+        elif key in splitter:
+            routed["splitting"][key] = value
+        elif key in generator or key in engine_options():
+            routed["generation"][key] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise InvalidConfigError(
+            f"Unknown setting(s) {sorted(unknown)}; see GenstructConfig for the recipe's fields, PassageSplitter, "
+            "GenstructGenerator and RewardScorer (reward_*) for the stages', and genstruct_datasets.engines for the "
+            "engines' options."
+        )
+    if routed["scoring"] is not None:
+        routed["scoring"] = {"model": DEFAULT_REWARD_MODEL, **routed["scoring"]}
+    return routed
 
 
 class GenstructBuilder(datasets.GeneratorBasedBuilder):
@@ -221,22 +266,44 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
 
     `datasets` 4 and later no longer run loading scripts, so this builder is used directly (see
     [`load_genstruct`]). Its cache directory is keyed by the whole recipe: the same recipe is read back
-    from the cache without loading any model, and a changed one builds anew.
+    from the cache without loading any model, and a changed one builds anew. The candidates are built shard by
+    shard ([`ShardJob`]) by an executor; a shard finished by an earlier, interrupted run is reused.
 
     Splits: ``train`` (the best pair of each passage with best-of-n, else every candidate) and, with
     best-of-n, ``candidates`` (every sample, with its `finish_reason`, `parse_error` and `reward`).
+
+    Args:
+        executor (`str` or [`Executor`], *optional*): where the shards are built; see [`make_executor`].
+        num_proc (`int`, *optional*): worker processes of the generation and scoring maps (one per GPU).
+        shard_store ([`ShardStore`], *optional*): where finished shards are kept as they finish, for other machines
+            and later runs ([`HubShards`] or [`FolderStore`]).
+        reuse_work (`bool`, *optional*, defaults to `True`): reuse finished shards and the maps' cache files;
+            ``download_mode="force_redownload"`` turns it off.
+        **kwargs: `datasets.DatasetBuilder`'s arguments (``cache_dir``, ``config_id``, ``token``) and the recipe
+            ([`GenstructConfig`]).
     """
 
     BUILDER_CONFIG_CLASS = GenstructConfig
     VERSION = datasets.Version("0.1.0")
-    # Where the run goes, not what it makes (not part of the recipe): worker processes of the generation and
-    # scoring maps (one per GPU), a Hub repository that keeps finished shards as they finish, and whether
-    # finished work (shards, the maps' cache files) is reused; `download_mode="force_redownload"` turns it off.
-    map_num_proc: int | None = None
-    shard_store: HubShards | None = None
-    reuse_work: bool = True
-    # Shards of this run that the store could not take (None: no shard was built in this process).
-    not_uploaded: int | None = None
+
+    def __init__(
+        self,
+        *args: Any,
+        executor: str | Executor | None = None,
+        num_proc: int | None = None,
+        shard_store: ShardStore | None = None,
+        reuse_work: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        self.executor = make_executor(executor)
+        self.num_proc = num_proc
+        self.shard_store = shard_store
+        self.reuse_work = reuse_work
+        self.stats = RunStats(executor=self.executor.name)
+        """This run's figures: the stages' time, the tokens, the shards built and reused."""
+        self.built: BuiltShards | None = None
+        """What the executor built in this process (None: nothing was built, e.g. the dataset was cached)."""
+        super().__init__(*args, **kwargs)
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
@@ -246,10 +313,11 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:
         config: GenstructConfig = self.config
-        candidates = self._candidates(config)
+        candidates = self._candidates()
         if not config.best_of_n:
             return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"rows": candidates})]
-        best = select_best(candidates, min_reward=config.min_reward)
+        with self.stats.timed("select"):
+            best = select_best(candidates, min_reward=config.min_reward)
         return [
             datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"rows": best}),
             datasets.SplitGenerator(name="candidates", gen_kwargs={"rows": candidates}),
@@ -258,12 +326,33 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
     def _generate_examples(self, rows: datasets.Dataset):
         yield from enumerate(rows.select_columns(list(FEATURES)))
 
-    def _candidates(self, config: GenstructConfig) -> datasets.Dataset:
-        """Every candidate, built shard by shard; a shard finished by an earlier, interrupted run is reused."""
-        paths = self._build_shards(config)
+    def build_shards(self) -> BuiltShards:
+        """Build the missing shards this process takes part in, with the executor (once per builder)."""
+        if self.built is None:
+            self.built = self.executor.run(self.shard_job())
+            self.stats.add(self.built.stats)
+            self.stats.shards, self.stats.shards_reused = self.built.stats.shards, self.built.stats.shards_reused
+        return self.built
+
+    def shard_job(self) -> ShardJob:
+        """Everything needed to build this recipe's shards, here or on another machine."""
+        return ShardJob(
+            config=self.config,
+            config_id=self.config_id,
+            passages=self.passages,
+            work_dir=self.work_dir,
+            store=self.shard_store,
+            num_proc=self.num_proc,
+            reuse_work=self.reuse_work,
+        )
+
+    def _candidates(self) -> datasets.Dataset:
+        """Every candidate, read from the shards once they are all built."""
+        self.build_shards()
+        paths = self.shard_job().paths
         missing = [path for path in paths if not path.exists()]
         if missing and self.shard_store is not None:
-            # Several machines without a shared folder: the other ranks' shards are in the Hub repository.
+            # Several machines without a shared folder: the other ranks' shards are in the store.
             self.shard_store.fetch(self.config_id, missing)
             missing = [path for path in missing if not path.exists()]
         if missing:
@@ -274,97 +363,10 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
             )
         return datasets.Dataset.from_parquet([str(path) for path in paths], features=FEATURES)
 
-    def _build_shards(self, config: GenstructConfig) -> list[Path]:
-        """Build this process's missing shards (all of them outside torchrun) and return every shard's path.
-
-        With a [`HubShards`] store, the shards it holds are downloaded instead of built, local shards it lacks
-        (an earlier upload failed) are uploaded, and each new shard is uploaded as soon as it is written.
-        """
-        passages = self.passages
-        work = self.work_dir
-        work.mkdir(parents=True, exist_ok=True)
-        count = max(1, math.ceil(passages.num_rows / config.shard_size))
-        paths = [work / f"candidates-{k:05d}-of-{count:05d}.parquet" for k in range(count)]
-        # This rank's part: a contiguous block of the shards, the same whatever ran before (none past the shards).
-        mine = list(_block(count, *self.node))
-        store, uploads = self.shard_store, []
-        forced = work / FORCED_MARKER
-        if not self.reuse_work:
-            # A forced build starts from nothing: this rank's shards of earlier runs go first, here and in the
-            # repository, and the marker keeps a resumed forced build off the maps' caches of those runs.
-            self._start_over(paths, mine)
-        if store is not None:
-            if not self.reuse_work:
-                held = store.start_over(self.config_id, [paths[k].name for k in mine])
-            else:
-                held = store.open(self.config_id)
-                if FORCED_MARKER in held and not forced.exists():
-                    # Another machine started a forced build of this recipe: the shards here are older than it.
-                    self._start_over(paths, mine)
-            store.fetch(self.config_id, [paths[k] for k in mine], held)
-            # Finished here but not in the repository: an upload of an earlier run failed.
-            uploads = [
-                store.upload_in_background(self.config_id, paths[k])
-                for k in mine
-                if paths[k].exists() and paths[k].name not in held
-            ]
-        use_cache = not forced.exists()
-        blocks = {k: passages.select(range(k * config.shard_size, min((k + 1) * config.shard_size, passages.num_rows)))
-                  for k in mine}  # fmt: skip
-        finished = sum(_verified(paths[k], blocks[k], config.num_samples) for k in mine)
-        if finished:
-            logger.info(
-                "Resuming: %d of %d shards were finished by an earlier run and are reused.", finished, len(mine)
-            )
-        failed = 0
-        try:
-            for k in mine:
-                if paths[k].exists():
-                    continue
-                logger.info("Shard %d of %d: %d passages.", k + 1, count, blocks[k].num_rows)
-                part = self._run_stages(config, blocks[k], use_cache=use_cache, kept=_kept(paths[k]))
-                if part.failed:
-                    failed += part.failed
-                    continue
-                # Written whole, then renamed: a run killed mid-write leaves no shard that looks finished.
-                _write_atomically(part.rows, paths[k])
-                _kept(paths[k]).unlink(missing_ok=True)
-                del part
-                release_freed_memory()
-                if store is not None:
-                    uploads.append(store.upload_in_background(self.config_id, paths[k]))
-        finally:
-            # Also when a shard fails: the finished shards' uploads end before the error goes up.
-            not_uploaded = sum(not upload.result() for upload in uploads)
-            self.not_uploaded = not_uploaded
-            if not_uploaded:
-                logger.warning(
-                    "%d of %d shards could not be uploaded to %s; they stay in %s until a run uploads them.",
-                    not_uploaded,
-                    len(uploads),
-                    store.repo_id,
-                    work,
-                )
-        if failed:
-            raise FailedPassagesError(failed)
-        return paths
-
     def upload_leftover_shards(self) -> int:
-        """Upload the finished shards left in the work folder that the shard store lacks (their upload failed in an
-        earlier run that finished); return how many still could not be uploaded."""
-        shards = sorted(self.work_dir.glob("candidates-*-of-*.parquet")) if self.work_dir.exists() else []
-        shards = [path for path in shards if not path.name.endswith(".kept.parquet")]
-        if self.shard_store is None or not shards:
-            return 0
-        held = self.shard_store.open(self.config_id)
-        uploads = [self.shard_store.upload(self.config_id, path) for path in shards if path.name not in held]
-        return sum(not uploaded for uploaded in uploads)
-
-    def _start_over(self, paths: list[Path], mine: list[int]) -> None:
-        """Delete this rank's shards and mark the work folder as a forced build, which a resumed run honours."""
-        for k in mine:
-            paths[k].unlink(missing_ok=True)
-        (self.work_dir / FORCED_MARKER).touch()
+        """Hand the shard store the finished shards left in the work folder that it lacks (their upload failed in an
+        earlier run that finished); return how many still could not be handed over."""
+        return upload_leftovers(self.shard_store, self.config_id, self.work_dir)
 
     @property
     def node(self) -> tuple[int, int]:
@@ -382,175 +384,53 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
     def passages(self) -> datasets.Dataset:
         """The recipe's passages, read and split once per builder (rank 0 under torchrun needs them twice)."""
         config: GenstructConfig = self.config
-        documents = read_source(config, token=self.token, cache_dir=self._cache_dir_root)
-        # The last checks before any model runs (the splitter loads the generator's tokenizer).
-        _check_models(config, token=self.token)
-        if config.limit is not None:
-            documents = documents.select(range(min(config.limit, documents.num_rows)))
-        if config.split_documents:
-            passages = documents.map(
-                config.splitter(), batched=True, load_from_cache_file=self.reuse_work, desc="Splitting passages"
-            )
-        else:
-            passages = documents.map(
-                _as_passages,
-                batched=True,
-                fn_kwargs={"title_column": config.title_column, "text_column": config.text_column},
-                load_from_cache_file=self.reuse_work,
-                desc="Reading passages",
-            )
-        if not passages.num_rows:
-            raise InvalidSourceError(_no_passages(config, documents.num_rows))
-        passages = passages.select_columns(["title", "content", "document_id", "passage_index"])
-        if config.limit is not None:
-            passages = passages.select(range(min(config.limit, passages.num_rows)))
+        splitter = config.splitter()
+        with self.stats.timed("passages"):
+            documents = read_source(config, token=self.token, cache_dir=self._cache_dir_root)
+            # The last checks before any model runs (the splitter loads the generator's tokenizer).
+            _check_models(config, token=self.token)
+            if config.limit is not None:
+                documents = documents.select(range(min(config.limit, documents.num_rows)))
+            if config.split_documents:
+                passages = documents.map(
+                    splitter, batched=True, load_from_cache_file=self.reuse_work, desc="Splitting passages"
+                )
+            else:
+                passages = documents.map(
+                    _as_passages,
+                    batched=True,
+                    fn_kwargs={"title_column": splitter.title_column, "text_column": splitter.text_column},
+                    load_from_cache_file=self.reuse_work,
+                    desc="Reading passages",
+                )
+            if not passages.num_rows:
+                raise InvalidSourceError(_no_passages(config, documents.num_rows))
+            passages = passages.select_columns(["title", "content", "document_id", "passage_index"])
+            if config.limit is not None:
+                passages = passages.select(range(min(config.limit, passages.num_rows)))
+        self.stats.passages = passages.num_rows
         return passages
-
-    def _run_stages(
-        self, config: GenstructConfig, passages: datasets.Dataset, *, use_cache: bool, kept: Path | None = None
-    ) -> ShardRows:
-        """Run the stages on one shard's passages.
-
-        Passages whose generation failed (``finish_reason="error"``: a server that failed past its retries) are not
-        finished work: the shard is left unfinished, the rows of the passages that succeeded wait in `kept`, the
-        `datasets` cache of that generation is deleted, and a later run generates only the failed passages.
-        """
-        cache = {"load_from_cache_file": use_cache}
-        workers = {"with_rank": True, "num_proc": self.map_num_proc, **cache}
-        earlier = _read_kept(kept)
-        if earlier is not None:
-            done = set(earlier["passage_id"])
-            passages = passages.select([i for i, pid in enumerate(_passage_ids(passages)) if pid not in done])
-            logger.info("%d passages of this shard were generated by an earlier run; generating %d.", len(done),
-                        passages.num_rows)  # fmt: skip
-        candidates = passages.map(config.generator(), batched=True, desc="Generating", **workers)
-        # What the models freed goes back to the OS before the next stage and the shard's parquet file: else
-        # each lands on top of it, and the shard loop's peak rises over a long run.
-        release_freed_memory()
-        failed = {
-            pid for pid, reason in zip(candidates["passage_id"], candidates["finish_reason"]) if reason == "error"
-        }
-        if failed:
-            good = candidates.filter(lambda pid: pid not in failed, input_columns="passage_id")
-            if earlier is not None:
-                good = datasets.concatenate_datasets([earlier, good])
-            if kept is not None and good.num_rows:
-                _write_atomically(good, kept)
-            _forget_cache(candidates)
-            return ShardRows(None, len(failed))
-        if earlier is not None:
-            candidates = datasets.concatenate_datasets([earlier, candidates])
-        candidates = candidates.map(parse_pairs, batched=True, desc="Parsing", **cache)
-        scorer = config.scorer()
-        if scorer is not None:
-            scored = candidates.map(scorer, batched=True, desc="Scoring", **workers)
-            release_freed_memory()
-            return ShardRows(scored, 0)
-        return ShardRows(candidates.add_column("reward", [None] * candidates.num_rows, feature=FEATURES["reward"]), 0)
-
-
-@dataclass
-class ShardRows:
-    """What the stages made of one shard: its rows, or None when `failed` passages must be generated again."""
-
-    rows: datasets.Dataset | None
-    failed: int
-
-
-def _block(count: int, rank: int, world: int) -> range:
-    """Rank `rank`'s contiguous block of `count` shards among `world` ranks (as `Dataset.shard(contiguous=True)`
-    cuts them), empty for a rank beyond them."""
-    size, extra = divmod(count, world)
-    start = rank * size + min(rank, extra)
-    return range(start, start + size + (rank < extra))
-
-
-def _kept(path: Path) -> Path:
-    """Where the generations of an unfinished shard's successful passages wait for a run that finishes it."""
-    return path.with_name(path.name.replace(".parquet", ".kept.parquet"))
-
-
-def _read_kept(kept: Path | None) -> datasets.Dataset | None:
-    if kept is None or not kept.exists():
-        return None
-    try:
-        return datasets.Dataset.from_parquet(str(kept))
-    except Exception as err:  # a damaged file: its passages are generated again
-        logger.warning("Ignoring %s, which cannot be read (%s); its passages are generated again.", kept, err)
-        return None
-
-
-def _verified(path: Path, passages: datasets.Dataset, num_samples: int) -> bool:
-    """Whether a finished shard can be reused: readable, with a row for every passage of its block and no other.
-
-    A shard that is not is deleted, with a warning, so that it is built again.
-    """
-    if not path.exists():
-        return False
-    import pyarrow.parquet as pq
-
-    expected = set(_passage_ids(passages))
-    try:
-        shard = pq.ParquetFile(path)  # opened once: its schema, then the two columns the check reads
-        table = shard.read(columns=["passage_id", "finish_reason"])
-        found = set(table.column("passage_id").to_pylist())
-        reasons = set(table.column("finish_reason").to_pylist())
-        problem = None
-        lacking = sorted(set(FEATURES) - set(shard.schema_arrow.names))
-        if lacking:  # written by an older version of this package
-            problem = f"it lacks the column(s) {', '.join(lacking)}"
-        elif found != expected:
-            problem = (
-                f"it holds {len(found - expected)} passage(s) from another block and lacks {len(expected - found)}"
-            )
-        elif "error" in reasons:
-            problem = "it holds failed generations"
-        elif not len(expected) <= table.num_rows <= len(expected) * num_samples:
-            problem = f"it has {table.num_rows} rows for {len(expected)} passages"
-    except Exception as err:  # truncated, not parquet, columns missing: whatever it is, it cannot be reused
-        problem = f"it cannot be read ({type(err).__name__}: {err})"
-    if problem:
-        logger.warning("Rebuilding %s: %s.", path.name, problem)
-        path.unlink()
-        return False
-    return True
-
-
-def _passage_ids(passages: datasets.Dataset) -> list[str]:
-    """The `passage_id` of each row of a passages dataset (`title` and `content`), as the generator writes it."""
-    return [passage_id(t, c) for t, c in zip(passages["title"], passages["content"])]
-
-
-def _write_atomically(rows: datasets.Dataset, path: Path) -> None:
-    """Write `rows` to `path` whole, then rename: a run killed mid-write leaves nothing that looks finished."""
-    partial = path.with_name(path.name + ".partial")
-    rows.to_parquet(partial)
-    os.replace(partial, path)
-
-
-def _forget_cache(ds: datasets.Dataset) -> None:
-    """Delete the `datasets` cache files of a map's result, so that no later run reads them back."""
-    for cache_file in ds.cache_files:
-        Path(cache_file["filename"]).unlink(missing_ok=True)
 
 
 def _check_models(config: GenstructConfig, *, token: str | bool | None) -> None:
     """Check the recipe's models without loading them: local folders that exist and hold a model, and a reward model
     with one label, read from its config. A server's model is the server's name for it (its tokenizer, where one is
     needed, is checked as it loads)."""
-    if config.generator().engine.name != "openai":
-        check_model_path(config.model)
-    if config.reward_model is not None:
-        check_reward_model(config.reward_model, revision=config.reward_revision, token=token)
+    generator, scorer = config.generator(), config.scorer()
+    if generator.engine.name != "openai":
+        check_model_path(generator.model)
+    if scorer is not None:
+        check_reward_model(scorer.model, revision=scorer.revision, token=token)
 
 
 def _no_passages(config: GenstructConfig, documents: int) -> str:
     """Why a source gave no passage at all, and what to do about it."""
     if not documents:
         return f"source {config.source!r} holds no documents; check the source and its split ({config.source_split})."
+    splitter = config.splitter()
     return (
-        f"none of the {documents} document(s) of {config.source!r} gave a passage: their {config.text_column!r} "
-        f"is empty, or shorter than min_tokens={config.min_tokens} tokens. Check the text column (--text-column), "
+        f"none of the {documents} document(s) of {config.source!r} gave a passage: their {splitter.text_column!r} "
+        f"is empty, or shorter than min_tokens={splitter.min_tokens} tokens. Check the text column (--text-column), "
         "or lower min_tokens."
     )
 
@@ -576,7 +456,8 @@ def load_genstruct(
     download_mode: datasets.DownloadMode | str | None = None,
     token: str | bool | None = None,
     num_proc: int | None = None,
-    push_shards_to: str | HubShards | None = None,
+    push_shards_to: str | ShardStore | None = None,
+    executor: str | Executor | None = None,
     **config: Any,
 ) -> datasets.DatasetDict | None:
     """Build (or read back from the cache) a Genstruct dataset from a corpus, like `load_dataset`.
@@ -599,24 +480,29 @@ def load_genstruct(
         num_proc (`int`, *optional*): worker processes for generation and scoring, one model each on
             ``cuda:{rank % n_gpus}`` (use ``torch.cuda.device_count()``; with CUDA, call
             ``multiprocess.set_start_method("spawn")`` first). It does not change the results, nor the cache key.
-        push_shards_to (`str` or [`HubShards`], *optional*): a Hub dataset repository that receives each finished
-            shard as it finishes, so that a crash loses at most the shard in progress, and from which a later
-            run of the same recipe, on any machine, takes the shards it holds. Publish the result there with
+        push_shards_to (`str` or [`ShardStore`], *optional*): a store that receives each finished shard as it
+            finishes, so that a crash loses at most the shard in progress, and from which a later run of the same
+            recipe, on any machine, takes the shards it holds: a Hub dataset repository (its id, or [`HubShards`])
+            or a folder that every machine mounts ([`FolderStore`]). Publish the result to that repository with
             [`publish`] (``shards=``), which deletes them. Not part of the recipe.
+        executor (`str` or [`Executor`], *optional*): where the shards are built: ``"local"`` (this process),
+            ``"torchrun"`` (the default when `WORLD_SIZE` > 1) or ``"ray"`` (a Ray cluster, see [`RayExecutor`]).
+            Not part of the recipe: any executor reuses the shards of another.
         **config: the rest of the recipe, see [`GenstructConfig`] (``model=``, ``num_samples=``, ``backend=``,
             ``reward_model=``, ``min_reward=``, ``limit=`` ...), and the engine's options (``batch_size=``,
-            ``quantization=``, ``gpu_memory_utilization=``, ``base_url=`` ...), which go into `engine_options`.
+            ``quantization=``, ``gpu_memory_utilization=``, ``base_url=`` ...).
 
     Returns:
-        `datasets.DatasetDict`: ``train`` and, with best-of-n, ``candidates``. Under `torchrun` or `accelerate
+        `datasets.DatasetDict`: ``train`` and, with best-of-n, ``candidates``; [`RunStats.of`] reads what the build
+        cost (time per stage, tokens, engine) from either split. Under `torchrun` or `accelerate
         launch` (`WORLD_SIZE` > 1), every rank builds its share of the shards (a contiguous block of them,
         `datasets.distributed.split_dataset_by_node`) into the work folder beside `cache_dir`, and rank 0 returns
         the dataset; the other ranks return None. Ranks on several machines need that folder shared, or
         `push_shards_to`: rank 0 then downloads the other ranks' shards from the repository.
 
     Raises:
-        [`InvalidConfigError`]: a setting is out of range (before anything is read or loaded), or the reward model
-            has more than one label (read from its config before any model loads).
+        [`InvalidConfigError`]: an unknown setting, or one out of range (before anything is read or loaded), or the
+            reward model has more than one label (read from its config before any model loads).
         [`SourceError`]: a local source that does not exist or holds no supported files.
         [`InvalidSourceError`]: a local file that is empty, not UTF-8 or has a malformed line (named, with the line),
             or a source whose documents give no passage at all (before any model loads).
@@ -635,6 +521,7 @@ def load_genstruct(
     })
     ```
     """
+    started = time.perf_counter()
     settings = {
         "source": str(source),
         "source_name": name,
@@ -643,53 +530,49 @@ def load_genstruct(
         "source_fingerprint": source_fingerprint(str(source)),
         **config,
     }
-    fields = {f.name for f in dataclasses.fields(GenstructConfig)}
-    # The engines' own options (batch_size, gpu_memory_utilization, base_url...) may be given beside the recipe's.
-    options = {key: settings.pop(key) for key in list(settings) if key not in fields and key in engine_options()}
-    if options:
-        settings["engine_options"] = {**settings.get("engine_options", {}), **options}
-    unknown = sorted(set(settings) - fields)
-    if unknown:
-        raise InvalidConfigError(
-            f"Unknown setting(s) {unknown} for load_genstruct; see GenstructConfig for the recipe's fields and "
-            "genstruct_datasets.engines for the engines' options."
-        )
     recipe = GenstructConfig(**settings)
     if num_proc is not None and (not isinstance(num_proc, int) or num_proc < 1):
         raise InvalidConfigError(f"num_proc must be a positive integer (worker processes), got {num_proc!r}.")
-    if "text_column" not in config:
+    if "text_column" not in config and "text_column" not in config.get("splitting", {}):
         # Passages in `title` and `content` (the shape Genstruct reads) need no text column nor splitting.
         columns = passage_columns(str(source), name, revision=revision, token=token, cache_dir=cache_dir)
         if columns:
             settings = {**columns, **settings}
             recipe = GenstructConfig(**settings)
-    # The cache is keyed by the whole recipe, defaults included, so that passing a default changes nothing.
-    config_id = f"{_slug(str(source))}-{datasets.fingerprint.Hasher.hash(recipe.settings())}"
-    builder = GenstructBuilder(cache_dir=cache_dir, config_id=config_id, token=token, **settings)
-    builder.map_num_proc = num_proc
+    if isinstance(push_shards_to, str):
+        push_shards_to = HubShards(push_shards_to, token=token if isinstance(token, str) else None)
     mode = datasets.DownloadMode(download_mode or datasets.DownloadMode.REUSE_DATASET_IF_EXISTS)
-    builder.reuse_work = mode != datasets.DownloadMode.FORCE_REDOWNLOAD
-    if push_shards_to is not None:
-        builder.shard_store = (
-            push_shards_to
-            if isinstance(push_shards_to, HubShards)
-            else HubShards(push_shards_to, token=token if isinstance(token, str) else None)
-        )
-    rank, world = builder.node
+    # The cache is keyed by the whole recipe, defaults included, so that passing a default changes nothing.
+    builder = GenstructBuilder(
+        cache_dir=cache_dir,
+        config_id=f"{_slug(str(source))}-{datasets.fingerprint.Hasher.hash(recipe.settings())}",
+        token=token,
+        executor=executor,
+        num_proc=num_proc,
+        shard_store=push_shards_to,
+        reuse_work=mode != datasets.DownloadMode.FORCE_REDOWNLOAD,
+        **settings,
+    )
     with system_memory_pool():
-        if world > 1:
-            # Several processes (torchrun, accelerate launch): each builds its share of the shards into the shared
-            # work folder, then all wait for each other; rank 0 alone assembles the dataset from every shard.
-            _run_distributed_shards(builder)
-            if rank != 0:
-                return None
+        if builder.executor.builds_in_every_process:
+            # torchrun, accelerate launch: every rank builds its share of the shards, even where rank 0 has the
+            # dataset cached, then all meet; rank 0 alone assembles the dataset from every shard.
+            builder.build_shards()
+        if not builder.executor.assembles:
+            return None
         builder.download_and_prepare(download_mode=download_mode)
     # The build is in the cache now: the shards it was made of are no longer needed, unless the shard store still
     # lacks some (an upload failed); a later run reads the build from the cache and uploads those then.
-    if builder.not_uploaded is None:
-        builder.not_uploaded = builder.upload_leftover_shards()
-    if not builder.not_uploaded:
+    not_uploaded = builder.built.not_uploaded if builder.built is not None else builder.upload_leftover_shards()
+    if not not_uploaded:
         shutil.rmtree(builder.work_dir, ignore_errors=True)
+    if builder.built is not None:
+        # Measured once, here, for the summary, the card and the report: kept beside the build in the cache.
+        stats = builder.stats
+        stats.engine = recipe.generator().engine.describe()
+        stats.versions = package_versions()
+        stats.wall_seconds = time.perf_counter() - started
+        stats.save(builder.cache_dir)
     release_freed_memory()
     # datasets refuses to read a split without rows ("corresponds to no data"): a run in which no passage
     # gave a pair still returns its splits, empty.
@@ -701,25 +584,6 @@ def load_genstruct(
             for name, info in builder.info.splits.items()
         }
     )
-
-
-def _run_distributed_shards(builder: GenstructBuilder) -> None:
-    import torch.distributed as dist
-
-    started = not dist.is_initialized()
-    if started:
-        dist.init_process_group(backend="gloo")
-    try:
-        try:
-            builder._build_shards(builder.config)
-        except FailedPassagesError:
-            # The other ranks still meet this one at the barrier, rather than wait for it until gloo's timeout.
-            dist.barrier()
-            raise
-        dist.barrier()
-    finally:
-        if started:
-            dist.destroy_process_group()
 
 
 def _slug(source: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from .errors import InvalidConfigError
+from .shards import FORCED_MARKER, ShardStore
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -22,10 +23,6 @@ logger = logging.getLogger(__name__)
 
 WORK_FOLDER = ".genstruct-work"
 """The repository folder of unfinished runs' shards; `load_dataset` skips hidden folders, so it is never data."""
-
-FORCED_MARKER = ".forced"
-"""A file in a recipe's work folder (local and in the repository) while a forced build of it is unfinished: the
-shards there were built after the force, and the rest must not come from the maps' caches of earlier runs."""
 
 _RETRYABLE_STATUS = {408, 409, 412, 429}
 T = TypeVar("T")
@@ -81,7 +78,7 @@ def _retryable(err: Exception) -> bool:
 
 
 @dataclass
-class HubShards:
+class HubShards(ShardStore):
     """A Hub dataset repository that holds a run's finished shards while the run goes on.
 
     [`load_genstruct`] (with ``push_shards_to=``) uploads each shard of candidates as soon as it is written,
@@ -130,6 +127,10 @@ class HubShards:
         self._api: HfApi | None = None
 
     @property
+    def location(self) -> str:
+        return self.repo_id
+
+    @property
     def api(self) -> HfApi:
         if self._api is None:
             from huggingface_hub import HfApi
@@ -149,23 +150,6 @@ class HubShards:
             lambda: self.api.list_repo_files(self.repo_id, repo_type="dataset"), f"listing {self.repo_id}"
         )
         return {name.removeprefix(folder + "/") for name in files if name.startswith(folder + "/")}
-
-    def fetch(self, config_id: str, paths: list[Path], held: set[str] | None = None) -> set[str]:
-        """Download those of `paths` that are missing here and that the repository holds.
-
-        Args:
-            config_id (`str`): the recipe.
-            paths (`list[Path]`): where its shards go, named as in the repository.
-            held (`set[str]`, *optional*): what [`open`] gave, if it was just called; listed again otherwise.
-
-        Returns:
-            `set[str]`: the names of the recipe's files the repository holds, as [`open`] gives them.
-        """
-        held = self.open(config_id) if held is None else held
-        for path in paths:
-            if not path.exists() and path.name in held:
-                self.download(config_id, path)
-        return held
 
     def start_over(self, config_id: str, names: list[str]) -> set[str]:
         """Delete the recipe's shards named `names` and mark its folder as a forced build, in one commit.

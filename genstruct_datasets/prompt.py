@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 TITLE_MARKER = "[[[Title]]]"
 CONTENT_MARKER = "[[[Content]]]"
@@ -89,3 +93,8 @@ def passage_id(title: str | None, content: str | None) -> str:
         digest.update(b"\x00" if part is None else b"\x01" + part.encode("utf-8"))
         digest.update(b"\xff")
     return digest.hexdigest()[:16]
+
+
+def passage_ids(passages: Dataset) -> list[str]:
+    """The [`passage_id`] of each row of a passages dataset (`title` and `content`), as the generator writes it."""
+    return [passage_id(t, c) for t, c in zip(passages["title"], passages["content"])]

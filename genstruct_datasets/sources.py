@@ -107,9 +107,11 @@ def read_source(
     """
     if config.source is None:
         raise SourceError("No source given: name a Hub dataset id or local files.")
+    columns = config.splitter()
+    title_column, text_column = columns.title_column, columns.text_column
     if is_local(config.source):
         documents = read_local(
-            Path(config.source), title_column=config.title_column, text_column=config.text_column, cache_dir=cache_dir
+            Path(config.source), title_column=title_column, text_column=text_column, cache_dir=cache_dir
         )
     else:
         hub = {"split": config.source_split, "revision": config.source_revision, "token": token}
@@ -119,7 +121,7 @@ def read_source(
             documents = datasets.Dataset.from_list(list(stream.take(config.limit)), features=stream.features)
         else:
             documents = datasets.load_dataset(config.source, config.source_name, cache_dir=cache_dir, **hub)
-    missing = [c for c in (config.title_column, config.text_column) if c not in documents.column_names]
+    missing = [c for c in (title_column, text_column) if c not in documents.column_names]
     if missing:
         raise MissingColumnsError(
             f"source {config.source!r}",

@@ -96,17 +96,17 @@ def spy_on_generate(monkeypatch):
 def crash_in_shard_of():
     """Make the build raise OSError in the shard of the passage titled `title` (a full disk, say), before its
     stages run: ``crash_in_shard_of(title, patch)``, `patch` being a monkeypatch or one of its contexts."""
-    from genstruct_datasets.builder import GenstructBuilder
+    from genstruct_datasets import pipeline
 
     def crash(title: str, patch) -> None:
-        real_stages = GenstructBuilder._run_stages
+        real_pipeline = pipeline.run_pipeline
 
-        def run_stages(self, config, passages, **kwargs):
+        def run_pipeline(passages, *args, **kwargs):
             if title in passages["title"]:
                 raise OSError("No space left on device")
-            return real_stages(self, config, passages, **kwargs)
+            return real_pipeline(passages, *args, **kwargs)
 
-        patch.setattr(GenstructBuilder, "_run_stages", run_stages)
+        patch.setattr(pipeline, "run_pipeline", run_pipeline)
 
     return crash
 

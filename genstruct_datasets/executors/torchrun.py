@@ -1,0 +1,71 @@
+"""The torchrun executor: each rank of `torchrun` / `accelerate launch` builds a contiguous block of the shards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..errors import FailedPassagesError
+from ..models import distributed_node
+from ..shards import ShardJob, ShardOutcome, block_of
+from .base import BuiltShards, Executor
+
+
+@dataclass
+class TorchrunExecutor(Executor):
+    """Split the shards among the ranks of `torchrun` or `accelerate launch` (`RANK`, `WORLD_SIZE`).
+
+    Each rank builds a contiguous block of the shards (as `datasets.distributed.split_dataset_by_node` cuts them)
+    into the work folder, then all ranks meet at a gloo barrier and rank 0 alone assembles the dataset. Ranks on
+    several machines need that folder shared, or a shard store (``push_shards_to=``) from which rank 0 takes the
+    other ranks' shards. It is chosen by default when `WORLD_SIZE` is above 1.
+
+    Example:
+
+    ```py
+    >>> # torchrun --nproc_per_node 8 -m genstruct_datasets.cli run passages.jsonl --output pairs/
+    >>> from genstruct_datasets import TorchrunExecutor, load_genstruct
+    >>> pairs = load_genstruct("passages.jsonl", executor=TorchrunExecutor())  # doctest: +SKIP
+    ```
+    """
+
+    name = "torchrun"
+    builds_in_every_process = True
+
+    @property
+    def node(self) -> tuple[int, int]:
+        """(rank, world size) of this process."""
+        return distributed_node()
+
+    @property
+    def assembles(self) -> bool:
+        return self.node[0] == 0
+
+    def shards(self, job: ShardJob) -> list[int]:
+        return list(block_of(job.count, *self.node))
+
+    def build(self, job: ShardJob, shards: list[int]) -> Iterator[ShardOutcome]:
+        for k in shards:
+            yield job.build(k)
+
+    def run(self, job: ShardJob) -> BuiltShards:
+        """Build this rank's block, then wait for the other ranks, also when passages of this rank failed (rather than
+        let them wait for it until gloo's timeout)."""
+        import torch.distributed as dist
+
+        if self.node[1] == 1:
+            return super().run(job)
+        started = not dist.is_initialized()
+        if started:
+            dist.init_process_group(backend="gloo")
+        try:
+            try:
+                built = super().run(job)
+            except FailedPassagesError:
+                dist.barrier()
+                raise
+            dist.barrier()
+        finally:
+            if started:
+                dist.destroy_process_group()
+        return built
