@@ -31,13 +31,13 @@ import result_json
 from memory import corpus, run_command
 
 # The modules, not the functions of the same names that the package exports.
-builder, cli, publish = (
-    importlib.import_module(f"genstruct_datasets.{module}") for module in ("builder", "cli", "publish")
+builder, cli, publish, shards = (
+    importlib.import_module(f"genstruct_datasets.{module}") for module in ("builder", "cli", "publish", "shards")
 )
 
 STAGES: list[tuple[Any, str, str]] = [
-    (builder.GenstructBuilder, "_run_stages", "generate, parse and score a shard"),
-    (builder.GenstructBuilder, "_build_shards", "shard loop (outside the shards' stages)"),
+    (shards.ShardJob, "build", "generate, parse and score a shard"),
+    (builder.GenstructBuilder, "build_shards", "shard loop (outside the shards' stages)"),
     (builder.GenstructBuilder, "_candidates", "read the shards back (Dataset.from_parquet)"),
     (builder, "select_best", "select_best"),
     (builder.GenstructBuilder, "_prepare_split", "write the splits"),

@@ -23,7 +23,7 @@ from .errors import GenstructError, InvalidConfigError, InvalidSourceError
 from .executors import BuiltShards, Executor, make_executor
 from .generate import DEFAULT_GENERATOR, GenstructGenerator
 from .hub_shards import HubShards
-from .models import check_model_path, check_reward_model, distributed_node
+from .models import check_model_path, check_reward_model
 from .passages import PassageSplitter
 from .prompt import passage_id
 from .runstats import RunStats, package_versions
@@ -367,13 +367,6 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         """Hand the shard store the finished shards left in the work folder that it lacks (their upload failed in an
         earlier run that finished); return how many still could not be handed over."""
         return upload_leftovers(self.shard_store, self.config_id, self.work_dir)
-
-    @property
-    def node(self) -> tuple[int, int]:
-        """(rank, world size) of this process under `torchrun` / `accelerate launch`; (0, 1) otherwise."""
-        # Not read from `os.environ` here: `datasets` swaps this module's `os` for a patched copy (for streaming)
-        # whose `environ` goes stale once a `map(num_proc=...)` replaces `os.environ` with a copy of its own.
-        return distributed_node()
 
     @property
     def work_dir(self) -> Path:

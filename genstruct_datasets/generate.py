@@ -181,19 +181,9 @@ class GenstructGenerator:
 
     def settings(self) -> dict[str, Any]:
         """What makes the rows: the stage's settings and the engine's, as the dataset card shows them."""
-        return {
-            "model": self.model,
-            "revision": self.revision,
-            "num_samples": self.num_samples,
-            "max_new_tokens": self.max_new_tokens,
-            "do_sample": self.sampling,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "seed": self.seed,
-            "max_prompt_tokens": self.max_prompt_tokens,
-            "backend": self.backend,
-            **self.engine.settings(),
-        }
+        columns = ("title_column", "content_column")
+        stage = {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in columns}
+        return {**stage, "do_sample": self.sampling, "backend": self.backend, **self.engine.settings()}
 
     def fingerprint_settings(self) -> dict[str, Any]:
         """What `datasets` hashes: every setting, the engine resolved (its own hashing leaves its run options out)."""

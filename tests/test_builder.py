@@ -184,6 +184,43 @@ def test_recipe_lists_every_generation_setting():
     assert "api_key" not in recipe["generator"]  # a card never shows a key
 
 
+def test_each_setting_goes_to_its_stage_whatever_the_stage_takes():
+    flat = GenstructConfig(
+        source="x.jsonl", model="gen", model_revision="abc", num_samples=2, max_prompt_tokens=900, batch_size=4,
+        min_tokens=16, text_column="body", reward_model="rm", reward_max_length=256, reward_batch_size=8,
+    )  # fmt: skip
+    nested = GenstructConfig(
+        source="x.jsonl",
+        generation={"model": "gen", "revision": "abc", "num_samples": 2, "max_prompt_tokens": 900, "batch_size": 4},
+        splitting={"min_tokens": 16, "text_column": "body"},
+        scoring={"model": "rm", "max_length": 256, "batch_size": 8},
+    )
+    assert flat.settings() == nested.settings()
+    assert flat.generator().max_prompt_tokens == 900 and flat.generator().engine.batch_size == 4
+    assert flat.splitter().tokenizer == "gen" and flat.splitter().revision == "abc"
+    assert flat.scorer().max_length == 256 and flat.splitter().text_column == "body"
+    # What does not change the rows is not part of the recipe's key: another batch size reuses the build.
+    faster = GenstructConfig(**{**vars(flat), "scoring": {**flat.scoring, "batch_size": 64}})
+    assert faster.settings() == flat.settings()
+    assert GenstructConfig(source="x.jsonl", reward_max_length=128).settings() != flat.settings()
+
+
+def test_a_new_generator_option_needs_no_change_to_the_recipe(monkeypatch):
+    from genstruct_datasets import GenstructGenerator
+
+    real_init = GenstructGenerator.__init__
+
+    def init(self, model="NousResearch/Genstruct-7B", *, stop_words=None, **kwargs):
+        real_init(self, model, **kwargs)
+        self.stop_words = stop_words
+
+    monkeypatch.setattr(GenstructGenerator, "__init__", init)
+    config = GenstructConfig(source="x.jsonl", stop_words=["END"])
+    assert config.generation["stop_words"] == ["END"] and config.generator().stop_words == ["END"]
+    assert config.settings()["generation"]["stop_words"] == ["END"]  # part of the cache key
+    assert config.recipe()["generator"]["stop_words"] == ["END"]  # and of the card
+
+
 def test_a_run_without_a_single_pair_returns_empty_splits(documents, tiny_generator, tiny_reward_model, tmp_path):
     # A random generator never writes a pair: best-of-n keeps nothing, and that is an answer, not a crash.
     pairs = load_genstruct(
@@ -205,7 +242,7 @@ def test_the_builder_reads_the_environment_of_now(monkeypatch, tmp_path, recipe)
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     builder = GenstructBuilder(cache_dir=tmp_path, config_id="second", source="corpus.jsonl", **settings)
-    assert builder.node == (1, 2)
+    assert builder.executor.name == "torchrun" and builder.executor.node == (1, 2)
 
 
 def test_failed_passages_are_not_finished_work_and_a_rerun_retries_only_them(documents, recipe, tmp_path):

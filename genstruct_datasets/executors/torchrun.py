@@ -34,7 +34,8 @@ class TorchrunExecutor(Executor):
 
     @property
     def node(self) -> tuple[int, int]:
-        """(rank, world size) of this process."""
+        """(rank, world size) of this process, read now: `datasets` leaves a stale copy of `os.environ` in a builder's
+        module once a `map(num_proc=...)` has run, so it is read here, in a module of ours."""
         return distributed_node()
 
     @property
