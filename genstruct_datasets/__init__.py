@@ -33,7 +33,8 @@ from .passages import PassageSplitter, split_passages
 from .prompt import GENSTRUCT_CHAT_TEMPLATE, format_prompt, passage_id
 from .publish import publish, save_local
 from .quality import quality_report, validity_report
-from .report import plot_quality
+from .report import RunReport, distributions, plot_quality, quality_figure, run_report
+from .runstats import RunStats
 from .score import RewardScorer, score_pairs
 from .select import select_best
 
@@ -63,6 +64,8 @@ __all__ = [
     "ParsedPair",
     "PassageSplitter",
     "RewardScorer",
+    "RunReport",
+    "RunStats",
     "Sample",
     "SourceError",
     "TransformersEngine",
@@ -72,6 +75,7 @@ __all__ = [
     "clear_model_cache",
     "dataset_stats",
     "dedup_pairs",
+    "distributions",
     "default_backend",
     "format_prompt",
     "genstruct_generate",
@@ -81,7 +85,9 @@ __all__ = [
     "passage_id",
     "plot_quality",
     "publish",
+    "quality_figure",
     "quality_report",
+    "run_report",
     "save_local",
     "score_pairs",
     "select_best",
