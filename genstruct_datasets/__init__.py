@@ -35,7 +35,7 @@ from .pipeline import PipelineResult, run_pipeline
 from .prompt import GENSTRUCT_CHAT_TEMPLATE, format_prompt, passage_id
 from .publish import publish, save_local
 from .quality import quality_report, validity_report
-from .report import plot_quality
+from .report import RunReport, distributions, plot_quality, quality_figure, run_report
 from .runstats import RunStats
 from .score import RewardScorer, score_pairs
 from .select import select_best
@@ -72,6 +72,7 @@ __all__ = [
     "PassageSplitter",
     "PipelineResult",
     "RewardScorer",
+    "RunReport",
     "RunStats",
     "Sample",
     "ShardJob",
@@ -85,6 +86,7 @@ __all__ = [
     "clear_model_cache",
     "dataset_stats",
     "dedup_pairs",
+    "distributions",
     "default_backend",
     "format_prompt",
     "genstruct_generate",
@@ -95,8 +97,10 @@ __all__ = [
     "passage_id",
     "plot_quality",
     "publish",
+    "quality_figure",
     "quality_report",
     "run_pipeline",
+    "run_report",
     "save_local",
     "score_pairs",
     "select_best",

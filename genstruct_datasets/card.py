@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import copy
-from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from .quality import DEFAULT_SAMPLE_SIZE, sample_rows, summary
-from .report import headline
+from .report import RunReport, cost, dataset_stats, headline
+from .runstats import RunStats
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -39,85 +35,6 @@ def size_category(num_rows: int) -> str:
     return "n>1T" if num_rows >= 10**12 else "1B<n<10B"
 
 
-def dataset_stats(
-    ds: Dataset,
-    candidates: Dataset | None = None,
-    *,
-    sample_size: int | None = DEFAULT_SAMPLE_SIZE,
-    seed: int = 0,
-    batch_size: int = 10_000,
-) -> dict[str, Any]:
-    """Count what a run made and summarise its rewards.
-
-    The counts are exact, read `batch_size` rows at a time; the distinct passage ids are the one thing held,
-    as Arrow strings of about 20 bytes per passage. The rewards are summarised on the rows of
-    [`sample_rows`] (`sample_size`, `seed`): the same rows as the reward figures of [`quality_report`].
-
-    Args:
-        ds (`datasets.Dataset`): the dataset to publish.
-        candidates (`datasets.Dataset`, *optional*): every candidate before best-of-n selection; by default
-            `ds` itself is taken as the candidates.
-        sample_size (`int`, *optional*, defaults to 10000): rows of `ds` whose rewards are summarised; None
-            summarises every row.
-        seed (`int`, *optional*, defaults to 0): seed of the sample.
-        batch_size (`int`, *optional*, defaults to 10000): rows read at a time for the counts.
-
-    Returns:
-        `dict`: ``counts`` (passages, candidates, parsed, kept), ``outcomes`` (how many candidates ended
-        with each `finish_reason` and `parse_error`), ``rewards`` (mean, std and quantiles of the kept
-        rows' rewards; empty without a `reward` column) and, only when `ds` has more than `sample_size`
-        rows, ``sample`` (the ``rows`` whose rewards were summarised, ``of`` how many, and the ``seed``).
-
-    Raises:
-        [`InvalidConfigError`]: `sample_size` is not a positive number of rows or None.
-
-    Example:
-
-    ```py
-    >>> from datasets import Dataset
-    >>> ds = Dataset.from_dict({"passage_id": ["a", "b"], "parse_error": [None, "empty_response"]})
-    >>> dataset_stats(ds)["counts"]
-    {'passages': 2, 'candidates': 2, 'parsed': 1, 'kept': 2}
-    ```
-    """
-    rows = sample_rows(ds.num_rows, sample_size, seed)
-    source = ds if candidates is None else candidates
-    names = [
-        c for c in ("passage_id", "finish_reason", "parse_error", "content_truncated") if c in source.column_names
-    ]
-    ids: list[pa.Array] = []  # the distinct passage ids of each batch, as compact Arrow strings
-    reasons: Counter = Counter()
-    errors: Counter = Counter()
-    truncated = 0
-    batches = source.select_columns(names).with_format("arrow").iter(batch_size=batch_size) if names else ()
-    for batch in batches:
-        if "passage_id" in names:
-            ids.append(pc.unique(batch["passage_id"]))
-        if "finish_reason" in names:
-            reasons.update(batch["finish_reason"].to_pylist())
-        if "parse_error" in names:
-            errors.update(batch["parse_error"].to_pylist())
-        if "content_truncated" in names:
-            truncated += pc.sum(batch["content_truncated"]).as_py() or 0
-    counts: dict[str, int] = {}
-    if "passage_id" in names:
-        counts["passages"] = pc.count_distinct(pa.chunked_array(ids), mode="all").as_py() if ids else 0
-    counts["candidates"] = source.num_rows
-    outcomes = {f"finish_reason: {reason}": n for reason, n in reasons.most_common()}
-    if "parse_error" in names:
-        counts["parsed"] = errors.pop(None, 0)
-        outcomes |= {f"parse_error: {error}": n for error, n in errors.most_common()}
-    if truncated:  # the model saw only the beginning of these candidates' passages
-        outcomes["content truncated to the prompt budget"] = truncated
-    counts["kept"] = ds.num_rows
-    stats: dict[str, Any] = {"counts": counts, "outcomes": outcomes, "rewards": {}}
-    if "reward" in ds.column_names:
-        stats["rewards"] = summary(ds.select_columns(["reward"]).select(rows)["reward"])
-    if len(rows) < ds.num_rows:
-        stats["sample"] = {"rows": len(rows), "of": ds.num_rows, "seed": seed}
-    return stats
-
-
 def build_card(
     ds: Dataset,
     *,
@@ -135,8 +52,13 @@ def build_card(
     figure: str | None = None,
     validity_over_candidates: bool = False,
     num_samples: int = 3,
+    report: RunReport | None = None,
+    candidates_split: str | None = None,
 ) -> DatasetCard:
     """Build the dataset card of a Genstruct dataset with `huggingface_hub`'s `DatasetCard`.
+
+    The card renders a [`RunReport`]: given `report`, it measures nothing; without one, it counts the rows
+    ([`dataset_stats`]) and shows the `quality` it is given.
 
     Args:
         ds (`datasets.Dataset`): the rows to publish.
@@ -146,42 +68,78 @@ def build_card(
         data_dir (`str`, *optional*, defaults to `"data"`): the folder of the parquet shards.
         recipe (`Mapping`, *optional*): how the rows were made, as sections of settings, e.g.
             ``{"generator": {"model": ..., "engine": "vllm 0.32.0", "num_samples": 4}, "reward model": {...}}``; the
-            generator's `engine` is also named in the card's introduction.
-        candidates (`datasets.Dataset`, *optional*): every candidate before selection, for the counts.
+            generator's `engine` is also named in the card's introduction. Defaults to the report's recipe.
+        candidates (`datasets.Dataset`, *optional*): every candidate before selection, for the counts (without
+            `report`) and, with `candidates_split`, the split that lists them.
         license (`str`, *optional*): the license id; ``"unknown"`` when not given. Mind the source's terms.
         language (`str` or `list[str]`, *optional*, defaults to `"en"`): language codes of the text.
         source_datasets (`list[str]`, *optional*): Hub ids of the corpora the passages came from.
         existing (`DatasetCard`, *optional*): the repository's current card, whose other configs are kept.
-        quality (`dict`, *optional*): a [`quality_report`], shown in a "Quality" section.
+        quality (`dict`, *optional*): a [`quality_report`], shown in a "Quality" section; ignored with `report`.
         figure (`str`, *optional*): path, relative to the card, of the picture of the distributions.
         validity_over_candidates (`bool`, *optional*, defaults to `False`): the quality's validity figures were
-            measured over every candidate, not only over the rows published.
-        num_samples (`int`, *optional*, defaults to 3): sample rows shown in the card.
+            measured over every candidate, not only over the rows published; ignored with `report`.
+        num_samples (`int`, *optional*, defaults to 3): sample pairs shown in the card, each of another passage
+            (another `passage_id`, where there is the column).
+        report ([`RunReport`], *optional*): the run's figures ([`run_report`]): counts, quality, cost and recipe.
+        candidates_split (`str`, *optional*): the split of the same config that holds `candidates` (written by
+            [`save_local`] as ``{data_dir}/{candidates_split}-*``); listed in the card's `configs` and sizes.
 
     Returns:
         `huggingface_hub.DatasetCard`: the card, with YAML metadata (license, language, task categories,
         tags including `synthetic` and `genstruct`, size category, source datasets, configs, and the
         features and split sizes under `dataset_info`).
+
+    Raises:
+        [`InvalidConfigError`]: `candidates_split` is given without `candidates`, or is `split` itself.
+
+    Example:
+
+    ```py
+    >>> from datasets import Dataset
+    >>> ds = Dataset.from_dict({"instruction": ["Why?"], "response": ["Because."]})
+    >>> card = build_card(ds, repo_id="me/pairs", report=run_report(ds))
+    >>> card.data.tags
+    ['synthetic', 'genstruct', 'instruction-tuning']
+    ```
     """
     from huggingface_hub import DatasetCard, DatasetCardData
 
     from . import __version__
 
-    recipe = {str(k): dict(v) for k, v in (recipe or {}).items()}
+    if candidates_split is not None and (candidates is None or candidates_split == split):
+        from .errors import InvalidConfigError
+
+        raise InvalidConfigError(
+            f"candidates_split={candidates_split!r} names the split of the candidates beside split={split!r}: "
+            "give candidates= and a name other than the split's."
+        )
+    if report is None:
+        stats = dataset_stats(ds, candidates)
+        report = RunReport(
+            counts=stats["counts"],
+            outcomes=stats["outcomes"],
+            rewards=stats["rewards"],
+            reward_sample=stats.get("sample"),
+            quality=quality,
+            validity_over_candidates=validity_over_candidates,
+        )
+    recipe = {str(k): dict(v) for k, v in (recipe or report.recipe or {}).items()}
     generator = recipe.get("generator", {}).get("model", "NousResearch/Genstruct-7B")
     reward_settings = recipe.get("reward model", {})
     from datasets import DatasetInfo, SplitInfo
     from datasets.info import DatasetInfosDict
     from datasets.splits import SplitDict
 
+    written = {split: ds, **({candidates_split: candidates} if candidates_split else {})}
     # Keep what the repository already lists: other configs, and other splits of this config.
     configs = copy.deepcopy(existing.data.get("configs") or []) if existing else []
     ours = next((c for c in configs if c["config_name"] == config_name), None)
     if ours is None:
         ours = {"config_name": config_name, "data_files": []}
         configs.append(ours)
-    ours["data_files"] = [f for f in _data_files(ours["data_files"]) if f["split"] != split]
-    ours["data_files"].append({"split": split, "path": f"{data_dir}/{split}-*"})
+    ours["data_files"] = [f for f in _data_files(ours["data_files"]) if f["split"] not in written]
+    ours["data_files"] += [{"split": name, "path": f"{data_dir}/{name}-*"} for name in written]
     card_data = DatasetCardData(
         language=language,
         license=license or "unknown",
@@ -194,22 +152,23 @@ def build_card(
         dataset_info=existing.data.get("dataset_info") if existing else None,
     )
     # Features and split sizes, as push_to_hub writes them; the Hub's viewer and `datasets` read them.
-    num_bytes = ds.data.nbytes * ds.num_rows // max(len(ds.data), 1)
     splits = SplitDict()
     for other in _existing_splits(existing, config_name):
-        if other["name"] != split:
+        if other["name"] not in written:
             splits.add(SplitInfo(other["name"], other.get("num_bytes", 0), other.get("num_examples", 0)))
-    splits.add(SplitInfo(name=split, num_bytes=num_bytes, num_examples=ds.num_rows))
+    for name, rows in written.items():
+        num_bytes = rows.data.nbytes * rows.num_rows // max(len(rows.data), 1)
+        splits.add(SplitInfo(name=name, num_bytes=num_bytes, num_examples=rows.num_rows))
     info = DatasetInfo(features=ds.features, splits=splits, dataset_size=sum(s.num_bytes for s in splits.values()))
     DatasetInfosDict({config_name: info}).to_dataset_card_data(card_data)
-    stats = dataset_stats(ds, candidates)
-    samples = ds.select(range(min(num_samples, ds.num_rows))).to_list() if "instruction" in ds.column_names else []
+    samples = ds.select(sample_pairs(ds, num_samples)).to_list()
     return DatasetCard.from_template(
         card_data,
         template_path=str(_TEMPLATE),
         repo_id=repo_id,
         config_name=config_name,
         split=split,
+        candidates_split=candidates_split,
         version=__version__,
         generator=generator,
         engine=recipe.get("generator", {}).get("engine"),
@@ -218,16 +177,67 @@ def build_card(
         reward_model_url=_hub_url(reward_settings.get("model")),
         best_of_n=recipe.get("selection", {}).get("best_of_n", False),
         recipe=recipe,
-        counts=stats["counts"],
-        outcomes=stats["outcomes"],
-        rewards=stats["rewards"],
-        reward_sample=stats.get("sample"),
+        cost=cost(report.stats) if report.stats is not None else [],
+        versions=report.stats.versions if report.stats is not None else {},
+        per_passage=_per_passage(report.stats),
+        counts=report.counts,
+        outcomes=report.outcomes,
+        rewards=report.rewards,
+        reward_sample=report.reward_sample,
         columns={name: _dtype(feature) for name, feature in ds.features.items()},
         samples=[{key: row.get(key) for key in ("instruction", "response", "title", "reward")} for row in samples],
-        quality=headline(quality) if quality else [],
+        quality=headline(report.quality) if report.quality else [],
         figure=figure,
-        validity_over_candidates=validity_over_candidates,
+        validity_over_candidates=report.validity_over_candidates,
     )
+
+
+def sample_pairs(ds: Dataset, num_samples: int = 3, *, batch_size: int = 1000) -> list[int]:
+    """The first `num_samples` rows that hold a pair, each of another passage: the card's samples.
+
+    A row holds a pair when it has an instruction and a response and no `parse_error`; passages are told apart
+    by `passage_id` where the column exists (candidates hold several rows of each passage), else every row is
+    another passage. Rows are read `batch_size` at a time, and only until enough are found.
+
+    Returns:
+        `list[int]`: the rows, in order; fewer than `num_samples` when the dataset has fewer such passages.
+
+    Example:
+
+    ```py
+    >>> from datasets import Dataset
+    >>> ds = Dataset.from_dict({"passage_id": ["a", "a", "b"], "instruction": ["Q1?", "Q2?", "Q3?"],
+    ...                         "response": ["A1.", "A2.", "A3."]})
+    >>> sample_pairs(ds, 2)
+    [0, 2]
+    ```
+    """
+    if num_samples < 1 or not {"instruction", "response"} <= set(ds.column_names):
+        return []
+    names = [c for c in ("passage_id", "instruction", "response", "parse_error") if c in ds.column_names]
+    found: list[int] = []
+    seen: set = set()
+    for start, batch in zip(range(0, ds.num_rows, batch_size), ds.select_columns(names).iter(batch_size)):
+        for offset, (instruction, response) in enumerate(zip(batch["instruction"], batch["response"])):
+            passage = batch["passage_id"][offset] if "passage_id" in batch else start + offset
+            if not instruction or not response or (batch.get("parse_error") or [None] * len(instruction))[offset]:
+                continue
+            if passage not in seen:
+                seen.add(passage)
+                found.append(start + offset)
+                if len(found) == num_samples:
+                    return found
+    return found
+
+
+def _per_passage(stats: RunStats | None) -> dict[str, float] | None:
+    """Seconds of generation and tokens per passage, for a reader's estimate of a larger run."""
+    if stats is None or not stats.generated_passages or not stats.seconds.get("generate"):
+        return None
+    return {
+        "seconds": stats.seconds["generate"] / stats.generated_passages,
+        "tokens": stats.generated_tokens / stats.generated_passages,
+    }
 
 
 def _data_files(data_files) -> list[dict]:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from ._paths import looks_local
 from .builder import GenstructConfig, load_genstruct
-from .card import dataset_stats
 from .dedup import dedup_pairs
 from .engines import BACKENDS, ENGINES, engine_options, engines_taking
 from .errors import (
@@ -24,8 +23,8 @@ from .errors import (
 )
 from .generate import DEFAULT_GENERATOR
 from .hub_shards import HubShards
-from .quality import quality_report
-from .report import format_headline, format_report
+from .report import REPORT_FILE, RunReport, format_cost, format_headline, format_run_report, run_report
+from .runstats import RunStats
 from .score import DEFAULT_REWARD_MODEL
 from .sources import STRUCTURED_FORMATS, TEXT_FORMATS, passage_columns, source_fingerprint
 
@@ -298,19 +297,20 @@ def _run(args: argparse.Namespace) -> int:
     if pairs is None:  # a rank other than 0 under torchrun: its shards are done, rank 0 writes the output
         return 0
     best = pairs["train"]
-    candidates = pairs.get("candidates", best)
+    candidates = pairs.get("candidates")  # None without best-of-n: then train holds every candidate
+    stats = RunStats.of(best)  # None: not measured
     if args.dedup_threshold is not None:
+        candidates = pairs["train"] if candidates is None else candidates
         best = dedup_pairs(best, threshold=args.dedup_threshold)
-    if best.num_rows == 0:
-        print(_nothing_kept(candidates), file=sys.stderr)
-        return 1
     recipe = config.recipe()
     recipe["selection"]["dedup_threshold"] = args.dedup_threshold
-    # Measured once, for the card(s) and the summary.
-    has_pairs = {"instruction", "response"} <= set(best.column_names) and best.num_rows
-    report = quality_report(best, candidates=candidates) if has_pairs else None
+    # Measured once: the summary, the card, the picture and the saved report are renderings of it.
+    report = run_report(best, candidates, stats=stats, recipe=recipe)
+    if best.num_rows == 0:
+        print(_nothing_kept(report), file=sys.stderr)
+        return 1
     card_settings = {
-        "quality": report,
+        "report": report,
         "recipe": recipe,
         "candidates": candidates,
         "license": args.license,
@@ -326,31 +326,40 @@ def _run(args: argparse.Namespace) -> int:
 
         publish(best, args.push_to_hub, private=args.private, shards=shards, **card_settings)
         destinations.append(f"https://huggingface.co/datasets/{args.push_to_hub}")
-    _print_summary(best, candidates, destinations, report, engine=config.generator().engine.describe())
+    engine = stats.engine if stats is not None and stats.engine else config.generator().engine.describe()
+    _print_summary(report, destinations, engine=engine)
     return 0
 
 
-def _nothing_kept(candidates) -> str:
+def _nothing_kept(report: RunReport) -> str:
     """Why a run kept no pair, from the candidates' outcomes, and what to look at."""
-    stats = dataset_stats(candidates, candidates)
-    outcomes = ", ".join(f"{name}={value}" for name, value in stats["outcomes"].items()) or "none"
+    outcomes = ", ".join(f"{name}={value}" for name, value in report.outcomes.items()) or "none"
     return (
-        f"genstruct-datasets: error: no pair was kept from {candidates.num_rows} candidates (outcomes: {outcomes}), "
-        "so nothing was written. Check the generator (--model), --max-new-tokens (completions cut before "
-        "[[[Assistant]]]) and --min-reward."
+        f"genstruct-datasets: error: no pair was kept from {report.counts['candidates']} candidates (outcomes: "
+        f"{outcomes}), so nothing was written. Check the generator (--model), --max-new-tokens (completions cut "
+        "before [[[Assistant]]]) and --min-reward."
     )
 
 
 def _report(args: argparse.Namespace) -> int:
     import json
 
-    import datasets
-
     local = Path(args.dataset).exists()
     if not local and (looks_local(args.dataset) or Path(args.dataset).suffix in (*STRUCTURED_FORMATS, *TEXT_FORMATS)):
         raise SourceError(f"{args.dataset!r} is neither a dataset folder nor a Hub dataset id.")
+    # The run's own report when the output holds it for this config and split; else the data is measured.
+    report = _saved_report(args.dataset, local=local, config_name=args.config, split=args.split)
+    if report is None:
+        report = run_report(_read_split(args, local=local))
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else format_run_report(report))
+    return 0
+
+
+def _read_split(args: argparse.Namespace, *, local: bool):
+    import datasets
+
     try:
-        ds = datasets.load_dataset(
+        return datasets.load_dataset(
             args.dataset,
             args.config,
             split=args.split,
@@ -359,21 +368,35 @@ def _report(args: argparse.Namespace) -> int:
         )
     except ValueError as err:  # an unknown split or config
         raise SourceError(f"cannot read {args.dataset!r}: {err}") from err
-    report = quality_report(ds)
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
-    return 0
 
 
-def _print_summary(best, candidates, destinations: list[str], report: dict | None, *, engine: str) -> None:
-    stats = dataset_stats(best, candidates)
-    counts = stats["counts"]
-    print(", ".join(f"{name}: {value}" for name, value in counts.items()))
-    if stats["outcomes"]:
-        print("outcomes: " + ", ".join(f"{name}={value}" for name, value in stats["outcomes"].items()))
-    if stats["rewards"]:
-        print("reward: " + ", ".join(f"{name} {value:.3f}" for name, value in stats["rewards"].items()))
-    if report is not None:
-        print(format_headline(report))
+def _saved_report(dataset: str, *, local: bool, config_name: str | None, split: str) -> RunReport | None:
+    """The [`RunReport`] that `run` saved with a folder or a Hub repository, or None when it has none."""
+    if local:
+        return RunReport.load(dataset, config_name=config_name, split=split)
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        path = hf_hub_download(dataset, REPORT_FILE, repo_type="dataset")
+    except (HfHubHTTPError, OSError, ValueError):  # no such file or repository, offline, a bad id
+        return None
+    return RunReport.load(Path(path).parent, config_name=config_name, split=split)
+
+
+def _print_summary(report: RunReport, destinations: list[str], *, engine: str) -> None:
+    """The run's report in a few lines on stdout: counts, outcomes, rewards, quality, cost, engine, where it went."""
+    print(", ".join(f"{name}: {value}" for name, value in report.counts.items()))
+    if report.outcomes:
+        print("outcomes: " + ", ".join(f"{name}={value}" for name, value in report.outcomes.items()))
+    if report.rewards:
+        print("reward: " + ", ".join(f"{name} {value:.3f}" for name, value in report.rewards.items()))
+    if report.quality is not None:
+        print(format_headline(report.quality))
+    if report.stats is not None:
+        print(format_cost(report.stats))
+    else:
+        print("cost: not measured (the build recorded no time or tokens)")
     print(f"generated with: {engine}")
     print("written to: " + (", ".join(destinations) if destinations else "the datasets cache only (use --output)"))
 

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .card import build_card
-from .errors import MissingTokenError, OutputExistsError
+from .errors import InvalidConfigError, MissingTokenError, OutputExistsError
 from .hub_shards import with_retries
-from .quality import quality_report
-from .report import plot_quality
+from .report import QUALITY_FIGURE, REPORT_FILE, RunReport, plot_quality, run_report
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -30,7 +29,10 @@ DEFAULT_MAX_SHARD_SIZE = 500 * 2**20
 ROW_GROUP_ROWS = 1000
 """Rows per parquet row group. `datasets` aims at row groups of 100 MB, and gathers each one in memory when the
 rows are a selection (best-of-n's kept rows): the peak memory of writing grew with the dataset up to that size."""
-QUALITY_FIGURE = "quality-{config}-{split}.png"
+CANDIDATES_SPLIT = "candidates"
+"""The split that holds every candidate, beside the kept pairs, when `save_local` or `publish` is given them."""
+_OLD_FIGURE = "quality-{config}-{split}.png"
+"""The picture's name before 0.1.0 settled on `quality.png`: removed when its split is written again."""
 STAGING_PREFIX = ".genstruct-staging-"
 """The folders in which `save_local` makes a new output before it swaps it in."""
 
@@ -51,6 +53,8 @@ def save_local(
     existing_card: DatasetCard | None = None,
     quality: dict[str, Any] | None = None,
     overwrite: bool = False,
+    report: RunReport | None = None,
+    candidates_split: str | None = CANDIDATES_SPLIT,
 ) -> Path:
     """Write `ds` to a folder in the layout of a Hub dataset repository: parquet shards and a README card.
 
@@ -60,9 +64,12 @@ def save_local(
 
     The shards go to ``data/{split}-00000-of-0000N.parquet`` (``{config_name}/...`` for a config other than
     ``"default"``), the layout `Dataset.push_to_hub` uses, and the card's YAML names them, so that
-    ``load_dataset(folder)`` reads the same rows and features back. For pairs, the card gains a "Quality"
-    section ([`quality_report`]) and ``quality-{config_name}-{split}.png``, a picture of the reward and
-    length distributions.
+    ``load_dataset(folder)`` reads the same rows and features back. Given `candidates`, they are written too, as
+    the split ``candidates`` of the same config (every sample, with its `finish_reason`, `parse_error` and
+    `reward`), so that ``load_dataset(folder, split="candidates")`` reads them. For pairs, the card gains a
+    "Quality" section ([`quality_report`]) and ``quality.png``, a picture of the reward and length distributions;
+    the run's report ([`RunReport`]) is saved as ``genstruct-report.json``, for ``genstruct-datasets report``. The
+    card, the picture and the report describe the split written last.
 
     Args:
         ds (`datasets.Dataset`): the rows to write.
@@ -70,7 +77,10 @@ def save_local(
         config_name (`str`, *optional*, defaults to `"default"`): the dataset config.
         split (`str`, *optional*, defaults to `"train"`): the split.
         recipe (`Mapping`, *optional*): how the rows were made, shown in the card (see [`build_card`]).
-        candidates (`datasets.Dataset`, *optional*): every candidate before selection, for the card's counts.
+        candidates (`datasets.Dataset`, *optional*): every candidate before selection: the card's counts and validity
+            figures are measured over them, and they are written as the split `candidates_split`. They must have
+            the features of `ds` (`ds` is a selection of them, as `select_best` makes it). Not written again when
+            they are `ds` itself.
         license (`str`, *optional*): license id for the card.
         language (`str` or `list[str]`, *optional*, defaults to `"en"`): language codes for the card.
         source_datasets (`list[str]`, *optional*): Hub ids of the source corpora.
@@ -78,28 +88,49 @@ def save_local(
         max_shard_size (`int`, *optional*, defaults to 500 MiB): largest shard, in bytes of Arrow data.
         existing_card (`DatasetCard`, *optional*): a card whose other configs the new card keeps.
         quality (`dict`, *optional*): the [`quality_report`] of `ds` (with `candidates`) when the caller already
-            has it; computed here otherwise.
+            has it; computed here otherwise. Superseded by `report`.
         overwrite (`bool`, *optional*, defaults to `False`): replace a non-empty folder that this package did not
             write.
+        report ([`RunReport`], *optional*): the run's figures ([`run_report`] of `ds` and `candidates`): the card,
+            the picture and ``genstruct-report.json`` render it, and nothing is measured again. Measured here
+            otherwise.
+        candidates_split (`str`, *optional*, defaults to `"candidates"`): the split the candidates are written as;
+            None writes them not (they then serve the card's figures only).
 
     Returns:
         `Path`: the folder.
 
     Raises:
         [`OutputExistsError`]: `folder` holds files this package did not write, and `overwrite` is False.
+        [`InvalidConfigError`]: the candidates would be written over `split`, or their features are not those of
+            `ds`.
 
     Example:
 
     ```py
     >>> from datasets import Dataset, load_dataset
-    >>> ds = Dataset.from_dict({"instruction": ["Why?"], "response": ["Because."]})
-    >>> folder = save_local(ds, "my-pairs")  # doctest: +SKIP
+    >>> candidates = Dataset.from_dict({"instruction": ["Why?", None], "response": ["Because.", None]})
+    >>> folder = save_local(candidates.select([0]), "my-pairs", candidates=candidates)  # doctest: +SKIP
     >>> load_dataset("my-pairs", split="train")[0]  # doctest: +SKIP
     {'instruction': 'Why?', 'response': 'Because.'}
+    >>> load_dataset("my-pairs", split="candidates").num_rows  # doctest: +SKIP
+    2
     ```
     """
     folder = Path(folder)
     check_output_folder(folder, overwrite=overwrite)
+    written = candidates_split if candidates is not None and candidates is not ds else None
+    if written is not None and (written == split or candidates.features != ds.features):
+        problem = (
+            f"would be written over the split {split!r}; name another candidates_split"
+            if written == split
+            else f"have other features than the rows ({', '.join(candidates.column_names)} against "
+            f"{', '.join(ds.column_names)}); give the candidates these rows were selected from"
+        )
+        raise InvalidConfigError(
+            f"The candidates (candidates_split={written!r}) {problem}, or pass candidates_split=None to use them "
+            "for the card's figures only."
+        )
     target = folder.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     # Beside the folder, so that it can be renamed into place; inside it where the folder itself cannot be renamed.
@@ -114,7 +145,6 @@ def save_local(
             "language": language,
             "source_datasets": source_datasets,
             "existing": existing_card,
-            "quality": quality,
         }
         _write_folder(
             ds,
@@ -122,8 +152,10 @@ def save_local(
             previous=target,
             config_name=config_name,
             split=split,
+            candidates_split=written,
             max_shard_size=max_shard_size,
             repo_id=repo_id or str(folder),
+            report=report or _measure(ds, candidates, recipe, quality),
             card_settings=card_settings,
         )
         if inside:
@@ -212,6 +244,28 @@ def _swap_in(staging: Path, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _measure(
+    ds: Dataset, candidates: Dataset | None, recipe: Mapping | None, quality: dict[str, Any] | None
+) -> RunReport:
+    """The report of `ds` for a caller that gave none; a `quality` it gave is shown as it is."""
+    if quality is None:
+        return run_report(ds, candidates, recipe=recipe)
+    from .report import dataset_stats, distributions
+
+    stats = dataset_stats(ds, candidates)
+    has_pairs = {"instruction", "response"} <= set(ds.column_names) and ds.num_rows
+    return RunReport(
+        counts=stats["counts"],
+        outcomes=stats["outcomes"],
+        rewards=stats["rewards"],
+        reward_sample=stats.get("sample"),
+        quality=quality,
+        validity_over_candidates=candidates is not None,
+        distributions=distributions(ds) if has_pairs else {},
+        recipe={str(k): dict(v) for k, v in recipe.items()} if recipe is not None else None,
+    )
+
+
 def _write_folder(
     ds: Dataset,
     staging: Path,
@@ -219,46 +273,59 @@ def _write_folder(
     previous: Path,
     config_name: str,
     split: str,
+    candidates_split: str | None,
     max_shard_size: int,
     repo_id: str,
+    report: RunReport,
     card_settings: dict[str, Any],
 ) -> None:
-    """Write the new folder into `staging`: the other splits and files of `previous` linked in, this split anew."""
+    """Write the new folder into `staging`: the other splits and files of `previous` linked in, these splits anew."""
     data_dir = "data" if config_name == "default" else config_name
-    figure_name = QUALITY_FIGURE.format(config=config_name, split=split)
+    splits = {split: ds, **({candidates_split: card_settings["candidates"]} if candidates_split else {})}
     if previous.exists():
-        replaced = (f"{data_dir}/{split}-", "README.md", figure_name)
+        old_figure = _OLD_FIGURE.format(config=config_name, split=split)
+        replaced = (*(f"{data_dir}/{name}-" for name in splits), "README.md", QUALITY_FIGURE, REPORT_FILE, old_figure)
         for path in previous.rglob("*"):
             relative = path.relative_to(previous).as_posix()
             if path.is_file() and not relative.startswith((*replaced, STAGING_PREFIX)):
                 (staging / relative).parent.mkdir(parents=True, exist_ok=True)
                 _link_or_copy(path, staging / relative)
     (staging / data_dir).mkdir(parents=True, exist_ok=True)
-    # The rows' share of the table: after select_best or filter, `ds.data` still holds every candidate.
-    num_bytes = ds.data.nbytes * ds.num_rows // max(len(ds.data), 1)
-    num_shards = min(max(1, math.ceil(num_bytes / max_shard_size)), max(ds.num_rows, 1))
-    for index in range(num_shards):
-        shard = ds.shard(num_shards=num_shards, index=index, contiguous=True)
-        shard.to_parquet(
-            staging / data_dir / f"{split}-{index:05d}-of-{num_shards:05d}.parquet", batch_size=ROW_GROUP_ROWS
-        )
-    quality, figure = card_settings.pop("quality"), None
-    if {"instruction", "response"} <= set(ds.column_names) and ds.num_rows:
-        quality = quality or quality_report(ds, candidates=card_settings["candidates"])
-        figure = plot_quality(ds, staging / figure_name).name
+    num_shards = {name: _write_split(rows, staging / data_dir, name, max_shard_size) for name, rows in splits.items()}
+    figure = plot_quality(report, staging / QUALITY_FIGURE).name if report.distributions else None
+    report.save(staging, config_name=config_name, split=split)
     card = build_card(
         ds,
         repo_id=repo_id,
         config_name=config_name,
         split=split,
         data_dir=data_dir,
-        quality=quality,
         figure=figure,
-        validity_over_candidates=card_settings["candidates"] is not None,
+        report=report,
+        candidates_split=candidates_split,
         **card_settings,
     )
     card.save(staging / "README.md")
-    logger.info("Wrote %d rows in %d parquet shard(s) and a dataset card to %s", ds.num_rows, num_shards, previous)
+    logger.info(
+        "Wrote %s in parquet shards, a dataset card and its run report to %s",
+        ", ".join(f"{rows.num_rows} rows of {name} ({num_shards[name]} shard(s))" for name, rows in splits.items()),
+        previous,
+    )
+
+
+def _write_split(ds: Dataset, folder: Path, split: str, max_shard_size: int) -> int:
+    """Write `ds` as ``{folder}/{split}-NNNNN-of-NNNNN.parquet`` shards of at most `max_shard_size` each.
+
+    Returns:
+        `int`: the number of shards.
+    """
+    # The rows' share of the table: after select_best or filter, `ds.data` still holds every candidate.
+    num_bytes = ds.data.nbytes * ds.num_rows // max(len(ds.data), 1)
+    num_shards = min(max(1, math.ceil(num_bytes / max_shard_size)), max(ds.num_rows, 1))
+    for index in range(num_shards):
+        shard = ds.shard(num_shards=num_shards, index=index, contiguous=True)
+        shard.to_parquet(folder / f"{split}-{index:05d}-of-{num_shards:05d}.parquet", batch_size=ROW_GROUP_ROWS)
+    return num_shards
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -284,6 +351,8 @@ def publish(
     source_datasets: list[str] | None = None,
     quality: dict[str, Any] | None = None,
     shards: HubShards | None = None,
+    report: RunReport | None = None,
+    candidates_split: str | None = CANDIDATES_SPLIT,
 ) -> CommitInfo:
     """Publish `ds` to a dataset repository on the Hub, parquet shards and dataset card in one commit.
 
@@ -304,7 +373,8 @@ def publish(
         config_name (`str`, *optional*, defaults to `"default"`): the dataset config.
         split (`str`, *optional*, defaults to `"train"`): the split.
         commit_message (`str`, *optional*): defaults to "Upload {n} Genstruct pairs with genstruct-datasets".
-        recipe, candidates, license, language, source_datasets, quality: shown in the card, see [`save_local`].
+        recipe, candidates, license, language, source_datasets, quality, report, candidates_split: see
+            [`save_local`]; the candidates are published as the split `candidates_split` (``"candidates"``).
         shards ([`HubShards`], *optional*): the store the run's finished shards went to (``push_shards_to=`` of
             [`load_genstruct`]); its folders in this repository are deleted in the same commit.
 
@@ -354,14 +424,22 @@ def publish(
             repo_id=repo_id,
             existing_card=existing,
             quality=quality,
+            report=report,
+            candidates_split=candidates_split,
         )
         held = with_retries(lambda: api.list_repo_files(repo_id, repo_type="dataset"), what=f"listing {repo_id}")
         work_folders = sorted(shards.folders) if shards is not None else []
+        # The split's older shards, and the candidates' where they are written again, and a picture of the old name.
+        written = [
+            split,
+            *([candidates_split] if candidates_split and candidates is not None and candidates is not ds else []),
+        ]
+        replaced = [*(f"{data_dir}/{name}-*" for name in written), _OLD_FIGURE.format(config=config_name, split=split)]
         commit = with_retries(
             # The operations are made anew for each try: a `CommitOperationAdd` is spent once it is committed.
             lambda: api.create_commit(
                 repo_id,
-                _commit_operations(Path(folder), held, [f"{data_dir}/{split}-*"], work_folders),
+                _commit_operations(Path(folder), held, replaced, work_folders),
                 repo_type="dataset",
                 commit_message=commit_message or f"Upload {ds.num_rows} Genstruct pairs with genstruct-datasets",
             ),

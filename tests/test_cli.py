@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -323,7 +324,7 @@ def test_report_prints_a_table_and_json(tmp_path):
     assert table.stdout.startswith("quality\n  pairs among candidates")
     assert "reward (mean / median)                    1.500 / 1.500" in table.stdout
     as_json = run("report", str(folder), "--json", tmp_path=tmp_path)
-    assert json.loads(as_json.stdout)["validity"]["pairs"] == 2
+    assert json.loads(as_json.stdout)["quality"]["validity"]["pairs"] == 2
     # `report --json | head`: a reader that goes away early is no failure.
     piped = subprocess.Popen(
         [COMMAND, "report", str(folder), "--json"],
@@ -559,3 +560,100 @@ def test_passages_in_title_and_content_are_read_as_passages(cli, tmp_path, caplo
     assert len(said) == 1 and said[0].startswith(f"{source} has a 'content' column")
     pairs = load_dataset(str(tmp_path / "out"), split="train")
     assert pairs["content"] == [first["content"]] and pairs["title"] == [first["title"]]  # whole, not split
+
+
+def test_one_run_is_measured_once_and_writes_every_candidate(
+    monkeypatch, capsys, tmp_path, taught_generator, tiny_reward_model
+):
+    from hub_fake import FolderHub
+
+    import genstruct_datasets
+    from genstruct_datasets import GenstructGenerator, RunReport, RunStats, quality, report
+    from genstruct_datasets.cli import main
+
+    corpus = passages_corpus(tmp_path / "passages.jsonl", 3)
+    with corpus.open("a") as file:  # a passage that cannot be prompted: an invalid_input candidate
+        file.write(json.dumps({"title": "Empty", "content": ""}) + "\n")
+    real_call = GenstructGenerator.__call__
+
+    def second_samples_lose_their_answer(self, batch, rank=None):
+        output = real_call(self, batch, rank)
+        output["completion"] = [
+            text.split("[[[Assistant]]]")[0] if index == 1 and text else text
+            for text, index in zip(output["completion"], output["sample_index"])
+        ]
+        return output
+
+    monkeypatch.setattr(GenstructGenerator, "__call__", second_samples_lose_their_answer)
+    calls = Counter()
+    for name, original in [
+        ("quality_report", quality.quality_report),
+        ("dataset_stats", report.dataset_stats),
+        ("distributions", report.distributions),
+    ]:
+
+        def spy(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        for module in [m for n, m in sys.modules.items() if n.startswith("genstruct_datasets")]:
+            if getattr(module, name, None) is original:
+                monkeypatch.setattr(module, name, spy)
+    stats = RunStats(
+        engine="transformers (static batching) on cpu",
+        versions={"genstruct-datasets": genstruct_datasets.__version__},
+        passages=4,
+        generated_passages=4,
+        generated_tokens=160,
+        seconds={"passages": 0.1, "generate": 2.0, "parse": 0.1, "score": 0.4, "select": 0.1},
+        wall_seconds=3.0,
+        shards=4,
+        shards_reused=1,
+    )
+    monkeypatch.setattr(RunStats, "of", classmethod(lambda cls, ds: stats))  # what the builder saved
+    hub = FolderHub(tmp_path / "hub")
+    hub.install(monkeypatch.setattr)
+    monkeypatch.setenv("HF_TOKEN", "hf_fake")
+    output = tmp_path / "pairs"
+    args = [*sharded_run_args(corpus, taught_generator, tiny_reward_model), "--cache-dir", str(tmp_path / "cache")]
+    assert main([*args, "--output", str(output), "--push-to-hub", "me/pairs"]) == 0
+    summary = capsys.readouterr().out.splitlines()
+
+    # Each figure once: for the summary, the folder's card, picture and report, and the Hub's.
+    assert calls == {"quality_report": 1, "dataset_stats": 1, "distributions": 1}
+    assert summary[0] == "passages: 4, candidates: 7, parsed: 3, kept: 3"  # one sample of the empty passage
+    assert "  pairs among candidates                    42.9%" in summary
+    cost = summary[summary.index("cost") + 1 : -2]
+    assert cost == [
+        "  engine              transformers (static batching) on cpu",
+        "  executor            local",
+        "  generated tokens    160 (40 per passage)",
+        "  passages generated  4 of 4",
+        "  speed               80.0 tokens/s, 2.00 passages/s",
+        "  wall time           passages 0.1 s, generate 2.0 s, parse 0.1 s, score 0.4 s, select 0.1 s; 3.0 s in all",
+        "  shards reused       1 of 4",
+    ]
+    assert summary[-2] == "generated with: transformers (static batching) on cpu"
+    card = (output / "README.md").read_text()
+    assert "| speed | 80.0 tokens/s, 2.00 passages/s |" in card and "| shards reused | 1 of 4 |" in card
+    assert "| pairs among candidates | 42.9% |" in card
+
+    # Every candidate is written, the invalid input and the failed parses with their reasons.
+    for folder in (output, hub.repo("me/pairs")):
+        written = load_dataset(str(folder), split="candidates", download_mode="force_redownload")
+        assert written.num_rows == 7 and "invalid_input" in written["finish_reason"]
+        assert written["parse_error"].count("no_assistant_marker") == 3
+        assert load_dataset(str(folder), split="train", download_mode="force_redownload").num_rows == 3
+
+    # `report` prints the run's own report; another split is measured from its rows.
+    assert main(["report", str(output), "--json"]) == 0
+    saved = json.loads(capsys.readouterr().out)
+    assert RunReport.from_dict(saved) == RunReport.load(output) and saved["stats"]["tokens_per_second"] == 80.0
+    assert calls == {"quality_report": 1, "dataset_stats": 1, "distributions": 1}  # not measured again
+    assert main(["report", str(output), "--split", "candidates", "--json"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    assert measured["quality"]["validity"]["candidates"] == 7 and measured["quality"]["validity"]["pairs"] == 3
+    assert measured["quality"]["validity"]["parse_error"]["no_assistant_marker"] == 3
+    assert measured["stats"] is None
+    assert main(["report", str(output), "--split", "candidates"]) == 0
+    assert "  pairs among candidates                    42.9%" in capsys.readouterr().out

@@ -1,7 +1,9 @@
 import os
+import re
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from datasets import Dataset, load_dataset
@@ -9,7 +11,21 @@ from hub_fake import FolderHub
 from huggingface_hub import DatasetCard, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from genstruct_datasets import HubShards, MissingTokenError, build_card, dataset_stats, publish, save_local
+from genstruct_datasets import (
+    HubShards,
+    InvalidConfigError,
+    MissingTokenError,
+    RunReport,
+    RunStats,
+    build_card,
+    dataset_stats,
+    publish,
+    run_report,
+    save_local,
+)
+from genstruct_datasets.report import QUALITY_FIGURE
+
+DOCS = Path(__file__).parent.parent / "docs"
 
 # Read before the autouse fixture clears it: the opt-in integration test pushes with it.
 HUB_TOKEN = os.environ.get("HF_TOKEN")
@@ -81,18 +97,128 @@ def test_save_local_round_trips_through_load_dataset(tmp_path, best, candidates)
     folder = save_local(best, tmp_path / "pairs", recipe=RECIPE, candidates=candidates)
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
         "README.md",
+        "data/candidates-00000-of-00001.parquet",
         "data/train-00000-of-00001.parquet",
-        "quality-default-train.png",
+        "genstruct-report.json",
+        "quality.png",
     ]
-    assert (folder / "quality-default-train.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert (folder / "quality.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     text = (folder / "README.md").read_text()
-    assert "## Quality" in text and "![Distributions of rewards and lengths](quality-default-train.png)" in text
+    assert "## Quality" in text and "![Distributions of rewards and lengths](quality.png)" in text
     # Validity over all five candidates; the rest over the two pairs kept.
     assert "| pairs among candidates | 40.0% |" in text
     assert "| instructions that ask something | 100.0% |" in text
+    assert 'load_dataset("' in text and 'split="candidates")  # every sample' in text
     reloaded = load_dataset(str(folder), split="train")
     assert reloaded.features == best.features
     assert reloaded.to_list() == best.to_list()
+    # Every candidate, the invalid input and the failed parses with their reasons, as a split of its own.
+    everything = load_dataset(str(folder), split="candidates")
+    assert everything.to_list() == candidates.to_list()
+    card = DatasetCard.load(folder / "README.md")
+    assert card.data.configs[0]["data_files"] == [
+        {"split": "train", "path": "data/train-*"},
+        {"split": "candidates", "path": "data/candidates-*"},
+    ]
+    assert {s["name"]: s["num_examples"] for s in card.data.dataset_info["splits"]} == {"train": 2, "candidates": 5}
+    saved = RunReport.load(folder)
+    assert saved.counts == {"passages": 3, "candidates": 5, "parsed": 2, "kept": 2}
+    assert saved.quality["validity"]["pair_share"] == 0.4 and saved.validity_over_candidates
+    assert saved.recipe == RECIPE and saved.stats is None
+    assert RunReport.load(folder, split="candidates") is None  # it describes train: another split is measured
+
+
+def test_candidates_that_cannot_be_a_split_of_the_rows_are_refused(tmp_path, best, candidates):
+    with pytest.raises(InvalidConfigError, match="have other features than the rows .*candidates_split=None"):
+        save_local(best.remove_columns("title"), tmp_path / "a", candidates=candidates)
+    with pytest.raises(InvalidConfigError, match="would be written over the split 'candidates'"):
+        save_local(best, tmp_path / "b", split="candidates", candidates=candidates)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # For the card's figures only: no second split.
+    folder = save_local(best.remove_columns("title"), tmp_path / "c", candidates=candidates, candidates_split=None)
+    assert [p.name for p in (folder / "data").iterdir()] == ["train-00000-of-00001.parquet"]
+    assert "| pairs among candidates | 40.0% |" in (folder / "README.md").read_text()
+
+
+def test_the_picture_has_the_name_the_docs_give_it(tmp_path, best):
+    folder = save_local(best, tmp_path / "pairs")
+    assert (folder / QUALITY_FIGURE).is_file() and QUALITY_FIGURE == "quality.png"
+    documented = set()
+    for page in [*DOCS.glob("*.md"), DOCS.parent / "README.md"]:
+        documented |= set(re.findall(r"[\w-]+\.png", page.read_text()))  # not the old `quality-{config}-{split}.png`
+    assert documented == {QUALITY_FIGURE}
+
+
+def test_rewriting_an_output_of_an_older_version_removes_its_picture(tmp_path, best):
+    folder = save_local(best, tmp_path / "pairs")
+    (folder / "quality-default-train.png").write_bytes(b"\x89PNG old")
+    save_local(best, folder)
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == [
+        "README.md",
+        "genstruct-report.json",
+        "quality.png",
+    ]
+
+
+def test_card_samples_come_from_distinct_passages(candidates):
+    # Two good pairs of the Moon first: the card shows one of them, then the Tea's.
+    rows = candidates.to_dict()
+    rows["instruction"][1], rows["response"][1], rows["parse_error"][1] = "How far is the Moon?", "Far.", None
+    ds = Dataset.from_dict(rows)
+    text = build_card(ds, repo_id="me/pairs").text
+    samples = re.findall(r"\*\*Instruction:\*\* (.*)", text)
+    assert samples == ["Why does the Moon show one face?", "What is tea made from?"]
+    assert "*Passage: Moon, reward 2.500*" in text and "*Passage: Tea, reward 0.500*" in text
+    # Without passage ids, each row is a passage of its own.
+    text = build_card(ds.remove_columns("passage_id"), repo_id="me/pairs").text
+    assert re.findall(r"\*\*Instruction:\*\* (.*)", text)[:2] == [
+        "Why does the Moon show one face?",
+        "How far is the Moon?",
+    ]
+
+
+RUN = RunStats(
+    engine="vllm 0.11.0 on cuda:0 (NVIDIA H200)",
+    versions={"genstruct-datasets": "0.1.0", "vllm": "0.11.0", "torch": "2.8.0"},
+    passages=4,
+    generated_passages=4,
+    generated_tokens=2000,
+    seconds={"passages": 0.5, "generate": 4.0, "parse": 0.25, "score": 1.5, "select": 0.1},
+    wall_seconds=7.0,
+    shards=2,
+    shards_reused=0,
+)
+
+
+def test_the_card_says_what_the_run_cost(tmp_path, best, candidates):
+    report = run_report(best, candidates, stats=RUN, recipe=RECIPE)
+    folder = save_local(best, tmp_path / "pairs", candidates=candidates, report=report)
+    text = (folder / "README.md").read_text()
+    assert "### Cost" in text
+    assert "| engine | vllm 0.11.0 on cuda:0 (NVIDIA H200) |" in text
+    assert "| generated tokens | 2,000 (500 per passage) |" in text
+    assert "| speed | 500.0 tokens/s, 1.00 passages/s |" in text
+    assert (
+        "| wall time | passages 0.5 s, generate 4.0 s, parse 0.2 s, score 1.5 s, select 0.1 s; 7.0 s in all |" in text
+    )
+    assert "| shards reused | 0 of 2 |" in text
+    assert "| versions | genstruct-datasets 0.1.0, vllm 0.11.0, torch 2.8.0 |" in text
+    assert "1,000 passages take about 16.7 minutes of generation" in text
+    assert "| `num_samples` | `4` |" in text  # the recipe comes with the report
+    assert RunReport.load(folder).stats == RUN
+    # Not measured: the card says so, and nothing else.
+    assert "The time and tokens of the run were not measured." in build_card(best, repo_id="me/pairs").text
+
+
+def test_a_given_report_is_rendered_not_measured_again(tmp_path, monkeypatch, best, candidates):
+    report = run_report(best, candidates, stats=RUN)
+    for module in ("report", "publish", "card"):
+        module = sys.modules[f"genstruct_datasets.{module}"]
+        for name in ("quality_report", "dataset_stats", "distributions", "run_report"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("measured"))
+    folder = save_local(best, tmp_path / "pairs", candidates=candidates, report=report)
+    assert RunReport.load(folder) == report and (folder / "quality.png").is_file()
 
 
 def test_save_local_shards_and_replaces_old_shards(tmp_path, candidates):
@@ -147,7 +273,13 @@ def test_publish_sends_shards_and_card_in_one_commit(monkeypatch, tmp_path, best
     # More files than `upload_folder` puts in one commit with hf_xet (the fake's batches are tiny): still one commit.
     (landed,) = hub.commits
     assert landed.message == "Upload 2 Genstruct pairs with genstruct-datasets" and commit.oid in commit.commit_url
-    assert landed.added == ["README.md", "data/train-00000-of-00001.parquet", "quality-default-train.png"]
+    assert landed.added == [
+        "README.md",
+        "data/candidates-00000-of-00001.parquet",
+        "data/train-00000-of-00001.parquet",
+        "genstruct-report.json",
+        "quality.png",
+    ]
     card = DatasetCard.load("me/pairs")
     assert "genstruct" in card.data.tags and 'load_dataset("me/pairs", split="train")' in card.text
     assert load_dataset(str(hub.repo("me/pairs")), split="train").to_list() == best.to_list()
