@@ -120,6 +120,14 @@ class RunStats:
         return cls.load(Path(files[0]["filename"]).parent) if files else None
 
 
+def format_duration(seconds: float) -> str:
+    """A duration as people read it: ``"4.2 s"``, ``"3 min 05 s"``, ``"2 h 10 min"``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 def package_versions() -> dict[str, str]:
     """The versions of the packages that shape the data, for the card."""
     from importlib.metadata import PackageNotFoundError, version

@@ -184,10 +184,14 @@ class ShardJob:
         """Where each shard is written."""
         return [self.work_dir / f"candidates-{k:05d}-of-{self.count:05d}.parquet" for k in range(self.count)]
 
+    def size(self, k: int) -> int:
+        """How many passages shard `k` has."""
+        return min(self.config.shard_size, self.passages.num_rows - k * self.config.shard_size)
+
     def block(self, k: int) -> datasets.Dataset:
         """Shard `k`'s passages."""
-        size = self.config.shard_size
-        return self.passages.select(range(k * size, min((k + 1) * size, self.passages.num_rows)))
+        start = k * self.config.shard_size
+        return self.passages.select(range(start, start + self.size(k)))
 
     def start(self, shards: list[int]) -> list[Future[bool]]:
         """Get ready to build `shards`: a forced build deletes their earlier files first; with a store, take the

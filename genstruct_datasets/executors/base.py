@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -9,8 +11,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..errors import FailedPassagesError
-from ..runstats import RunStats
+from ..runstats import RunStats, format_duration
 from ..shards import ShardJob, ShardOutcome, finish_uploads
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,7 +65,9 @@ class Executor(ABC):
         try:
             todo = job.missing(mine)
             stats.shards_reused = len(mine) - len(todo)
+            progress = _Progress(job, todo)
             for outcome in self.build(job, todo):
+                progress.done(outcome)
                 stats.add(outcome.stats)
                 failed += outcome.failed
                 if outcome.upload is not None:
@@ -76,3 +82,28 @@ class Executor(ABC):
         if failed:
             raise FailedPassagesError(failed)
         return BuiltShards(stats, not_uploaded)
+
+
+class _Progress:
+    """One log line per finished shard: its speed, and how long the shards left should take at the speed so far."""
+
+    def __init__(self, job: ShardJob, todo: list[int]) -> None:
+        self.sizes = {k: job.size(k) for k in todo}
+        self.left = sum(self.sizes.values())
+        self.finished = 0
+        self.start = time.perf_counter()
+
+    def done(self, outcome: ShardOutcome) -> None:
+        self.left -= self.sizes[outcome.shard]
+        self.finished += self.sizes[outcome.shard]
+        elapsed = time.perf_counter() - self.start
+        speed = outcome.stats.tokens_per_second
+        logger.info(
+            "Shard %d done%s: %d of %d passages of this run in %s; about %s left.",
+            outcome.shard + 1,
+            f" ({speed:,.0f} tokens/s)" if speed else "",
+            self.finished,
+            self.finished + self.left,
+            format_duration(elapsed),
+            format_duration(elapsed / self.finished * self.left) if self.finished else "?",
+        )
