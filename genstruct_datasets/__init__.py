@@ -22,6 +22,7 @@ from .errors import (
     MissingDependencyError,
     MissingTokenError,
     ModelNotFoundError,
+    ModelUnreachableError,
     OutputExistsError,
     SourceError,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "MissingDependencyError",
     "MissingTokenError",
     "ModelNotFoundError",
+    "ModelUnreachableError",
     "OpenAIServerEngine",
     "OutputExistsError",
     "ParsedPair",

@@ -9,6 +9,7 @@ import sys
 import typing
 from pathlib import Path
 
+from . import __version__
 from ._paths import looks_local
 from .builder import GenstructConfig, load_genstruct
 from .dedup import dedup_pairs
@@ -23,6 +24,7 @@ from .errors import (
 )
 from .generate import DEFAULT_GENERATOR
 from .hub_shards import HubShards
+from .models import check_model_reachable
 from .report import REPORT_FILE, RunReport, format_cost, format_headline, format_run_report, run_report
 from .runstats import RunStats
 from .score import DEFAULT_REWARD_MODEL
@@ -31,6 +33,7 @@ from .sources import STRUCTURED_FORMATS, TEXT_FORMATS, passage_columns, source_f
 logger = logging.getLogger("genstruct_datasets")
 
 EPILOG = """examples:
+  genstruct-datasets demo                                 # the whole recipe offline on a CPU, with tiny models
   genstruct-datasets run passages.jsonl --output pairs/   # title and content columns: read as passages, unsplit
   genstruct-datasets run wikimedia/wikipedia --name 20231101.en --limit 1000 --push-to-hub me/wiki-genstruct
   genstruct-datasets run notes/ --backend transformers --quantization 4bit --num-samples 4 --output notes-pairs/
@@ -43,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="genstruct-datasets",
         description="Turn a corpus of text passages into a grounded instruction dataset with Genstruct-7B.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
         "run",
@@ -151,6 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
         "before, e.g. after a model's main branch moved; an interrupted forced run is resumed without --force",
     )
 
+    demo = commands.add_parser(
+        "demo",
+        help="run the whole recipe offline on a CPU, with tiny stand-in models, on passages shipped with the package",
+        description="Build tiny stand-in models once (cached), run the recipe of `run` on a dozen passages that ship "
+        "with the package, write the dataset folder and print the summary, and the command for real pairs on a GPU. "
+        "Nothing is downloaded. Needs the [demo] extra (mistral-common's Mistral tokenizer).",
+    )
+    demo.add_argument(
+        "--output",
+        metavar="FOLDER",
+        default="genstruct-demo",
+        help="the dataset folder to write; an earlier demo's is replaced (default: %(default)s)",
+    )
+
     report = commands.add_parser(
         "report",
         help="print the quality figures of a dataset folder or Hub repository",
@@ -209,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)
     try:
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(args.output)
         return _run(args) if args.command == "run" else _report(args)
     except BrokenPipeError:
         # The reader went away (`report --json | head`): not a failure. Point stdout at devnull so that Python's
@@ -271,6 +293,11 @@ def _run(args: argparse.Namespace) -> int:
             raise MissingTokenError(
                 f"--push-to-hub {args.push_to_hub} needs a Hugging Face token: run `hf auth login` or set HF_TOKEN."
             )
+    # A Hub model that cannot be had now (offline, not downloaded) is said before the source is read. A server's
+    # model is the server's name for it.
+    if config.generator().engine.name != "openai":
+        check_model_reachable(args.model, revision=args.revision)
+    check_model_reachable(args.reward_model, revision=args.reward_revision, option="--reward-model")
     if "text_column" not in settings:  # looked at (and said) once, here: the builder is given the columns
         settings = {
             "text_column": "text",

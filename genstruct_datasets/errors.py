@@ -91,6 +91,12 @@ class ModelNotFoundError(GenstructError, FileNotFoundError):
     """A model given as a local folder that does not exist, or a folder that holds no saved model."""
 
 
+class ModelUnreachableError(ModelNotFoundError, ConnectionError):
+    """A model given as a Hub id that is not in the local cache, while the Hub is off (``HF_HUB_OFFLINE=1``) or does
+    not answer: it cannot be loaded now. The message names the model and the ways out (a local folder, a download, or
+    ``genstruct-datasets demo``)."""
+
+
 def check_columns(stage: str, batch: dict, required: Iterable[str], hint: str = "") -> None:
     """Raise `MissingColumnsError` when `batch` lacks one of the `required` columns."""
     missing = [column for column in required if column not in batch]

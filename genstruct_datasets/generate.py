@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from typing import Any
 
 from ._fingerprint import hash_only_results
@@ -28,6 +30,54 @@ OUTPUT_COLUMNS = (
     "content_truncated",
 )
 _INVALID = Sample(None, "invalid_input", 0)
+
+PROGRESS_INTERVAL = 30.0
+"""Seconds of generation between two progress lines (INFO) of the generators of one process."""
+
+
+class _GenerationMeter:
+    """What the generators of this process have generated, and a progress line every `PROGRESS_INTERVAL` seconds.
+
+    It lives in the module, never in a generator, so that pickling and hashing a generator do not see it. The clock is
+    read after each map batch: no thread, no timer. A forked worker starts from zero.
+    """
+
+    def __init__(self) -> None:
+        self._pid: int | None = None
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        self.passages = self.tokens = 0
+        self.seconds = 0.0  # of generation: batches that overlap (async) count once
+        self._last_end = 0.0
+        self._logged = (0, 0, 0.0)  # passages, tokens and seconds at the last line
+
+    def record(self, started: float, samples: list[list[Sample]]) -> None:
+        """Count a batch of `samples` (a list per passage) whose generation started at `started` (`time.monotonic`)."""
+        if self._pid != os.getpid():
+            self._start()
+        now = time.monotonic()
+        self.seconds += max(0.0, now - max(started, self._last_end))
+        self._last_end = now
+        self.passages += len(samples)
+        self.tokens += sum(sample.tokens or 0 for rows in samples for sample in rows)
+        passages, tokens, seconds = self._logged
+        interval = self.seconds - seconds
+        if interval < PROGRESS_INTERVAL:
+            return
+        logger.info(
+            "Generated %d passages and %d tokens so far in this process; %.1f passages/s and %.0f tokens/s over the "
+            "last %.0f s of generation.",
+            self.passages,
+            self.tokens,
+            (self.passages - passages) / max(interval, 1e-9),
+            (self.tokens - tokens) / max(interval, 1e-9),
+            interval,
+        )
+        self._logged = (self.passages, self.tokens, self.seconds)
+
+
+_METER = _GenerationMeter()
 
 
 class GenstructGenerator:
@@ -206,7 +256,9 @@ class GenstructGenerator:
         if not valid:
             return self._assemble(batch, titles, contents, {}, {})
         prompts = self._prompts(titles, contents, valid, rank)
+        started = time.monotonic()
         samples = self.engine.generate(self._model_ref, list(prompts.values()), self.decoding, rank)
+        _METER.record(started, samples)
         return self._assemble(batch, titles, contents, self._results(prompts, samples), prompts)
 
     async def agenerate(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
@@ -221,7 +273,9 @@ class GenstructGenerator:
             )
         titles, contents, valid = self._passages(batch)
         prompts = self._prompts(titles, contents, valid, rank) if valid else {}
+        started = time.monotonic()
         samples = await self.engine.agenerate(self._model_ref, list(prompts.values()), self.decoding)
+        _METER.record(started, samples)
         return self._assemble(batch, titles, contents, self._results(prompts, samples), prompts)
 
     @property

@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ._paths import looks_local
-from .errors import InvalidConfigError, MissingDependencyError, ModelNotFoundError
+from .errors import InvalidConfigError, MissingDependencyError, ModelNotFoundError, ModelUnreachableError
 
 logger = logging.getLogger(__name__)
 
 Quantization = Literal["8bit", "4bit"]
 QUANTIZATIONS = ("8bit", "4bit")
+
+HUB_PROBE_TIMEOUT = 3.0
+"""Seconds [`check_model_reachable`] waits for the Hub to answer about a model that is not in the local cache."""
 
 _CACHE: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
@@ -245,6 +248,73 @@ def check_model_path(name: str, *, tokenizer_only: bool = False) -> None:
     if not files & wanted:
         what = "is empty" if not files else f"holds no {' or '.join(sorted(wanted))}"
         raise ModelNotFoundError(f"model folder {name!r} {what}: it holds no saved model; {hint}")
+
+
+def check_model_reachable(
+    name: str,
+    *,
+    revision: str | None = None,
+    option: str = "--model",
+    token: str | bool | None = None,
+    timeout: float | None = None,
+) -> None:
+    """Check that a model given as a Hub id can be loaded now: it is in the local Hugging Face cache, or the Hub is up.
+
+    Without this, a run offline (``HF_HUB_OFFLINE=1``, or no network) reads and splits the whole source before
+    the model fails to load, with a long traceback, or waits on a network that is not there. A local folder passes
+    unchecked here (see [`check_model_path`]); so does a model the Hub answers about, whatever it answers (a missing
+    or gated model is reported when it loads, with the Hub's own reason).
+
+    Args:
+        name (`str`): a Hub model id or a local folder.
+        revision (`str`, *optional*): branch, tag or commit of the model on the Hub.
+        option (`str`, *optional*, defaults to `"--model"`): the command-line option that names this model, for the
+            message (``"--reward-model"`` for a reward model).
+        token (`str` or `bool`, *optional*): a Hub token, for private or gated models.
+        timeout (`float`, *optional*, defaults to [`HUB_PROBE_TIMEOUT`]): seconds to wait for the Hub.
+
+    Raises:
+        [`ModelUnreachableError`]: the model's ``config.json`` is not in the local cache, and the Hub is off
+            (``HF_HUB_OFFLINE=1``) or does not answer within `timeout`.
+
+    Example:
+
+    ```py
+    >>> check_model_reachable("./models/genstruct")  # a local folder: nothing to check here
+    >>> check_model_reachable("NousResearch/Genstruct-7B")  # HF_HUB_OFFLINE=1, and never downloaded
+    Traceback (most recent call last):
+    ModelUnreachableError: model NousResearch/Genstruct-7B is not in the local Hugging Face cache and the Hub is ...
+    ```
+    """
+    if looks_local(name) or Path(name).exists():
+        return
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        cached = huggingface_hub.try_to_load_from_cache(name, "config.json", revision=revision)
+    except ValueError:  # not a valid repo id: loading says so
+        return
+    if isinstance(cached, str):
+        return
+    if huggingface_hub.is_offline_mode():
+        why = "the Hub is off (HF_HUB_OFFLINE=1)"
+    else:
+        try:
+            huggingface_hub.model_info(
+                name, revision=revision, token=token, timeout=HUB_PROBE_TIMEOUT if timeout is None else timeout
+            )
+            return
+        except HfHubHTTPError:  # the Hub answered (not found, gated, a bad revision): loading says why
+            return
+        except Exception as err:  # a network error or a timeout, of whichever HTTP client huggingface_hub uses
+            logger.debug("The Hub did not answer about %s: %r", name, err)
+            why = f"the Hub cannot be reached ({type(err).__name__})"
+    raise ModelUnreachableError(
+        f"model {name} is not in the local Hugging Face cache and {why}; pass {option} PATH to a local model folder, "
+        f"download it once where there is a network (hf download {name}), or try `genstruct-datasets demo`, which "
+        "runs offline with tiny stand-in models."
+    )
 
 
 def check_reward_model(name: str, *, revision: str | None = None, token: str | bool | None = None) -> None:

@@ -288,10 +288,9 @@ def test_run_with_two_worker_processes_gives_the_same_pairs(tmp_path, corpus, ta
 )
 def test_bad_input_exits_with_one_line_before_any_model_loads(tmp_path, corpus, args, message):
     args = [str(corpus) if a == "CORPUS" else a for a in args]
-    # A model that does not exist: reaching it would fail differently.
-    result = run(
-        "run", *args, "--model", str(tmp_path / "no-model"), tmp_path=tmp_path, env={"HF_HOME": str(tmp_path)}
-    )
+    # Models that do not exist: reaching them would fail differently.
+    models = ["--model", str(tmp_path / "no-model"), "--reward-model", str(tmp_path / "no-reward-model")]
+    result = run("run", *args, *models, tmp_path=tmp_path, env={"HF_HOME": str(tmp_path)})
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("genstruct-datasets: error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
@@ -510,12 +509,13 @@ def test_bad_input_is_one_line_and_exit_2_before_any_model_runs(
     assert lines[0].startswith("genstruct-datasets: error: ") and re.search(message, lines[0]), lines[0]
 
 
-def test_ctrl_c_is_one_line_that_says_how_to_resume(cli, monkeypatch):
+def test_ctrl_c_is_one_line_that_says_how_to_resume(cli, monkeypatch, tmp_path):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("genstruct_datasets.cli.load_genstruct", interrupted)
-    status, lines = cli("run", str(DATA / "plain_essay.txt"))
+    models = ["--model", str(tmp_path / "gen"), "--reward-model", str(tmp_path / "rm")]  # never loaded
+    status, lines = cli("run", str(DATA / "plain_essay.txt"), *models)
     assert status == 130
     assert lines == [
         "genstruct-datasets: interrupted. Finished shards are kept: run the same command again to resume."

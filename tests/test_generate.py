@@ -1,4 +1,5 @@
 import logging
+import re
 
 import pytest
 from datasets import Dataset
@@ -53,6 +54,28 @@ def test_taught_generator_writes_pairs_that_parse(taught_generator, passages, mi
     assert out["parse_error"] == [None] * 4
     assert out["instruction"] == [testing.TAUGHT_INSTRUCTION] * 4
     assert out["response"] == [testing.TAUGHT_RESPONSE] * 4
+
+
+def test_generation_logs_its_progress_every_interval(monkeypatch, caplog, taught_generator, passages):
+    from datasets.fingerprint import Hasher
+
+    import genstruct_datasets.generate as generate
+
+    monkeypatch.setattr(generate, "PROGRESS_INTERVAL", 0.0)  # a line after every batch
+    monkeypatch.setattr(generate, "_METER", generate._GenerationMeter())  # this process, from zero
+    gen = GenstructGenerator(taught_generator, max_new_tokens=40)
+    fingerprint = Hasher.hash(gen)
+    with caplog.at_level(logging.INFO, logger="genstruct_datasets.generate"):
+        out = Dataset.from_dict(passages).map(gen, batched=True, batch_size=3)
+    lines = [record.getMessage() for record in caplog.records if record.getMessage().startswith("Generated ")]
+    per_passage = out["completion_tokens"][0]  # the taught completion, the same for every passage
+    assert [re.sub(r"[\d.]+ (passages/s|tokens/s|s of)", r"N \1", line) for line in lines] == [
+        f"Generated 3 passages and {3 * per_passage} tokens so far in this process; N passages/s and N tokens/s over "
+        "the last N s of generation.",
+        f"Generated 4 passages and {4 * per_passage} tokens so far in this process; N passages/s and N tokens/s over "
+        "the last N s of generation.",
+    ]
+    assert Hasher.hash(gen) == fingerprint  # the meter is no part of the generator
 
 
 def test_same_seed_same_completions(tiny_generator, passages):

@@ -13,10 +13,12 @@ from genstruct_datasets import (
     InvalidConfigError,
     MissingDependencyError,
     ModelNotFoundError,
+    ModelUnreachableError,
     RewardScorer,
 )
 from genstruct_datasets.models import (
     check_model_path,
+    check_model_reachable,
     check_reward_model,
     load_model,
     load_tokenizer,
@@ -183,3 +185,22 @@ def test_the_reward_models_label_count_is_read_from_its_config(tmp_path, tiny_re
     (folder / "config.json").write_text(json.dumps({"model_type": "bert", "id2label": {"0": "neg", "1": "pos"}}))
     with pytest.raises(InvalidConfigError, match=r"reward model .*classifier has 2 labels; a reward model has"):
         check_reward_model(str(folder))
+
+
+def test_a_hub_model_is_reachable_offline_only_from_the_local_cache(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    repo = tmp_path / "models--me--tiny"
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    check_model_reachable("me/tiny")
+    check_model_reachable("me/tiny", revision="abc123")
+    check_model_reachable("./no/such/folder")  # a local path: check_model_path's business
+    message = r"^model me/tiny is not in the local Hugging Face cache and the Hub is off \(HF_HUB_OFFLINE=1\); pass "
+    with pytest.raises(ModelUnreachableError, match=message + "--reward-model PATH to a local model folder"):
+        check_model_reachable("me/tiny", revision="v2", option="--reward-model")
+    with pytest.raises(ConnectionError, match=r"hf download me/other\), or try `genstruct-datasets demo`"):
+        check_model_reachable("me/other")
