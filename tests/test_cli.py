@@ -197,8 +197,8 @@ def test_run_under_torchrun_builds_every_passage_once(tmp_path, taught_generator
     # Shards 1, 3, 5 on rank 0 and 2, 4 on rank 1; rank 0 alone writes the dataset and prints the summary.
     assert len(re.findall(r"Shard \d of 5: 1 passages\.", ranks.stderr)) == 5
     assert ranks.stdout.count("written to: ") == 1
-    one = load_dataset("parquet", data_files=str(tmp_path / "one" / "data" / "*.parquet"), split="train")
-    two = load_dataset("parquet", data_files=str(tmp_path / "two" / "data" / "*.parquet"), split="train")
+    one = load_dataset("parquet", data_files=str(tmp_path / "one" / "data" / "train-*.parquet"), split="train")
+    two = load_dataset("parquet", data_files=str(tmp_path / "two" / "data" / "train-*.parquet"), split="train")
     assert sorted(two["title"]) == [f"Passage {i}" for i in range(5)]
     assert two.to_list() == one.to_list()
 
@@ -267,8 +267,8 @@ def test_run_with_two_worker_processes_gives_the_same_pairs(tmp_path, corpus, ta
     single = run(*common, "--output", str(tmp_path / "one"), tmp_path=tmp_path)
     workers = run(*common, "--num-proc", "2", "--output", str(tmp_path / "two"), tmp_path=tmp_path / "other-cache")
     assert single.returncode == 0 and workers.returncode == 0, workers.stderr[-3000:]
-    one = load_dataset("parquet", data_files=str(tmp_path / "one" / "data" / "*.parquet"), split="train")
-    two = load_dataset("parquet", data_files=str(tmp_path / "two" / "data" / "*.parquet"), split="train")
+    one = load_dataset("parquet", data_files=str(tmp_path / "one" / "data" / "train-*.parquet"), split="train")
+    two = load_dataset("parquet", data_files=str(tmp_path / "two" / "data" / "train-*.parquet"), split="train")
     assert two.to_list() == one.to_list()
 
 
