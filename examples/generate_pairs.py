@@ -1,7 +1,8 @@
 """Turn passages into best-of-n instruction pairs with Genstruct-7B and a reward model.
 
-The whole pipeline as four `datasets` steps: generate completions, parse them into pairs, score the pairs,
-keep the best pair of each passage. The result is saved as parquet and a few pairs are printed.
+The whole pipeline as `datasets` steps: `run_pipeline` generates completions, parses them into pairs and scores
+the pairs (three batched `Dataset.map` calls, the same the builder and its executors run on each shard), then
+`select_best` keeps the best pair of each passage. The result is saved as parquet and a few pairs are printed.
 
 With a GPU and network access (downloads Genstruct-7B and the reward model):
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from datasets import load_dataset
 
-from genstruct_datasets import GenstructGenerator, RewardScorer, parse_pairs, select_best
+from genstruct_datasets import GenstructGenerator, RewardScorer, run_pipeline, select_best
 from genstruct_datasets.generate import DEFAULT_GENERATOR
 from genstruct_datasets.score import DEFAULT_REWARD_MODEL
 
@@ -58,9 +59,10 @@ def run(args: argparse.Namespace, generator: str, reward_model: str) -> None:
         seed=args.seed,
         quantization=args.quantization,
     )
-    ds = ds.map(generate, batched=True)
-    ds = ds.map(parse_pairs, batched=True)
-    ds = ds.map(RewardScorer(reward_model), batched=True)
+    result = run_pipeline(ds, generate, RewardScorer(reward_model))
+    if result.failed:  # only a server engine fails passages; the same call again retries them
+        raise SystemExit(f"{result.failed} passages failed to generate; run again to retry them.")
+    ds = result.rows
 
     print(f"{ds.num_rows} candidates from {len(set(ds['passage_id']))} passages")
     for column in ("finish_reason", "parse_error"):
