@@ -12,6 +12,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -565,7 +566,10 @@ def load_genstruct(
         stats.engine = recipe.generator().engine.describe()
         stats.versions = package_versions()
         stats.wall_seconds = time.perf_counter() - started
+        stats.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         stats.save(builder.cache_dir)
+    else:
+        logger.info("Read %s from the cache: this recipe was built before, and nothing was generated now.", source)
     release_freed_memory()
     # datasets refuses to read a split without rows ("corresponds to no data"): a run in which no passage
     # gave a pair still returns its splits, empty.

@@ -125,7 +125,7 @@ def build_card(
             validity_over_candidates=validity_over_candidates,
         )
     recipe = {str(k): dict(v) for k, v in (recipe or report.recipe or {}).items()}
-    generator = recipe.get("generator", {}).get("model", "NousResearch/Genstruct-7B")
+    generator = recipe.get("generator", {}).get("model")  # None: not recorded, so not named
     reward_settings = recipe.get("reward model", {})
     from datasets import DatasetInfo, SplitInfo
     from datasets.info import DatasetInfosDict

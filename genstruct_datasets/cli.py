@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import typing
+from datetime import datetime, timezone
 from pathlib import Path
 
 from . import __version__
@@ -166,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         metavar="FOLDER",
         default="genstruct-demo",
-        help="the dataset folder to write; an earlier demo's is replaced (default: %(default)s)",
+        help="the dataset folder to write; an earlier output of genstruct-datasets (a demo's or a run's) is replaced "
+        "(default: %(default)s)",
+    )
+    demo.add_argument(
+        "--overwrite", action="store_true", help="allow --output to replace a non-empty folder of anything else"
     )
 
     report = commands.add_parser(
@@ -230,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from .demo import run_demo
 
-            return run_demo(args.output)
+            return run_demo(args.output, overwrite=args.overwrite)
         return _run(args) if args.command == "run" else _report(args)
     except BrokenPipeError:
         # The reader went away (`report --json | head`): not a failure. Point stdout at devnull so that Python's
@@ -253,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    started = datetime.now(timezone.utc)
     settings = {
         "title_column": args.title_column,
         "text_column": args.text_column,
@@ -354,7 +360,7 @@ def _run(args: argparse.Namespace) -> int:
         publish(best, args.push_to_hub, private=args.private, shards=shards, **card_settings)
         destinations.append(f"https://huggingface.co/datasets/{args.push_to_hub}")
     engine = stats.engine if stats is not None and stats.engine else config.generator().engine.describe()
-    _print_summary(report, destinations, engine=engine)
+    _print_summary(report, destinations, engine=engine, cached=stats is not None and stats.measured_before(started))
     return 0
 
 
@@ -411,8 +417,11 @@ def _saved_report(dataset: str, *, local: bool, config_name: str | None, split: 
     return RunReport.load(Path(path).parent, config_name=config_name, split=split)
 
 
-def _print_summary(report: RunReport, destinations: list[str], *, engine: str) -> None:
-    """The run's report in a few lines on stdout: counts, outcomes, rewards, quality, cost, engine, where it went."""
+def _print_summary(report: RunReport, destinations: list[str], *, engine: str, cached: bool = False) -> None:
+    """The run's report in a few lines on stdout: counts, outcomes, rewards, quality, cost, engine, where it went.
+
+    `cached`: the dataset was read from the cache, so the cost is that of the earlier build, not of this run.
+    """
     print(", ".join(f"{name}: {value}" for name, value in report.counts.items()))
     if report.outcomes:
         print("outcomes: " + ", ".join(f"{name}={value}" for name, value in report.outcomes.items()))
@@ -421,6 +430,9 @@ def _print_summary(report: RunReport, destinations: list[str], *, engine: str) -
     if report.quality is not None:
         print(format_headline(report.quality))
     if report.stats is not None:
+        if cached:
+            built = report.stats.finished_at
+            print(f"read from the cache: nothing was generated now; the cost below is that of the build of {built}")
         print(format_cost(report.stats))
     else:
         print("cost: not measured (the build recorded no time or tokens)")

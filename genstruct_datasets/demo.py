@@ -8,7 +8,6 @@ the `run` command's own, on the passages that ship with the package (`DEMO_PASSA
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
 import os
@@ -123,6 +122,7 @@ def run_demo(
     num_samples: int = 2,
     max_new_tokens: int = 32,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> int:
     """Run `genstruct-datasets run` offline on the packaged passages with tiny models, and print the command for a GPU.
 
@@ -140,12 +140,14 @@ def run_demo(
         max_new_tokens (`int`, *optional*, defaults to 32): cap on each completion; the taught pair takes 24
             (EOS included).
         seed (`int`, *optional*, defaults to 0): the sampling seed.
+        overwrite (`bool`, *optional*, defaults to `False`): write into a non-empty folder that this package did not
+            write (its other files are kept).
 
     Returns:
         `int`: the exit status of `run`: 0 done, 1 no pair kept.
 
     Raises:
-        [`OutputExistsError`]: `output` is a non-empty folder that this package did not write.
+        [`OutputExistsError`]: `output` is a non-empty folder that this package did not write, without `overwrite`.
         [`MissingDependencyError`]: the models are not built yet and mistral-common, sentencepiece or protobuf is
             missing.
 
@@ -164,13 +166,15 @@ def run_demo(
     from .generate import DEFAULT_GENERATOR
     from .publish import check_output_folder
     from .score import DEFAULT_REWARD_MODEL
+    from .testing import one_torch_thread
 
     output = str(output)
-    check_output_folder(output)  # before the models are built: a refusal costs nothing
+    check_output_folder(output, overwrite=overwrite)  # before the models are built: a refusal costs nothing
     _check_writable(output)
     args = ["run", str(DEMO_PASSAGES), "--output", output, "--backend", "transformers", "--num-samples",
-            str(num_samples), "--max-new-tokens", str(max_new_tokens), "--seed", str(seed)]  # fmt: skip
-    with _one_thread():
+            str(num_samples), "--max-new-tokens", str(max_new_tokens), "--seed", str(seed),
+            *(["--overwrite"] if overwrite else [])]  # fmt: skip
+    with one_torch_thread():
         generator, reward_model = demo_models(models_dir)
         status = _run(build_parser().parse_args([*args, "--model", generator, "--reward-model", reward_model]))
     if status == 0:
@@ -179,20 +183,6 @@ def run_demo(
             GPU_COMMAND.format(passages=DEMO_PASSAGES, generator=DEFAULT_GENERATOR, reward_model=DEFAULT_REWARD_MODEL)
         )
     return status
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """Run torch on one thread: the models are tiny, and on a busy CPU two threads that wait on each other ran the
-    demo seven times slower than one (106 s against 15 s to build the generator on two shared cores)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _installed(module: str) -> bool:

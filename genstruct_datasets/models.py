@@ -179,7 +179,7 @@ def _load(kind: str, name: str, *, revision: str | None, quantization: str | Non
     torch_dtype = _torch_dtype(dtype, device)
     auto_class = AutoModelForCausalLM if kind == "causal_lm" else AutoModelForSequenceClassification
     logger.info("Loading %s (revision %s, quantization %s) on %s", name, revision or "main", quantization, device)
-    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+    tokenizer = _from_pretrained(AutoTokenizer, name, revision)
     model = auto_class.from_pretrained(
         name,
         revision=revision,
@@ -207,8 +207,18 @@ def load_tokenizer(name: str, *, revision: str | None = None) -> Any:
             check_model_path(name, tokenizer_only=True)
             from transformers import AutoTokenizer
 
-            _CACHE[key] = AutoTokenizer.from_pretrained(name, revision=revision)
+            _CACHE[key] = _from_pretrained(AutoTokenizer, name, revision)
         return _CACHE[key]
+
+
+def _from_pretrained(auto_class: Any, name: str, revision: str | None) -> Any:
+    """`auto_class.from_pretrained`, where a model that cannot be had now (offline, never downloaded) is one
+    [`ModelUnreachableError`] that names the ways out, rather than transformers' chained connection errors."""
+    try:
+        return auto_class.from_pretrained(name, revision=revision)
+    except OSError:
+        check_model_reachable(name, revision=revision, option="a local folder as the model (--model or model=)")
+        raise
 
 
 def check_model_path(name: str, *, tokenizer_only: bool = False) -> None:

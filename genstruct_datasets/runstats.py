@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ class RunStats:
         shards (`int`): shards of the recipe.
         shards_reused (`int`): shards finished by an earlier run and reused.
         executor (`str`): what ran the shards (``"local"``, ``"torchrun"``, ``"ray"``).
+        finished_at (`str`): when the build finished, in ISO 8601 (UTC); a later call that reads the build from the
+            cache gets these figures, and can tell that they are not its own.
 
     Example:
 
@@ -54,6 +57,7 @@ class RunStats:
     shards: int = 0
     shards_reused: int = 0
     executor: str = "local"
+    finished_at: str = ""
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -66,6 +70,11 @@ class RunStats:
         """Passages generated per second of generation, or None when this run generated nothing."""
         seconds = self.seconds.get("generate", 0.0)
         return self.generated_passages / seconds if seconds > 0 and self.generated_passages else None
+
+    def measured_before(self, moment: datetime) -> bool:
+        """Whether the build these figures measure finished before `moment` (say, before this run started: it read
+        the dataset from the cache and generated nothing)."""
+        return bool(self.finished_at) and datetime.fromisoformat(self.finished_at) < moment
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
