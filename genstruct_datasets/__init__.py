@@ -26,7 +26,7 @@ from .errors import (
     OutputExistsError,
     SourceError,
 )
-from .executors import EXECUTORS, Executor, LocalExecutor, TorchrunExecutor, make_executor
+from .executors import EXECUTORS, Executor, LocalExecutor, RayExecutor, TorchrunExecutor, make_executor
 from .generate import FINISH_REASONS, GenstructGenerator, genstruct_generate
 from .hub_shards import HubShards, with_retries
 from .models import clear_model_cache
@@ -73,6 +73,7 @@ __all__ = [
     "ParsedPair",
     "PassageSplitter",
     "PipelineResult",
+    "RayExecutor",
     "RewardScorer",
     "RunReport",
     "RunStats",

@@ -23,6 +23,7 @@ from .errors import (
     MissingTokenError,
     SourceError,
 )
+from .executors import EXECUTORS, Executor, make_executor
 from .generate import DEFAULT_GENERATOR
 from .hub_shards import HubShards
 from .models import check_model_reachable
@@ -108,6 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes for generation and scoring, one model each (one per GPU: cuda:{rank})",
     )
     _add_engine_options(run.add_argument_group("engine options (each applies to the engines named in brackets)"))
+
+    execution = run.add_argument_group("execution")
+    execution.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        help="where the shards are built: this process (local), the ranks of torchrun / accelerate launch, or the "
+        'GPUs of a Ray cluster, a task per shard (ray; pip install "genstruct-datasets[ray]") (default: torchrun '
+        "when WORLD_SIZE is above 1, else local)",
+    )
+    execution.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="with --executor ray: the Ray cluster to connect to (auto: the one `ray start` runs here; default: "
+        "RAY_ADDRESS, else a cluster running here, else a local Ray started for the run)",
+    )
 
     scoring = run.add_argument_group("scoring and selection")
     scoring.add_argument("--reward-model", default=DEFAULT_REWARD_MODEL, help="reward model (default: %(default)s)")
@@ -206,6 +222,21 @@ def _add_engine_options(group: argparse._ArgumentGroup) -> None:
             group.add_argument(flag, choices=typing.get_args(kind), default=argparse.SUPPRESS, help=text)
         else:
             group.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=text)
+
+
+def _executor(args: argparse.Namespace) -> Executor:
+    """The executor of `--executor`, with `--ray-address` for Ray.
+
+    Raises:
+        [`InvalidConfigError`]: `--ray-address` without `--executor ray`.
+    """
+    if args.ray_address is not None and args.executor != "ray":
+        raise InvalidConfigError(
+            f"--ray-address {args.ray_address} connects to a Ray cluster; add --executor ray (got --executor "
+            f"{args.executor or 'default'})."
+        )
+    options = {"address": args.ray_address} if args.executor == "ray" else {}
+    return make_executor(args.executor, **options)
 
 
 def _check_writable(folder: str) -> None:
@@ -325,6 +356,7 @@ def _run(args: argparse.Namespace) -> int:
         download_mode="force_redownload" if args.force else None,
         num_proc=args.num_proc,
         push_shards_to=shards,
+        executor=_executor(args),
         **settings,
     )
     if pairs is None:  # a rank other than 0 under torchrun: its shards are done, rank 0 writes the output

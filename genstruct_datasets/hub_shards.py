@@ -126,6 +126,10 @@ class HubShards(ShardStore):
             raise InvalidConfigError(f"backoff must be non-negative, got {self.backoff!r}.")
         self._api: HfApi | None = None
 
+    def __getstate__(self) -> dict:
+        # The client and its upload thread stay in this process: a copy sent elsewhere (a Ray worker) makes its own.
+        return {**self.__dict__, "_api": None}
+
     @property
     def location(self) -> str:
         return self.repo_id

@@ -1,21 +1,25 @@
 """Run `genstruct-datasets` in a subprocess with test instruments: a folder-backed Hub, a log of generator calls.
 
-    python tests/cli_driver.py [--hub ROOT] [--calls FILE] [--pause-at TITLE --paused FILE] run SOURCE ...
+    python tests/cli_driver.py [--hub ROOT] [--calls FILE] [--pause-at TITLE --paused FILE] [--ray] run SOURCE ...
 
 ``--hub`` serves the Hub's repositories from folders under ROOT (`hub_fake.FolderHub`); ``--calls`` appends the
 title of every passage the generator is called on to FILE, a line each, as the calls happen, so that a run
 killed midway still shows what it generated. ``--pause-at`` stops the run when the generator is called on the
 passage TITLE, before it generates: it writes the file ``--paused`` and waits there to be killed, so that a test
-kills it at a known point (with a shard a passage, after the shards of the passages before TITLE).
+kills it at a known point (with a shard a passage, after the shards of the passages before TITLE). ``--ray``
+starts a local Ray of one CPU (one shard task at a time) whose workers, where the generator runs with ``--executor
+ray``, get the same instruments (`worker_faults`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
+import worker_faults
 from hub_fake import FolderHub
 
 from genstruct_datasets import GenstructGenerator
@@ -46,13 +50,33 @@ def pause_at(title: str, paused: Path) -> None:
     GenstructGenerator.__call__ = call
 
 
+def start_ray(calls: Path | None, pause_at: str | None, paused: Path | None) -> None:
+    """A local Ray whose workers log and pause the generator as this process would (see `worker_faults`)."""
+    import ray
+
+    instruments = {"calls": calls} if calls else {}
+    if pause_at:
+        instruments |= {"pause_at": pause_at, "paused": paused}
+    if instruments:  # beside the files the test reads, so that they go with its folder
+        faults = Path(instruments.get("paused") or calls).with_suffix(".faults.json")
+        worker_faults.write(faults, **instruments)
+        # The workers inherit this process's environment: the faults file, and this folder to import from.
+        os.environ[worker_faults.FAULTS] = str(faults)
+    paths = [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+    ray.init(num_cpus=1, include_dashboard=False, runtime_env={"worker_process_setup_hook": "worker_faults.install"})
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--hub", type=Path)
     parser.add_argument("--calls", type=Path)
     parser.add_argument("--pause-at")
     parser.add_argument("--paused", type=Path)
+    parser.add_argument("--ray", action="store_true")
     options, command = parser.parse_known_args()
+    if options.ray:
+        start_ray(options.calls, options.pause_at, options.paused)
     if options.hub:
         FolderHub(options.hub).install(setattr)
     if options.calls:

@@ -12,6 +12,7 @@ from ..errors import InvalidConfigError
 from ..models import distributed_node
 from .base import BuiltShards, Executor
 from .local import LocalExecutor
+from .ray import RayExecutor
 from .torchrun import TorchrunExecutor
 
 EXECUTORS = ("local", "torchrun", "ray")
@@ -44,16 +45,11 @@ def make_executor(executor: str | Executor | None = None, **options: Any) -> Exe
         executor = "torchrun" if distributed_node()[1] > 1 else "local"
     if executor not in EXECUTORS:
         raise InvalidConfigError(f"executor={executor!r} is not one of {EXECUTORS}.")
-    if executor == "ray":
-        from .ray import RayExecutor
-
-        cls: type[Executor] = RayExecutor
-    else:
-        cls = LocalExecutor if executor == "local" else TorchrunExecutor
+    cls: type[Executor] = {"local": LocalExecutor, "torchrun": TorchrunExecutor, "ray": RayExecutor}[executor]
     try:
         return cls(**options)
     except TypeError as err:
         raise InvalidConfigError(f"executor={executor!r} does not take {sorted(options)}: {err}.") from err
 
 
-__all__ = ["EXECUTORS", "BuiltShards", "Executor", "LocalExecutor", "TorchrunExecutor", "make_executor"]
+__all__ = ["EXECUTORS", "BuiltShards", "Executor", "LocalExecutor", "RayExecutor", "TorchrunExecutor", "make_executor"]

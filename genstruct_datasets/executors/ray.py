@@ -1,0 +1,150 @@
+"""The Ray executor: each missing shard is one Ray task, placed on a GPU of a Ray cluster (or of a local one)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidConfigError, MissingDependencyError
+from ..shards import FolderStore, ShardJob, ShardOutcome
+from .base import Executor
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+logger = logging.getLogger(__name__)
+
+INSTALL = 'pip install "genstruct-datasets[ray]"'
+
+
+@dataclass
+class RayExecutor(Executor):
+    """Build each missing shard as a Ray task, on the GPUs of a Ray cluster; the driver assembles the dataset.
+
+    One task per shard, as many at once as the cluster has room for (a GPU each, by default). A task writes its
+    shard to the work folder, and to the shard store when there is one, before it returns; the driver only waits,
+    reuses and assembles, as the local executor does. Models load once per Ray worker process (Ray reuses its
+    workers, and each keeps the models it loaded), not once per shard. A task whose worker process or node dies is
+    run again, up to `max_retries` times; an exception raised by the stages is not retried and goes up as it is.
+
+    The workers read the passages (cache files of `datasets`) and write the shards where the driver says, so on a
+    cluster of several machines the cache folder (``--cache-dir``) must be on a file system that every node mounts,
+    or the shards go through the Hub (``--push-to-hub``), with the passages still on the shared folder.
+
+    Args:
+        address (`str`, *optional*): the cluster to connect to: ``"auto"`` (the one `ray start` runs on this
+            machine), ``"ray://host:10001"`` or ``"host:port"``. None: the Ray already initialised in this process,
+            else as `ray.init()` does: `RAY_ADDRESS`, a cluster of `ray start` on this machine, or a new local Ray.
+        num_gpus (`float`, *optional*): GPUs per shard task; defaults to 1 when the cluster has GPUs, else 0.
+        num_cpus (`float`, *optional*): CPUs per shard task; defaults to Ray's (1).
+        max_retries (`int`, *optional*, defaults to 3): how many times a shard task is run again when its worker
+            process or its node dies.
+        init_options (`dict`, *optional*): more arguments of `ray.init` (``num_cpus=``, ``runtime_env=``...), used when
+            this executor initialises Ray.
+
+    Raises:
+        [`InvalidConfigError`]: a negative `num_gpus`, `num_cpus` or `max_retries`.
+        [`MissingDependencyError`]: Ray is not installed (as the run starts).
+
+    Example:
+
+    ```py
+    >>> # ray start --head on one node, ray start --address HEAD:6379 on the others, then on any of them:
+    >>> from genstruct_datasets import RayExecutor, load_genstruct
+    >>> pairs = load_genstruct("passages.jsonl", executor=RayExecutor(address="auto"))  # doctest: +SKIP
+    ```
+    """
+
+    name = "ray"
+
+    address: str | None = None
+    num_gpus: float | None = None
+    num_cpus: float | None = None
+    max_retries: int = 3
+    init_options: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        for option in ("num_gpus", "num_cpus"):
+            value = getattr(self, option)
+            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+                raise InvalidConfigError(f"{option} must be a non-negative number per shard task, got {value!r}.")
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise InvalidConfigError(f"max_retries must be a non-negative integer, got {self.max_retries!r}.")
+
+    def build(self, job: ShardJob, shards: list[int]) -> Iterator[ShardOutcome]:
+        """Submit a task per shard of `shards` and yield each one's outcome as it finishes."""
+        if not shards:
+            return
+        ray = self.connect()
+        options: dict[str, Any] = {
+            "num_gpus": self.gpus_per_task(ray),
+            "max_retries": self.max_retries,
+            "retry_exceptions": False,
+        }
+        if self.num_cpus is not None:
+            options["num_cpus"] = self.num_cpus
+        task = ray.remote(**options)(_build_shard)
+        shared = ray.put(self.portable(job))  # once, for every task
+        pending = {task.remote(shared, k): k for k in shards}
+        logger.info("Submitted %d shard tasks to Ray (%s GPU each).", len(pending), options["num_gpus"])
+        try:
+            while pending:
+                (done,), _ = ray.wait(list(pending), num_returns=1)
+                yield self._outcome(ray, done, pending.pop(done))
+        finally:
+            # A failed shard (or a caller that stops early) ends the run: the tasks not finished are cancelled, the
+            # shards already written are kept for the next run.
+            for ref in pending:
+                ray.cancel(ref)
+
+    def _outcome(self, ray: ModuleType, ref: Any, k: int) -> ShardOutcome:
+        """Shard `k`'s outcome; the stages' own exception when they raised one (a full disk, a missing model), not
+        Ray's wrapping of it, so that callers catch it by its type and the CLI exits as with the local executor."""
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as err:
+            cause = getattr(err, "cause", None)
+            if isinstance(cause, BaseException):
+                raise cause from err  # Ray's error, shown as the cause, holds the worker's traceback
+            raise
+        except ray.exceptions.RayError as err:  # a worker or node lost more times than max_retries, say
+            logger.error("Shard %d failed in Ray past %d retries: %s", k, self.max_retries, err)
+            raise
+
+    def connect(self) -> ModuleType:
+        """Initialise Ray (connect to `address`, or start a local Ray) unless it is already; return the module."""
+        try:
+            import ray
+        except ImportError as err:
+            raise MissingDependencyError(f"executor='ray' needs Ray: {INSTALL}.") from err
+        if not ray.is_initialized():
+            ray.init(address=self.address, **(self.init_options or {}))
+            logger.info("Ray cluster: %s", ray.cluster_resources())
+        return ray
+
+    @staticmethod
+    def portable(job: ShardJob) -> ShardJob:
+        """The job as the workers get it. A `datasets.Dataset` pickles as the paths of its cache files, which every
+        node reads where the cache folder is shared; with a Hub store (nodes that may share no disk), the passages
+        travel in memory instead, through Ray's object store (once per node)."""
+        if job.store is None or isinstance(job.store, FolderStore):
+            return job
+        return dataclasses.replace(job, passages=job.passages.flatten_indices(keep_in_memory=True))
+
+    def gpus_per_task(self, ray: ModuleType) -> float:
+        """`num_gpus`, or 1 when the cluster has GPUs and 0 when it has none."""
+        if self.num_gpus is not None:
+            return self.num_gpus
+        return 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+
+
+def _build_shard(job: ShardJob, k: int) -> ShardOutcome:
+    """Build shard `k` in a Ray worker, and wait there for the store to take it (a future does not travel)."""
+    job.work_dir.mkdir(parents=True, exist_ok=True)  # made by the driver, on another node where no disk is shared
+    outcome = job.build(k)
+    if outcome.upload is not None:
+        outcome.uploaded, outcome.upload = outcome.upload.result(), None
+    return outcome
