@@ -24,6 +24,7 @@ from .errors import (
     ModelNotFoundError,
     ModelUnreachableError,
     OutputExistsError,
+    ShardLostError,
     SourceError,
 )
 from .executors import EXECUTORS, Executor, LocalExecutor, RayExecutor, TorchrunExecutor, make_executor
@@ -80,6 +81,7 @@ __all__ = [
     "Sample",
     "ShardJob",
     "ShardStore",
+    "ShardLostError",
     "SourceError",
     "TorchrunExecutor",
     "TransformersEngine",

@@ -10,9 +10,9 @@ _LOCAL_PREFIXES = ("/", "./", "../", "~", ".\\", "..\\")
 def looks_local(name: str) -> bool:
     """Whether `name` can only mean a local path, never a Hub id (``namespace/name``).
 
-    A name that starts with ``/``, ``./``, ``../`` or ``~``, holds more than one ``/`` or the platform's own
-    separator (``\\`` on Windows), is a path: a missing one is reported as a missing path rather than looked up
-    on the Hub.
+    A name that starts with ``/``, ``./``, ``../`` or ``~``, ends with ``/``, holds more than one ``/`` or the
+    platform's own separator (``\\`` on Windows), is a path: a missing one is reported as a missing path rather than
+    looked up on the Hub.
 
     Example:
 
@@ -21,7 +21,7 @@ def looks_local(name: str) -> bool:
     (True, False)
     ```
     """
-    if name in (".", "..") or name.startswith(_LOCAL_PREFIXES):
+    if name in (".", "..") or name.startswith(_LOCAL_PREFIXES) or name.endswith("/"):
         return True
     separators = {os.sep, os.altsep} - {None, "/"}
     return name.count("/") > 1 or any(separator in name for separator in separators)

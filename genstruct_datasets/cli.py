@@ -21,6 +21,7 @@ from .errors import (
     GenstructError,
     InvalidConfigError,
     MissingTokenError,
+    ShardLostError,
     SourceError,
 )
 from .executors import EXECUTORS, Executor, make_executor
@@ -30,7 +31,7 @@ from .models import check_model_reachable
 from .report import REPORT_FILE, RunReport, format_cost, format_headline, format_run_report, run_report
 from .runstats import RunStats
 from .score import DEFAULT_REWARD_MODEL
-from .sources import STRUCTURED_FORMATS, TEXT_FORMATS, passage_columns, source_fingerprint
+from .sources import STRUCTURED_FORMATS, TEXT_FORMATS, not_here_nor_reachable, passage_columns, source_fingerprint
 
 logger = logging.getLogger("genstruct_datasets")
 
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         # flush at exit does not complain again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (FailedPassagesError, EngineStartError) as err:  # not bad input: a server or an engine failed
+    except (FailedPassagesError, EngineStartError, ShardLostError) as err:  # not bad input: something else failed
         print(f"genstruct-datasets: error: {err}", file=sys.stderr)
         return 1
     except GenstructError as err:
@@ -399,6 +400,13 @@ def _run(args: argparse.Namespace) -> int:
 def _nothing_kept(report: RunReport) -> str:
     """Why a run kept no pair, from the candidates' outcomes, and what to look at."""
     outcomes = ", ".join(f"{name}={value}" for name, value in report.outcomes.items()) or "none"
+    floor = (report.recipe or {}).get("selection", {}).get("min_reward")
+    if floor is not None and report.counts.get("parsed"):
+        return (
+            f"genstruct-datasets: error: no pair was kept: all {report.counts['parsed']} pairs scored below "
+            f"--min-reward {floor}, so nothing was written. Lower --min-reward, or leave it out to keep every best "
+            "pair."
+        )
     return (
         f"genstruct-datasets: error: no pair was kept from {report.counts['candidates']} candidates (outcomes: "
         f"{outcomes}), so nothing was written. Check the generator (--model), --max-new-tokens (completions cut "
@@ -433,6 +441,8 @@ def _read_split(args: argparse.Namespace, *, local: bool):
         )
     except ValueError as err:  # an unknown split or config
         raise SourceError(f"cannot read {args.dataset!r}: {err}") from err
+    except ConnectionError as err:  # no such folder here, and the Hub cannot be asked
+        raise not_here_nor_reachable(args.dataset, err) from err
 
 
 def _saved_report(dataset: str, *, local: bool, config_name: str | None, split: str) -> RunReport | None:

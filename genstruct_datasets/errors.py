@@ -74,6 +74,11 @@ class EngineStartError(GenstructError, RuntimeError):
     """A generation engine could not start (vLLM refused the model or the machine)."""
 
 
+class ShardLostError(GenstructError, RuntimeError):
+    """An executor lost a shard for good: the Ray worker or node building it died more times than it retries. The
+    shards finished meanwhile are kept; the same call again builds the rest."""
+
+
 class MissingTokenError(GenstructError, PermissionError):
     """Publishing to the Hub needs a token and none was found."""
 

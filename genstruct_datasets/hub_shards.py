@@ -69,8 +69,10 @@ def with_retries(call: Callable[[], T], *, what: str, max_retries: int = 5, back
 
 
 def _retryable(err: Exception) -> bool:
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
+    if isinstance(err, OfflineModeIsEnabled):  # HF_HUB_OFFLINE=1: no retry can reach the Hub
+        return False
     if isinstance(err, HfHubHTTPError) and getattr(err, "response", None) is not None:
         status = err.response.status_code
         return status in _RETRYABLE_STATUS or status >= 500

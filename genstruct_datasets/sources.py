@@ -115,12 +115,15 @@ def read_source(
         )
     else:
         hub = {"split": config.source_split, "revision": config.source_revision, "token": token}
-        if config.limit is not None:
-            # A trial run on a large Hub corpus streams the first documents instead of preparing the whole split.
-            stream = datasets.load_dataset(config.source, config.source_name, streaming=True, **hub)
-            documents = datasets.Dataset.from_list(list(stream.take(config.limit)), features=stream.features)
-        else:
-            documents = datasets.load_dataset(config.source, config.source_name, cache_dir=cache_dir, **hub)
+        try:
+            if config.limit is not None:
+                # A trial run on a large Hub corpus streams the first documents instead of preparing the whole split.
+                stream = datasets.load_dataset(config.source, config.source_name, streaming=True, **hub)
+                documents = datasets.Dataset.from_list(list(stream.take(config.limit)), features=stream.features)
+            else:
+                documents = datasets.load_dataset(config.source, config.source_name, cache_dir=cache_dir, **hub)
+        except ConnectionError as err:
+            raise not_here_nor_reachable(config.source, err) from err
     missing = [c for c in (title_column, text_column) if c not in documents.column_names]
     if missing:
         raise MissingColumnsError(
@@ -268,4 +271,13 @@ def _not_utf8(file: Path, byte: int, line: int) -> str:
     return (
         f"{str(file)!r} is not UTF-8 text (byte 0x{byte:02x} on line {line}); convert it, "
         f"e.g. iconv -f latin1 -t utf-8 {file.name} > utf8-{file.name}"
+    )
+
+
+def not_here_nor_reachable(source: str, err: Exception) -> SourceError:
+    """The error for a name that is no local path and no Hub dataset that can be had now (offline, no network): most
+    often a mistyped folder or file name."""
+    return SourceError(
+        f"{source!r} is not a local file or folder, and the Hub dataset of that name cannot be had now "
+        f"({type(err).__name__}); check the path, or the network and HF_HUB_OFFLINE."
     )

@@ -509,6 +509,25 @@ def test_bad_input_is_one_line_and_exit_2_before_any_model_runs(
     assert lines[0].startswith("genstruct-datasets: error: ") and re.search(message, lines[0]), lines[0]
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["run", "no-such-folder/"], r"Source 'no-such-folder' does not exist", id="folder-with-a-slash"),
+        pytest.param(
+            ["run", "mycorpus"], r"'mycorpus' is not a local file or folder, and the Hub dataset of that name cannot "
+            r"be had now", id="offline-hub-name",
+        ),
+        pytest.param(["report", "genstruct-dem"], r"'genstruct-dem' is not a local file or folder", id="report-typo"),
+    ],
+)  # fmt: skip
+def test_a_mistyped_path_offline_is_bad_input(cli, no_model_loads, tmp_path, tiny_generator, tiny_reward_model,
+                                              monkeypatch, args, message):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    models = ["--model", tiny_generator, "--reward-model", tiny_reward_model] if args[0] == "run" else []
+    status, lines = cli(*args, *models)
+    assert status == 2 and len(lines) == 1 and re.search(message, lines[0]), lines
+
+
 def test_ctrl_c_is_one_line_that_says_how_to_resume(cli, monkeypatch, tmp_path):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -657,3 +676,18 @@ def test_one_run_is_measured_once_and_writes_every_candidate(
     assert measured["stats"] is None
     assert main(["report", str(output), "--split", "candidates"]) == 0
     assert "  pairs among candidates                    42.9%" in capsys.readouterr().out
+
+
+def test_a_run_whose_pairs_all_score_below_the_floor_says_so():
+    from genstruct_datasets.cli import _nothing_kept
+    from genstruct_datasets.report import RunReport
+
+    report = RunReport(
+        counts={"passages": 60, "candidates": 120, "parsed": 120, "kept": 0},
+        outcomes={"finish_reason: stop": 120},
+        recipe={"selection": {"best_of_n": True, "min_reward": 0.5}},
+    )
+    assert _nothing_kept(report) == (
+        "genstruct-datasets: error: no pair was kept: all 120 pairs scored below --min-reward 0.5, so nothing was "
+        "written. Lower --min-reward, or leave it out to keep every best pair."
+    )

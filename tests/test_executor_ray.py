@@ -15,7 +15,14 @@ import pytest
 import worker_faults
 from datasets import Dataset, load_dataset
 
-from genstruct_datasets import GenstructBuilder, InvalidConfigError, RayExecutor, RunStats, load_genstruct
+from genstruct_datasets import (
+    GenstructBuilder,
+    InvalidConfigError,
+    RayExecutor,
+    RunStats,
+    ShardLostError,
+    load_genstruct,
+)
 from genstruct_datasets.cli import main
 
 ray = pytest.importorskip("ray", reason='the Ray executor needs Ray: pip install "genstruct-datasets[ray]"')
@@ -97,6 +104,14 @@ def test_a_worker_that_dies_mid_shard_is_retried_and_every_passage_is_built_once
 
 
 @pytest.mark.slow
+def test_a_shard_lost_past_its_retries_is_one_error_that_says_how_to_resume(tmp_path, recipe, faults):
+    faults(die_once_at="P2", died=tmp_path / "died")
+    builder = GenstructBuilder(**recipe, cache_dir=str(tmp_path / "builds"), executor=RayExecutor(max_retries=0))
+    with pytest.raises(ShardLostError, match=r"shard 2 was lost in Ray past 0 retries \(.*run the same command again"):
+        builder.build_shards()
+
+
+@pytest.mark.slow
 def test_an_error_in_a_shard_goes_up_as_itself_and_is_not_retried(tmp_path, recipe, faults):
     calls = tmp_path / "calls.txt"
     faults(raise_at="P3", calls=calls)
@@ -170,7 +185,7 @@ def test_ray_executor_refuses_bad_options(options, message):
         RayExecutor(**options)
 
 
-def test_with_a_hub_store_the_passages_travel_in_memory(tmp_path, recipe):
+def test_with_a_shard_store_the_passages_travel_in_memory(tmp_path, recipe):
     import pickle
 
     from genstruct_datasets import FolderStore, HubShards
@@ -182,8 +197,12 @@ def test_with_a_hub_store_the_passages_travel_in_memory(tmp_path, recipe):
     # Nodes that may share no disk: the passages are in the job itself, not paths to this machine's cache files.
     assert portable.passages.cache_files == [] and portable.passages.to_list() == job.passages.to_list()
     assert portable.store.repo_id == "me/pairs" and portable.store._api is None
+    # A folder mounted for the shards alone: the cache folder may not be shared either.
     folder = GenstructBuilder(**recipe, cache_dir=str(tmp_path / "builds"), shard_store=FolderStore(tmp_path / "s"))
-    assert RayExecutor.portable(folder.shard_job()).passages.cache_files  # a shared disk: paths will do
+    assert RayExecutor.portable(folder.shard_job()).passages.cache_files == []
+    # No store: the cache folder is shared (or one machine), and the paths of its files will do.
+    alone = GenstructBuilder(**recipe, cache_dir=str(tmp_path / "builds"))
+    assert RayExecutor.portable(alone.shard_job()).passages.cache_files
 
 
 def test_without_ray_the_error_gives_the_install_command(monkeypatch):

@@ -48,6 +48,20 @@ def test_with_retries_retries_what_may_pass_and_nothing_else():
     assert down.calls == 3
 
 
+def test_the_hub_in_offline_mode_is_not_retried():
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    calls = []
+
+    def offline():
+        calls.append(1)
+        raise OfflineModeIsEnabled("Cannot reach https://huggingface.co: offline mode is enabled.")
+
+    with pytest.raises(OfflineModeIsEnabled):
+        with_retries(offline, what="creating me/x", backoff=0)
+    assert len(calls) == 1  # HF_HUB_OFFLINE=1 cannot pass: failing at once beats a minute of backoff
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(InvalidConfigError, match="max_retries must be a non-negative integer, got -1"):
         HubShards(REPO, max_retries=-1)

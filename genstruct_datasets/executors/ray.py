@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidConfigError, MissingDependencyError
-from ..shards import FolderStore, ShardJob, ShardOutcome
+from ..errors import InvalidConfigError, MissingDependencyError, ShardLostError
+from ..shards import ShardJob, ShardOutcome
 from .base import Executor
 
 if TYPE_CHECKING:
@@ -111,8 +111,11 @@ class RayExecutor(Executor):
                 raise cause from err  # Ray's error, shown as the cause, holds the worker's traceback
             raise
         except ray.exceptions.RayError as err:  # a worker or node lost more times than max_retries, say
-            logger.error("Shard %d failed in Ray past %d retries: %s", k, self.max_retries, err)
-            raise
+            why = (str(err).splitlines() or [""])[0]
+            raise ShardLostError(
+                f"shard {k + 1} was lost in Ray past {self.max_retries} retries ({type(err).__name__}: {why}). The "
+                "shards finished meanwhile are kept: run the same command again to build the rest."
+            ) from err
 
     def connect(self) -> ModuleType:
         """Initialise Ray (connect to `address`, or start a local Ray) unless it is already; return the module."""
@@ -128,9 +131,10 @@ class RayExecutor(Executor):
     @staticmethod
     def portable(job: ShardJob) -> ShardJob:
         """The job as the workers get it. A `datasets.Dataset` pickles as the paths of its cache files, which every
-        node reads where the cache folder is shared; with a Hub store (nodes that may share no disk), the passages
-        travel in memory instead, through Ray's object store (once per node)."""
-        if job.store is None or isinstance(job.store, FolderStore):
+        node reads where the cache folder is shared; with a shard store (nodes that may share no cache folder: the
+        Hub, or a folder mounted for the shards alone), the passages travel in memory instead, through Ray's object
+        store (once per node)."""
+        if job.store is None:
             return job
         return dataclasses.replace(job, passages=job.passages.flatten_indices(keep_in_memory=True))
 
