@@ -318,6 +318,7 @@ def _run(args: argparse.Namespace) -> int:
     config = GenstructConfig(source=args.source, source_name=args.name, source_split=args.split, **settings)
     if args.dedup_threshold is not None and not 0 < args.dedup_threshold <= 1:
         raise InvalidConfigError(f"--dedup-threshold must be in (0, 1], got {args.dedup_threshold}.")
+    executor = _executor(args)
     local = source_fingerprint(args.source) is not None
     if args.output:
         from .publish import check_output_folder
@@ -357,7 +358,7 @@ def _run(args: argparse.Namespace) -> int:
         download_mode="force_redownload" if args.force else None,
         num_proc=args.num_proc,
         push_shards_to=shards,
-        executor=_executor(args),
+        executor=executor,
         **settings,
     )
     if pairs is None:  # a rank other than 0 under torchrun: its shards are done, rank 0 writes the output
