@@ -35,3 +35,21 @@ def test_passages_to_best_pairs_and_back_from_parquet(tmp_path, taught_generator
     reloaded = load_dataset("parquet", data_files=str(tmp_path / "best.parquet"), split="train")
     assert reloaded.features == best.features
     assert reloaded.to_list() == best.to_list()
+
+
+def test_run_pipeline_is_the_three_maps_timed(tmp_path, taught_generator, tiny_reward_model, passages):
+    from datasets import Dataset
+
+    from genstruct_datasets import run_pipeline
+
+    ds = Dataset.from_dict({"title": [*passages["title"], "Empty"], "content": [*passages["content"], ""]})
+    generator = GenstructGenerator(taught_generator, num_samples=2, max_new_tokens=32, seed=0)
+    result = run_pipeline(ds, generator, RewardScorer(tiny_reward_model))
+    by_hand = ds.map(generator, batched=True).map(parse_pairs, batched=True)
+    by_hand = by_hand.map(RewardScorer(tiny_reward_model), batched=True)
+    assert result.failed == 0 and result.rows.to_list() == by_hand.to_list()
+    stats = result.stats
+    assert set(stats.seconds) == {"generate", "parse", "score"} and all(s >= 0 for s in stats.seconds.values())
+    # The empty passage is never prompted: it costs nothing and does not count as generated.
+    assert stats.generated_passages == 4
+    assert stats.generated_tokens == sum(by_hand["completion_tokens"]) > 0

@@ -446,3 +446,9 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_card_without_a_recipe_names_no_model(best):
+    card = build_card(best, repo_id="me/pairs")
+    assert "Grounded instruction pairs written by a Genstruct model from text passages" in card.text
+    assert "Genstruct-7B" not in card.text
