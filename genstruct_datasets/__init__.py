@@ -14,6 +14,7 @@ from .engines import (
 )
 from .errors import (
     EngineStartError,
+    ExecutorError,
     FailedPassagesError,
     GenstructError,
     InvalidConfigError,
@@ -24,10 +25,9 @@ from .errors import (
     ModelNotFoundError,
     ModelUnreachableError,
     OutputExistsError,
-    ShardLostError,
     SourceError,
 )
-from .executors import EXECUTORS, Executor, LocalExecutor, RayExecutor, TorchrunExecutor, make_executor
+from .executors import EXECUTORS, BuiltShards, Executor, LocalExecutor, RayExecutor, TorchrunExecutor, make_executor
 from .generate import FINISH_REASONS, GenstructGenerator, genstruct_generate
 from .hub_shards import HubShards, with_retries
 from .models import clear_model_cache
@@ -41,7 +41,7 @@ from .report import RunReport, distributions, plot_quality, quality_figure, run_
 from .runstats import RunStats
 from .score import RewardScorer, score_pairs
 from .select import select_best
-from .shards import FolderStore, ShardJob, ShardStore
+from .shards import FolderStore, ShardJob, ShardOutcome, ShardStore
 
 __version__ = "0.1.0"
 
@@ -50,10 +50,12 @@ __all__ = [
     "FINISH_REASONS",
     "GENSTRUCT_CHAT_TEMPLATE",
     "PARSE_ERRORS",
+    "BuiltShards",
     "ContinuousEngine",
     "Engine",
     "EngineStartError",
     "Executor",
+    "ExecutorError",
     "FailedPassagesError",
     "FolderStore",
     "GenstructBuilder",
@@ -80,8 +82,8 @@ __all__ = [
     "RunStats",
     "Sample",
     "ShardJob",
+    "ShardOutcome",
     "ShardStore",
-    "ShardLostError",
     "SourceError",
     "TorchrunExecutor",
     "TransformersEngine",
@@ -91,8 +93,8 @@ __all__ = [
     "clear_model_cache",
     "dataset_stats",
     "dedup_pairs",
-    "distributions",
     "default_backend",
+    "distributions",
     "format_prompt",
     "genstruct_generate",
     "load_genstruct",

@@ -19,6 +19,7 @@ from typing import Any
 import datasets
 
 from ._memory import release_freed_memory, system_memory_pool
+from ._paths import looks_local
 from .engines import engine_options
 from .errors import GenstructError, InvalidConfigError, InvalidSourceError
 from .executors import BuiltShards, Executor, make_executor
@@ -30,7 +31,7 @@ from .prompt import passage_id
 from .runstats import RunStats, package_versions
 from .score import DEFAULT_REWARD_MODEL, RewardScorer
 from .select import select_best
-from .shards import ShardJob, ShardStore, upload_leftovers
+from .shards import FolderStore, ShardJob, ShardStore, upload_leftovers
 from .sources import passage_columns, read_source, source_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -228,7 +229,9 @@ def _route(settings: dict[str, Any]) -> dict[str, Any]:
     generator = set(inspect.signature(GenstructGenerator).parameters) - {"engine_options", "title_column",
                                                                           "content_column", "revision"}  # fmt: skip
     routed: dict[str, Any] = {name: dict(settings.get(name) or {}) for name in STAGE_FIELDS}
-    if "scoring" in settings and settings["scoring"] is None:
+    if ("scoring" in settings and settings["scoring"] is None) or (
+        "reward_model" in settings and settings["reward_model"] is None
+    ):
         routed["scoring"] = None
     unknown = []
     for key, value in settings.items():
@@ -239,10 +242,11 @@ def _route(settings: dict[str, Any]) -> dict[str, Any]:
         elif key == "engine_options":
             routed["generation"].update(value or {})
         elif key == "reward_model" and value is None:
-            routed["scoring"] = None
+            continue
         elif key.startswith("reward_") and key.removeprefix("reward_") in scorer:
-            if routed["scoring"] is not None:
-                routed["scoring"][key.removeprefix("reward_")] = value
+            if routed["scoring"] is None:
+                raise InvalidConfigError(f"{key}={value!r} sets the scorer, which reward_model=None turns off.")
+            routed["scoring"][key.removeprefix("reward_")] = value
         elif key == "model_revision":
             routed["generation"]["revision"] = value
         elif key in splitter:
@@ -304,6 +308,8 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         """This run's figures: the stages' time, the tokens, the shards built and reused."""
         self.built: BuiltShards | None = None
         """What the executor built in this process (None: nothing was built, e.g. the dataset was cached)."""
+        self.assembled = False
+        """Whether this builder assembled the dataset (False: `download_and_prepare` found it in the cache)."""
         super().__init__(*args, **kwargs)
 
     def _info(self) -> datasets.DatasetInfo:
@@ -315,6 +321,7 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:
         config: GenstructConfig = self.config
         candidates = self._candidates()
+        self.assembled = True
         if not config.best_of_n:
             return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"rows": candidates})]
         with self.stats.timed("select"):
@@ -359,8 +366,8 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         if missing:
             raise GenstructError(
                 f"{len(missing)} of {len(paths)} shards are missing from {self.work_dir} (first: {missing[0].name}). "
-                "Did every rank finish? Ranks on several machines need a shared work folder (--cache-dir) or "
-                "a Hub repository for their shards (--push-to-hub)."
+                "Did every rank finish? Processes on several machines need a shared work folder (--cache-dir) or "
+                "a shard store (--push-to-hub)."
             )
         return datasets.Dataset.from_parquet([str(path) for path in paths], features=FEATURES)
 
@@ -372,7 +379,8 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
     @property
     def work_dir(self) -> Path:
         """Where this recipe's finished shards wait until the build is done (next to the datasets cache)."""
-        return Path(self._cache_dir_root) / "genstruct-work" / self.config_id
+        # Absolute: a Ray worker runs in a working folder of its own.
+        return Path(self._cache_dir_root).resolve() / "genstruct-work" / self.config_id
 
     @functools.cached_property
     def passages(self) -> datasets.Dataset:
@@ -450,7 +458,7 @@ def load_genstruct(
     download_mode: datasets.DownloadMode | str | None = None,
     token: str | bool | None = None,
     num_proc: int | None = None,
-    push_shards_to: str | ShardStore | None = None,
+    push_shards_to: str | os.PathLike | ShardStore | None = None,
     executor: str | Executor | None = None,
     **config: Any,
 ) -> datasets.DatasetDict | None:
@@ -477,8 +485,8 @@ def load_genstruct(
         push_shards_to (`str` or [`ShardStore`], *optional*): a store that receives each finished shard as it
             finishes, so that a crash loses at most the shard in progress, and from which a later run of the same
             recipe, on any machine, takes the shards it holds: a Hub dataset repository (its id, or [`HubShards`])
-            or a folder that every machine mounts ([`FolderStore`]). Publish the result to that repository with
-            [`publish`] (``shards=``), which deletes them. Not part of the recipe.
+            or a folder that every machine mounts (its path, or [`FolderStore`]). Publish the result to that
+            repository with [`publish`] (``shards=``), which deletes them. Not part of the recipe.
         executor (`str` or [`Executor`], *optional*): where the shards are built: ``"local"`` (this process),
             ``"torchrun"`` (the default when `WORLD_SIZE` > 1) or ``"ray"`` (a Ray cluster, see [`RayExecutor`]).
             Not part of the recipe: any executor reuses the shards of another.
@@ -527,14 +535,22 @@ def load_genstruct(
     recipe = GenstructConfig(**settings)
     if num_proc is not None and (not isinstance(num_proc, int) or num_proc < 1):
         raise InvalidConfigError(f"num_proc must be a positive integer (worker processes), got {num_proc!r}.")
-    if "text_column" not in config and "text_column" not in config.get("splitting", {}):
+    if "text_column" not in config and "text_column" not in (config.get("splitting") or {}):
         # Passages in `title` and `content` (the shape Genstruct reads) need no text column nor splitting.
         columns = passage_columns(str(source), name, revision=revision, token=token, cache_dir=cache_dir)
         if columns:
             settings = {**columns, **settings}
             recipe = GenstructConfig(**settings)
-    if isinstance(push_shards_to, str):
-        push_shards_to = HubShards(push_shards_to, token=token if isinstance(token, str) else None)
+    if isinstance(push_shards_to, (str, os.PathLike)):
+        push_shards_to = (
+            FolderStore(push_shards_to)
+            if looks_local(str(push_shards_to)) or Path(push_shards_to).exists()
+            else HubShards(str(push_shards_to), token=token if isinstance(token, str) else None)
+        )
+    # "auto" is resolved once, here: the recipe's key and every process that builds a shard (a Ray worker on another
+    # machine too) then run the same engine.
+    settings = {**settings, "generation": {**recipe.generation, "backend": recipe.generator().backend}}
+    recipe = GenstructConfig(**settings)
     mode = datasets.DownloadMode(download_mode or datasets.DownloadMode.REUSE_DATASET_IF_EXISTS)
     # The cache is keyed by the whole recipe, defaults included, so that passing a default changes nothing.
     builder = GenstructBuilder(
@@ -560,10 +576,10 @@ def load_genstruct(
     not_uploaded = builder.built.not_uploaded if builder.built is not None else builder.upload_leftover_shards()
     if not not_uploaded:
         shutil.rmtree(builder.work_dir, ignore_errors=True)
-    if builder.built is not None:
+    if builder.assembled:
         # Measured once, here, for the summary, the card and the report: kept beside the build in the cache.
         stats = builder.stats
-        stats.engine = recipe.generator().engine.describe()
+        stats.engine = stats.engine or recipe.generator().engine.describe()
         stats.versions = package_versions()
         stats.wall_seconds = time.perf_counter() - started
         stats.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -17,11 +17,11 @@ from .dedup import dedup_pairs
 from .engines import BACKENDS, ENGINES, engine_options, engines_taking
 from .errors import (
     EngineStartError,
+    ExecutorError,
     FailedPassagesError,
     GenstructError,
     InvalidConfigError,
     MissingTokenError,
-    ShardLostError,
     SourceError,
 )
 from .executors import EXECUTORS, Executor, make_executor
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         # flush at exit does not complain again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (FailedPassagesError, EngineStartError, ShardLostError) as err:  # not bad input: something else failed
+    except (FailedPassagesError, EngineStartError, ExecutorError) as err:  # not bad input: something else failed
         print(f"genstruct-datasets: error: {err}", file=sys.stderr)
         return 1
     except GenstructError as err:

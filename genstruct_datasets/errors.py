@@ -74,9 +74,10 @@ class EngineStartError(GenstructError, RuntimeError):
     """A generation engine could not start (vLLM refused the model or the machine)."""
 
 
-class ShardLostError(GenstructError, RuntimeError):
-    """An executor lost a shard for good: the Ray worker or node building it died more times than it retries. The
-    shards finished meanwhile are kept; the same call again builds the rest."""
+class ExecutorError(GenstructError, RuntimeError):
+    """An executor could not run the shards: the Ray cluster cannot be reached, or a shard was lost for good (the
+    Ray worker or node building it died more times than it retries). Finished shards are kept; the same call again
+    builds the rest."""
 
 
 class MissingTokenError(GenstructError, PermissionError):

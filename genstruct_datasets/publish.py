@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from huggingface_hub import CommitInfo, CommitOperation, DatasetCard
 
-    from .hub_shards import HubShards
+    from .shards import ShardStore
 
 logger = logging.getLogger(__name__)
 
@@ -350,7 +350,7 @@ def publish(
     language: str | list[str] = "en",
     source_datasets: list[str] | None = None,
     quality: dict[str, Any] | None = None,
-    shards: HubShards | None = None,
+    shards: ShardStore | None = None,
     report: RunReport | None = None,
     candidates_split: str | None = CANDIDATES_SPLIT,
 ) -> CommitInfo:
@@ -375,7 +375,7 @@ def publish(
         commit_message (`str`, *optional*): defaults to "Upload {n} Genstruct pairs with genstruct-datasets".
         recipe, candidates, license, language, source_datasets, quality, report, candidates_split: see
             [`save_local`]; the candidates are published as the split `candidates_split` (``"candidates"``).
-        shards ([`HubShards`], *optional*): the store the run's finished shards went to (``push_shards_to=`` of
+        shards ([`ShardStore`], *optional*): the store the run's finished shards went to (``push_shards_to=`` of
             [`load_genstruct`]); its folders in this repository are deleted in the same commit.
 
     Returns:
@@ -428,7 +428,7 @@ def publish(
             candidates_split=candidates_split,
         )
         held = with_retries(lambda: api.list_repo_files(repo_id, repo_type="dataset"), what=f"listing {repo_id}")
-        work_folders = sorted(shards.folders) if shards is not None else []
+        work_folders = sorted(getattr(shards, "folders", ()))  # a folder store keeps nothing in the repository
         # The split's older shards, and the candidates' where they are written again, and a picture of the old name.
         written = [
             split,

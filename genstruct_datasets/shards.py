@@ -8,6 +8,7 @@ Hub dataset repository ([`HubShards`]). A later run of the same recipe reuses th
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -152,7 +153,8 @@ class ShardOutcome:
 
 @dataclass
 class ShardJob:
-    """Everything needed to build a recipe's shards, in this process or in another (it pickles small).
+    """Everything needed to build a recipe's shards, in this process or in another (it pickles: the passages as the
+    paths of their cache files, or whole where they are in memory).
 
     Args:
         config ([`GenstructConfig`]): the recipe; its stages are made from it where a shard is built.
@@ -163,6 +165,8 @@ class ShardJob:
         num_proc (`int`, *optional*): worker processes of each shard's generation and scoring maps.
         reuse_work (`bool`, *optional*, defaults to `True`): reuse finished shards and the maps' caches; False for a
             forced build.
+        use_cache (`bool`, *optional*, defaults to `True`): read the maps' results from the `datasets` cache; set by
+            [`start`], off while a forced build is unfinished.
     """
 
     config: GenstructConfig
@@ -179,7 +183,7 @@ class ShardJob:
         """How many shards the recipe has."""
         return max(1, -(-self.passages.num_rows // self.config.shard_size))
 
-    @property
+    @functools.cached_property
     def paths(self) -> list[Path]:
         """Where each shard is written."""
         return [self.work_dir / f"candidates-{k:05d}-of-{self.count:05d}.parquet" for k in range(self.count)]

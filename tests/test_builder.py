@@ -320,3 +320,13 @@ def test_a_reward_model_with_two_labels_is_refused_before_generating(documents, 
     ):
         load_genstruct(str(documents), **{**recipe, "reward_model": str(folder)})
     assert loads == []
+
+
+def test_generations_read_from_the_cache_cost_nothing(documents, recipe):
+    from genstruct_datasets import RunStats
+
+    first = RunStats.of(load_genstruct(str(documents), **recipe)["train"])
+    assert first.generated_passages == 8 and first.generated_tokens > 0 and first.engine.startswith("transformers")
+    # Another floor is another recipe, but its generations are those of the first build, read from the cache.
+    again = RunStats.of(load_genstruct(str(documents), **recipe, min_reward=-1e9)["train"])
+    assert again.generated_passages == 0 and again.generated_tokens == 0 and again.tokens_per_second is None

@@ -16,11 +16,11 @@ import worker_faults
 from datasets import Dataset, load_dataset
 
 from genstruct_datasets import (
+    ExecutorError,
     GenstructBuilder,
     InvalidConfigError,
     RayExecutor,
     RunStats,
-    ShardLostError,
     load_genstruct,
 )
 from genstruct_datasets.cli import main
@@ -107,7 +107,7 @@ def test_a_worker_that_dies_mid_shard_is_retried_and_every_passage_is_built_once
 def test_a_shard_lost_past_its_retries_is_one_error_that_says_how_to_resume(tmp_path, recipe, faults):
     faults(die_once_at="P2", died=tmp_path / "died")
     builder = GenstructBuilder(**recipe, cache_dir=str(tmp_path / "builds"), executor=RayExecutor(max_retries=0))
-    with pytest.raises(ShardLostError, match=r"shard 2 was lost in Ray past 0 retries \(.*run the same command again"):
+    with pytest.raises(ExecutorError, match=r"shard 2 was lost in Ray past 0 retries \(.*run the same command again"):
         builder.build_shards()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -48,9 +48,11 @@ class Executor(ABC):
         """The shards this process takes part in: all of them, but for a rank of `torchrun`."""
         return list(range(job.count))
 
-    @abstractmethod
     def build(self, job: ShardJob, shards: list[int]) -> Iterator[ShardOutcome]:
-        """Build `shards` (none of them finished), yielding each one's outcome as it is done."""
+        """Build `shards` (none of them finished), yielding each one's outcome as it is done: in this process, one
+        after the other, unless the executor sends them elsewhere."""
+        for k in shards:
+            yield job.build(k)
 
     def run(self, job: ShardJob) -> BuiltShards:
         """Build the job's missing shards among [`shards`].

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..shards import ShardJob, ShardOutcome
 from .base import Executor
 
 
@@ -22,7 +20,3 @@ class LocalExecutor(Executor):
     """
 
     name = "local"
-
-    def build(self, job: ShardJob, shards: list[int]) -> Iterator[ShardOutcome]:
-        for k in shards:
-            yield job.build(k)

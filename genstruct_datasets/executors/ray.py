@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidConfigError, MissingDependencyError, ShardLostError
+from ..errors import ExecutorError, InvalidConfigError, MissingDependencyError
 from ..shards import ShardJob, ShardOutcome
 from .base import Executor
 
@@ -38,7 +38,8 @@ class RayExecutor(Executor):
         address (`str`, *optional*): the cluster to connect to: ``"auto"`` (the one `ray start` runs on this
             machine), ``"ray://host:10001"`` or ``"host:port"``. None: the Ray already initialised in this process,
             else as `ray.init()` does: `RAY_ADDRESS`, a cluster of `ray start` on this machine, or a new local Ray.
-        num_gpus (`float`, *optional*): GPUs per shard task; defaults to 1 when the cluster has GPUs, else 0.
+        num_gpus (`float`, *optional*): GPUs per shard task; by default none on a cluster without GPUs, else the
+            engine's `tensor_parallel_size` or the maps' `num_proc`, one at least.
         num_cpus (`float`, *optional*): CPUs per shard task; defaults to Ray's (1).
         max_retries (`int`, *optional*, defaults to 3): how many times a shard task is run again when its worker
             process or its node dies.
@@ -48,6 +49,7 @@ class RayExecutor(Executor):
     Raises:
         [`InvalidConfigError`]: a negative `num_gpus`, `num_cpus` or `max_retries`.
         [`MissingDependencyError`]: Ray is not installed (as the run starts).
+        [`ExecutorError`]: the cluster cannot be reached, or a shard was lost past `max_retries`.
 
     Example:
 
@@ -80,9 +82,12 @@ class RayExecutor(Executor):
             return
         ray = self.connect()
         options: dict[str, Any] = {
-            "num_gpus": self.gpus_per_task(ray),
+            "num_gpus": self.gpus_per_task(ray, job),
             "max_retries": self.max_retries,
             "retry_exceptions": False,
+            # Ray gives a GPU task a fresh worker process each time (max_calls=1) unless told otherwise: the worker
+            # is kept, with the models it loaded, for the next shard.
+            "max_calls": 0,
         }
         if self.num_cpus is not None:
             options["num_cpus"] = self.num_cpus
@@ -112,7 +117,7 @@ class RayExecutor(Executor):
             raise
         except ray.exceptions.RayError as err:  # a worker or node lost more times than max_retries, say
             why = (str(err).splitlines() or [""])[0]
-            raise ShardLostError(
+            raise ExecutorError(
                 f"shard {k + 1} was lost in Ray past {self.max_retries} retries ({type(err).__name__}: {why}). The "
                 "shards finished meanwhile are kept: run the same command again to build the rest."
             ) from err
@@ -124,7 +129,15 @@ class RayExecutor(Executor):
         except ImportError as err:
             raise MissingDependencyError(f"executor='ray' needs Ray: {INSTALL}.") from err
         if not ray.is_initialized():
-            ray.init(address=self.address, **(self.init_options or {}))
+            try:
+                ray.init(address=self.address, **(self.init_options or {}))
+            except ValueError as err:  # an address Ray cannot read
+                raise InvalidConfigError(f"Ray address {self.address!r}: {err}") from err
+            except (ConnectionError, RuntimeError, SystemExit) as err:  # no cluster there (Ray may exit the process)
+                raise ExecutorError(
+                    f"cannot connect to the Ray cluster at {self.address or 'RAY_ADDRESS or this machine'} "
+                    f"({type(err).__name__}: {err}); start it with `ray start --head`, or check --ray-address."
+                ) from err
             logger.info("Ray cluster: %s", ray.cluster_resources())
         return ray
 
@@ -138,11 +151,14 @@ class RayExecutor(Executor):
             return job
         return dataclasses.replace(job, passages=job.passages.flatten_indices(keep_in_memory=True))
 
-    def gpus_per_task(self, ray: ModuleType) -> float:
-        """`num_gpus`, or 1 when the cluster has GPUs and 0 when it has none."""
+    def gpus_per_task(self, ray: ModuleType, job: ShardJob) -> float:
+        """`num_gpus`, or else none on a cluster without GPUs, and on one with GPUs as many as a shard uses: the
+        engine's `tensor_parallel_size`, or the worker processes of its maps (`num_proc`), one at least."""
         if self.num_gpus is not None:
             return self.num_gpus
-        return 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+        if ray.cluster_resources().get("GPU", 0) <= 0:
+            return 0
+        return max(1, job.num_proc or 1, job.config.generation.get("tensor_parallel_size") or 1)
 
 
 def _build_shard(job: ShardJob, k: int) -> ShardOutcome:

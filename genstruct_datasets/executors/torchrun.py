@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import FailedPassagesError
 from ..models import distributed_node
-from ..shards import ShardJob, ShardOutcome, block_of
+from ..shards import ShardJob, block_of
 from .base import BuiltShards, Executor
 
 
@@ -44,10 +43,6 @@ class TorchrunExecutor(Executor):
 
     def shards(self, job: ShardJob) -> list[int]:
         return list(block_of(job.count, *self.node))
-
-    def build(self, job: ShardJob, shards: list[int]) -> Iterator[ShardOutcome]:
-        for k in shards:
-            yield job.build(k)
 
     def run(self, job: ShardJob) -> BuiltShards:
         """Build this rank's block, then wait for the other ranks, also when passages of this rank failed (rather than
