@@ -1,6 +1,6 @@
 """genstruct-datasets: grounded instruction datasets from text passages with Genstruct-7B."""
 
-from .builder import GenstructBuilder, GenstructConfig, load_genstruct
+from .builder import GenstructBuilder, load_genstruct
 from .card import build_card, dataset_stats
 from .dedup import dedup_pairs
 from .engines import (
@@ -37,6 +37,7 @@ from .pipeline import PipelineResult, run_pipeline
 from .prompt import GENSTRUCT_CHAT_TEMPLATE, format_prompt, passage_id
 from .publish import publish, save_local
 from .quality import quality_report, validity_report
+from .recipe import GenstructConfig
 from .report import RunReport, distributions, plot_quality, quality_figure, run_report
 from .runstats import RunStats
 from .score import RewardScorer, score_pairs

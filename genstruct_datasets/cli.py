@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import __version__
 from ._paths import looks_local
-from .builder import GenstructConfig, load_genstruct
+from .builder import load_genstruct
 from .dedup import dedup_pairs
 from .engines import BACKENDS, ENGINES, engine_options, engines_taking
 from .errors import (
@@ -28,6 +28,7 @@ from .executors import EXECUTORS, Executor, make_executor
 from .generate import DEFAULT_GENERATOR
 from .hub_shards import HubShards
 from .models import check_model_reachable
+from .recipe import GenstructConfig
 from .report import REPORT_FILE, RunReport, format_cost, format_headline, format_run_report, run_report
 from .runstats import RunStats
 from .score import DEFAULT_REWARD_MODEL

@@ -25,7 +25,7 @@ from .runstats import RunStats
 if TYPE_CHECKING:
     import datasets
 
-    from .builder import GenstructConfig
+    from .recipe import GenstructConfig
 
 logger = logging.getLogger(__name__)
 

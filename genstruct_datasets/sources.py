@@ -18,9 +18,10 @@ import datasets
 
 from ._paths import looks_local
 from .errors import InvalidSourceError, MissingColumnsError, SourceError
+from .prompt import passage_id
 
 if TYPE_CHECKING:
-    from .builder import GenstructConfig
+    from .recipe import GenstructConfig
 
 logger = logging.getLogger(__name__)
 
@@ -281,3 +282,80 @@ def not_here_nor_reachable(source: str, err: Exception) -> SourceError:
         f"{source!r} is not a local file or folder, and the Hub dataset of that name cannot be had now "
         f"({type(err).__name__}); check the path, or the network and HF_HUB_OFFLINE."
     )
+
+
+def read_passages(
+    config: GenstructConfig,
+    *,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    load_from_cache_file: bool = True,
+) -> datasets.Dataset:
+    """The recipe's passages: its documents read ([`read_source`]) and split ([`PassageSplitter`]), or taken as
+    passages already (``split_documents=False``), then cut to `limit`.
+
+    The recipe's models are checked before any of them runs ([`check_recipe_models`]): the splitter loads the
+    generator's tokenizer.
+
+    Args:
+        config ([`GenstructConfig`]): the recipe.
+        token (`str` or `bool`, *optional*): a Hub token for private or gated sources and models.
+        cache_dir (`str` or `os.PathLike`, *optional*): where the documents and the maps over them are cached.
+        load_from_cache_file (`bool`, *optional*, defaults to `True`): reuse the split's cached result.
+
+    Returns:
+        `datasets.Dataset`: `title`, `content`, `document_id` and `passage_index`.
+
+    Raises:
+        [`SourceError`], [`InvalidSourceError`], [`MissingColumnsError`]: see [`read_source`]; also a source whose
+            documents give no passage at all.
+        [`ModelNotFoundError`], [`InvalidConfigError`]: see [`check_recipe_models`].
+    """
+    from .models import check_recipe_models
+
+    splitter = config.splitter()
+    documents = read_source(config, token=token, cache_dir=cache_dir)
+    check_recipe_models(config, token=token)
+    if config.limit is not None:
+        documents = documents.select(range(min(config.limit, documents.num_rows)))
+    if config.split_documents:
+        passages = documents.map(
+            splitter, batched=True, load_from_cache_file=load_from_cache_file, desc="Splitting passages"
+        )
+    else:
+        passages = documents.map(
+            _as_passages,
+            batched=True,
+            fn_kwargs={"title_column": splitter.title_column, "text_column": splitter.text_column},
+            load_from_cache_file=load_from_cache_file,
+            desc="Reading passages",
+        )
+    if not passages.num_rows:
+        raise InvalidSourceError(_no_passages(config, documents.num_rows))
+    passages = passages.select_columns(["title", "content", "document_id", "passage_index"])
+    if config.limit is not None:
+        passages = passages.select(range(min(config.limit, passages.num_rows)))
+    return passages
+
+
+def _no_passages(config: GenstructConfig, documents: int) -> str:
+    """Why a source gave no passage at all, and what to do about it."""
+    if not documents:
+        return f"source {config.source!r} holds no documents; check the source and its split ({config.source_split})."
+    splitter = config.splitter()
+    return (
+        f"none of the {documents} document(s) of {config.source!r} gave a passage: their {splitter.text_column!r} "
+        f"is empty, or shorter than min_tokens={splitter.min_tokens} tokens. Check the text column (--text-column), "
+        "or lower min_tokens."
+    )
+
+
+def _as_passages(batch: dict[str, list], *, title_column: str, text_column: str) -> dict[str, list]:
+    """Treat each row as a passage already: `content` is its text, and it is its own document."""
+    ids = [passage_id(t, c) for t, c in zip(batch[title_column], batch[text_column])]
+    return {
+        "title": batch[title_column],
+        "content": batch[text_column],
+        "document_id": ids,
+        "passage_index": [0] * len(ids),
+    }
