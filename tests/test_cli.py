@@ -197,6 +197,7 @@ def test_run_under_torchrun_builds_every_passage_once(tmp_path, taught_generator
     # Shards 1, 3, 5 on rank 0 and 2, 4 on rank 1; rank 0 alone writes the dataset and prints the summary.
     assert len(re.findall(r"Shard \d of 5: 1 passages\.", ranks.stderr)) == 5
     assert ranks.stdout.count("written to: ") == 1
+    assert "  passages generated  5 of 5\n" in ranks.stdout  # the cost counts both ranks' shards, not rank 0's
     one = load_dataset("parquet", data_files=str(tmp_path / "one" / "data" / "train-*.parquet"), split="train")
     two = load_dataset("parquet", data_files=str(tmp_path / "two" / "data" / "train-*.parquet"), split="train")
     assert sorted(two["title"]) == [f"Passage {i}" for i in range(5)]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..errors import FailedPassagesError
 from ..models import distributed_node
+from ..runstats import RunStats
 from ..shards import ShardJob, block_of
 from .base import BuiltShards, Executor
 
@@ -46,7 +47,7 @@ class TorchrunExecutor(Executor):
 
     def run(self, job: ShardJob) -> BuiltShards:
         """Build this rank's block, then wait for the other ranks, also when passages of this rank failed (rather than
-        let them wait for it until gloo's timeout)."""
+        let them wait for it until gloo's timeout); the figures returned are those of every rank, summed."""
         import torch.distributed as dist
 
         if self.node[1] == 1:
@@ -60,8 +61,14 @@ class TorchrunExecutor(Executor):
             except FailedPassagesError:
                 dist.barrier()
                 raise
-            dist.barrier()
+            # The barrier: every rank's figures meet on each, so that rank 0's report counts the whole run.
+            everyone: list[RunStats | None] = [None] * self.node[1]
+            dist.all_gather_object(everyone, built.stats)
         finally:
             if started:
                 dist.destroy_process_group()
-        return built
+        stats = RunStats(executor=self.name, shards=job.count)
+        for rank in everyone:
+            stats.add(rank)
+            stats.shards_reused += rank.shards_reused
+        return BuiltShards(stats, built.not_uploaded)
