@@ -1,7 +1,7 @@
 """genstruct-datasets: grounded instruction datasets from text passages with Genstruct-7B."""
 
 from .builder import GenstructBuilder, load_genstruct
-from .card import build_card, dataset_stats
+from .card import build_card
 from .dedup import dedup_pairs
 from .engines import (
     ContinuousEngine,
@@ -38,7 +38,7 @@ from .prompt import GENSTRUCT_CHAT_TEMPLATE, format_prompt, passage_id
 from .publish import publish, save_local
 from .quality import quality_report, validity_report
 from .recipe import GenstructConfig
-from .report import RunReport, distributions, plot_quality, quality_figure, run_report
+from .report import RunReport, dataset_stats, distributions, plot_quality, quality_figure, run_report
 from .runstats import RunStats
 from .score import RewardScorer, score_pairs
 from .select import select_best

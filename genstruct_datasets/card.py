@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .report import RunReport, cost, dataset_stats, headline
+from .report import RunReport, cost, counted_report, dataset_stats, headline  # noqa: F401  (dataset_stats: it lived here)
 from .runstats import RunStats
 
 if TYPE_CHECKING:
@@ -115,15 +115,8 @@ def build_card(
             "give candidates= and a name other than the split's."
         )
     if report is None:
-        stats = dataset_stats(ds, candidates)
-        report = RunReport(
-            counts=stats["counts"],
-            outcomes=stats["outcomes"],
-            rewards=stats["rewards"],
-            reward_sample=stats.get("sample"),
-            quality=quality,
-            validity_over_candidates=validity_over_candidates,
-        )
+        report = counted_report(ds, candidates)
+        report.quality, report.validity_over_candidates = quality, validity_over_candidates
     recipe = {str(k): dict(v) for k, v in (recipe or report.recipe or {}).items()}
     generator = recipe.get("generator", {}).get("model")  # None: not recorded, so not named
     reward_settings = recipe.get("reward model", {})

@@ -155,7 +155,7 @@ def save_local(
             candidates_split=written,
             max_shard_size=max_shard_size,
             repo_id=repo_id or str(folder),
-            report=report or _measure(ds, candidates, recipe, quality),
+            report=report or run_report(ds, candidates, recipe=recipe, quality=quality),
             card_settings=card_settings,
         )
         if inside:
@@ -242,28 +242,6 @@ def _swap_in(staging: Path, folder: Path) -> None:
     os.replace(folder, old)
     os.replace(staging, folder)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _measure(
-    ds: Dataset, candidates: Dataset | None, recipe: Mapping | None, quality: dict[str, Any] | None
-) -> RunReport:
-    """The report of `ds` for a caller that gave none; a `quality` it gave is shown as it is."""
-    if quality is None:
-        return run_report(ds, candidates, recipe=recipe)
-    from .report import dataset_stats, distributions
-
-    stats = dataset_stats(ds, candidates)
-    has_pairs = {"instruction", "response"} <= set(ds.column_names) and ds.num_rows
-    return RunReport(
-        counts=stats["counts"],
-        outcomes=stats["outcomes"],
-        rewards=stats["rewards"],
-        reward_sample=stats.get("sample"),
-        quality=quality,
-        validity_over_candidates=candidates is not None,
-        distributions=distributions(ds) if has_pairs else {},
-        recipe={str(k): dict(v) for k, v in recipe.items()} if recipe is not None else None,
-    )
 
 
 def _write_folder(

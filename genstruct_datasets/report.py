@@ -359,6 +359,7 @@ def run_report(
     *,
     stats: RunStats | None = None,
     recipe: Mapping[str, Mapping[str, Any]] | None = None,
+    quality: dict[str, Any] | None = None,
     sample_size: int | None = DEFAULT_SAMPLE_SIZE,
     seed: int = 0,
 ) -> RunReport:
@@ -375,6 +376,7 @@ def run_report(
         stats ([`RunStats`], *optional*): what the build cost, e.g. ``RunStats.of(pairs["train"])``; None when it
             was not measured.
         recipe (`Mapping`, *optional*): how the rows were made ([`GenstructConfig.recipe`]).
+        quality (`dict`, *optional*): a [`quality_report`] measured already, taken as it is instead of measured.
         sample_size (`int`, *optional*, defaults to 10000): rows that the sampled figures measure; see
             [`sample_rows`].
         seed (`int`, *optional*, defaults to 0): seed of the sample.
@@ -399,20 +401,31 @@ def run_report(
     ({'passages': 1, 'candidates': 2, 'parsed': 1, 'kept': 1}, 0.5)
     ```
     """
+    report = counted_report(best, candidates, sample_size=sample_size, seed=seed)
+    report.stats = stats
+    report.recipe = {str(name): dict(settings) for name, settings in recipe.items()} if recipe is not None else None
+    has_pairs = {"instruction", "response"} <= set(best.column_names) and best.num_rows
+    if quality is None and has_pairs:
+        quality = quality_report(best, candidates=candidates, sample_size=sample_size, seed=seed)
+    if quality is not None:
+        report.quality, report.validity_over_candidates = quality, candidates is not None
+    if has_pairs:
+        report.distributions = distributions(best, sample_size=sample_size, seed=seed)
+    return report
+
+
+def counted_report(
+    best: Dataset, candidates: Dataset | None = None, *, sample_size: int | None = DEFAULT_SAMPLE_SIZE, seed: int = 0
+) -> RunReport:
+    """A [`RunReport`] of the counts alone: passages, candidates, outcomes and rewards ([`dataset_stats`]), with
+    nothing else measured; [`run_report`] adds the rest."""
     counted = dataset_stats(best, candidates, sample_size=sample_size, seed=seed)
-    report = RunReport(
+    return RunReport(
         counts=counted["counts"],
         outcomes=counted["outcomes"],
         rewards=counted["rewards"],
         reward_sample=counted.get("sample"),
-        stats=stats,
-        recipe={str(name): dict(settings) for name, settings in recipe.items()} if recipe is not None else None,
     )
-    if {"instruction", "response"} <= set(best.column_names) and best.num_rows:
-        report.quality = quality_report(best, candidates=candidates, sample_size=sample_size, seed=seed)
-        report.validity_over_candidates = candidates is not None
-        report.distributions = distributions(best, sample_size=sample_size, seed=seed)
-    return report
 
 
 _PANELS = {
