@@ -139,6 +139,20 @@ def tiny_chat_reward_model(tmp_path_factory) -> str:
 
 
 @pytest.fixture
+def recipe(taught_generator, tiny_reward_model, tmp_path) -> dict:
+    """`load_genstruct`'s settings for the taught generator and the tiny reward model, two samples a passage, and a
+    cache folder of the test's own."""
+    return {
+        "model": taught_generator,
+        "reward_model": tiny_reward_model,
+        "num_samples": 2,
+        "max_new_tokens": 24,
+        "seed": 0,
+        "cache_dir": str(tmp_path / "builds"),
+    }
+
+
+@pytest.fixture
 def passages() -> dict[str, list]:
     """Genstruct-shaped passages of mixed lengths, as a column dict."""
     return {

@@ -10,18 +10,6 @@ from genstruct_datasets import FolderStore, GenstructBuilder, TorchrunExecutor
 from genstruct_datasets.shards import block_of
 
 
-@pytest.fixture
-def recipe(taught_generator, tiny_reward_model, tmp_path) -> dict:
-    return {
-        "model": taught_generator,
-        "reward_model": tiny_reward_model,
-        "num_samples": 2,
-        "max_new_tokens": 24,
-        "seed": 0,
-        "cache_dir": str(tmp_path / "builds"),
-    }
-
-
 def build(settings: dict, **options) -> list[Path]:
     """Build the missing shards of a recipe in this process, as a run does before it assembles the dataset."""
     builder = GenstructBuilder(**settings, **options)
