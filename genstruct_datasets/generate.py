@@ -231,16 +231,19 @@ class GenstructGenerator:
 
     def settings(self) -> dict[str, Any]:
         """What makes the rows: the stage's settings and the engine's, as the dataset card shows them."""
-        columns = ("title_column", "content_column")
-        stage = {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in columns}
+        stage = {k: v for k, v in self._arguments().items() if k not in ("title_column", "content_column")}
         return {**stage, "do_sample": self.sampling, "backend": self.backend, **self.engine.settings()}
+
+    def _arguments(self) -> dict[str, Any]:
+        """The stage's own settings as its constructor took them (its public attributes), the engine aside."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
     def fingerprint_settings(self) -> dict[str, Any]:
         """What `datasets` hashes: every setting, the engine resolved (its own hashing leaves its run options out)."""
-        return {**{k: v for k, v in vars(self).items() if not k.startswith("_")}, "engine": self.engine}
+        return {**self._arguments(), "engine": self.engine}
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        shown = ", ".join(f"{k}={v!r}" for k, v in self._arguments().items())
         return f"{type(self).__name__}({shown}, engine={self._engine or self._backend!r})"
 
     def __eq__(self, other: object) -> bool:

@@ -91,12 +91,11 @@ class _Progress:
 
     def __init__(self, job: ShardJob, todo: list[int]) -> None:
         self.sizes = {k: job.size(k) for k in todo}
-        self.left = sum(self.sizes.values())
+        self.total = sum(self.sizes.values())
         self.finished = 0
         self.start = time.perf_counter()
 
     def done(self, outcome: ShardOutcome) -> None:
-        self.left -= self.sizes[outcome.shard]
         self.finished += self.sizes[outcome.shard]
         elapsed = time.perf_counter() - self.start
         speed = outcome.stats.tokens_per_second
@@ -105,7 +104,7 @@ class _Progress:
             outcome.shard + 1,
             f" ({speed:,.0f} tokens/s)" if speed else "",
             self.finished,
-            self.finished + self.left,
+            self.total,
             format_duration(elapsed),
-            format_duration(elapsed / self.finished * self.left) if self.finished else "?",
+            format_duration(elapsed / self.finished * (self.total - self.finished)) if self.finished else "?",
         )
