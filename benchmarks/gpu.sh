@@ -6,7 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 shopt -s nullglob
-wheels=(.whl/*.whl)
+# mistral-common is carried for its tokenizer file alone: installed, transformers would import it, and it needs
+# pydantic, which the machine lacks.
+for wheel in .whl/mistral_common-*.whl; do
+    mkdir -p /tmp/mistral
+    python3 -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))' \
+        "$wheel" mistral_common/data/tokenizer.model.v1 >/tmp/mistral/tokenizer.model.v1
+    export GENSTRUCT_MISTRAL_TOKENIZER=/tmp/mistral/tokenizer.model.v1
+done
+wheels=()
+for wheel in .whl/*.whl; do [[ $wheel == .whl/mistral_common-* ]] || wheels+=("$wheel"); done
 if ((${#wheels[@]})); then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "${wheels[@]}"
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}

@@ -64,9 +64,15 @@ _TRAINING_PASSAGES = [
 def mistral_tokenizer_file() -> str:
     """Return the path of the Mistral-7B-v0.1 SentencePiece model shipped by `mistral-common`.
 
+    `GENSTRUCT_MISTRAL_TOKENIZER`, when set, names the file instead: for a machine where `mistral-common` cannot be
+    installed whole (benchmarks/gpu.sh carries the file alone, since transformers imports an installed
+    `mistral-common`, which needs pydantic).
+
     Raises:
-        [`MissingDependencyError`]: `mistral-common` is not installed.
+        [`MissingDependencyError`]: `mistral-common` is not installed and `GENSTRUCT_MISTRAL_TOKENIZER` is not set.
     """
+    if os.environ.get("GENSTRUCT_MISTRAL_TOKENIZER"):
+        return os.environ["GENSTRUCT_MISTRAL_TOKENIZER"]
     try:
         import mistral_common
     except ImportError as err:
