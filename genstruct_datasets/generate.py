@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
+from ._checks import check_number
 from ._fingerprint import hash_only_results
 from ._tokens import fit_prompt, is_text
-from .engines import Decoding, Engine, ModelRef, PromptRequest, Sample, make_engine
+from .engines import BACKENDS, Decoding, Engine, ModelRef, PromptRequest, Sample, make_engine
 from .errors import InvalidConfigError, check_columns
 from .prompt import format_prompt, passage_id
 
@@ -30,6 +33,87 @@ OUTPUT_COLUMNS = (
     "content_truncated",
 )
 _INVALID = Sample(None, "invalid_input", 0)
+
+BACKEND_HELP = (
+    "the engine: auto (vllm with a CUDA GPU and vLLM installed, else transformers), static batches in transformers, "
+    "transformers' continuous batching, vLLM in this process, or an OpenAI-compatible server"
+)
+
+
+@dataclass
+class GenerationSettings:
+    """The generation stage's settings, each with its default and its checks; [`GenstructGenerator`] takes them,
+    beside its engine's options.
+
+    The defaults are those of one call of the map callable: one completion per passage (`genstruct_generate` as
+    written). A recipe ([`GenstructConfig`]) asks for best-of-4 instead: `RECIPE_DEFAULTS` in
+    `genstruct_datasets.recipe` is the one place where the two differ. The command line's flags are made from these
+    fields and their `help`, so that a setting added here is a flag, a part of the recipe's key and a line of the
+    card, with nothing else to change.
+
+    Raises:
+        [`InvalidConfigError`]: a setting out of range, or sampling settings that contradict each other.
+
+    Example:
+
+    ```py
+    >>> GenerationSettings(num_samples=4).num_samples
+    4
+    ```
+    """
+
+    model: str = field(
+        default=DEFAULT_GENERATOR,
+        metadata={"help": "generator model: a Hub id or a local folder (with --backend openai, the server's name)"},
+    )
+    revision: str | None = field(
+        default=None,
+        metadata={"help": "generator model revision (branch, tag or commit)", "recipe_name": "model_revision"},
+    )
+    num_samples: int = field(default=1, metadata={"help": "completions per passage, for best-of-n"})
+    max_new_tokens: int = field(default=512, metadata={"help": "cap on each completion's length, in tokens"})
+    do_sample: bool | None = field(
+        default=None,
+        metadata={"help": "sample instead of greedy decoding (default: when num_samples > 1 and temperature > 0)"},
+    )
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature; 0 is greedy decoding"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling threshold"})
+    seed: int | None = field(default=None, metadata={"help": "makes sampling repeatable, per passage"})
+    max_prompt_tokens: int | None = field(
+        default=None,
+        metadata={"help": "longest prompt; a longer passage is truncated (default: the context minus max_new_tokens)"},
+    )
+    backend: Any = field(default="auto", metadata={"help": BACKEND_HELP, "choices": BACKENDS})
+    title_column: str = field(default="title", metadata={"help": "column with the titles", "cli": False})
+    content_column: str = field(default="content", metadata={"help": "column with the passages", "cli": False})
+
+    def __post_init__(self) -> None:
+        check_number("num_samples", self.num_samples, integer=True, minimum=1)
+        check_number("max_new_tokens", self.max_new_tokens, integer=True, minimum=1)
+        check_number("max_prompt_tokens", self.max_prompt_tokens, integer=True, minimum=1, optional=True)
+        check_number("temperature", self.temperature, minimum=0, detail="(0 for greedy decoding)")
+        check_number("top_p", self.top_p, above=0, maximum=1)
+        if self.temperature == 0 and self.do_sample:
+            raise InvalidConfigError("temperature=0 means greedy decoding; it cannot go with do_sample=True.")
+        if not _sampling(self.num_samples, self.temperature, self.do_sample) and self.num_samples > 1:
+            why = "do_sample=False" if self.do_sample is False else "temperature=0"
+            raise InvalidConfigError(
+                f"num_samples={self.num_samples} with {why} would give {self.num_samples} identical greedy "
+                "completions; sample for best-of-n (temperature > 0, do_sample left None)."
+            )
+
+
+def generation_setting_names() -> tuple[str, ...]:
+    """The names of [`GenerationSettings`]' fields: what [`GenstructGenerator`] keeps for itself (its other keyword
+    arguments are its engine's options)."""
+    return tuple(f.name for f in dataclasses.fields(GenerationSettings))
+
+
+def _sampling(num_samples: int, temperature: float, do_sample: bool | None) -> bool:
+    if temperature == 0:
+        return False
+    return num_samples > 1 if do_sample is None else do_sample
+
 
 PROGRESS_INTERVAL = 30.0
 """Seconds of generation between two progress lines (INFO) of the generators of one process."""
@@ -142,61 +226,19 @@ class GenstructGenerator:
     ```
     """
 
-    def __init__(
-        self,
-        model: str = DEFAULT_GENERATOR,
-        *,
-        revision: str | None = None,
-        num_samples: int = 1,
-        max_new_tokens: int = 512,
-        do_sample: bool | None = None,
-        temperature: float = 0.7,
-        top_p: float = 0.95,
-        seed: int | None = None,
-        max_prompt_tokens: int | None = None,
-        backend: str | Engine = "auto",
-        title_column: str = "title",
-        content_column: str = "content",
-        **engine_options: Any,
-    ) -> None:
-        self.model = model
-        self.revision = revision
-        self.num_samples = num_samples
-        self.max_new_tokens = max_new_tokens
-        self.do_sample = do_sample
-        self.temperature = temperature
-        self.top_p = top_p
-        self.seed = seed
-        self.max_prompt_tokens = max_prompt_tokens
-        self.title_column = title_column
-        self.content_column = content_column
-        self._validate()
+    def __init__(self, model: str = DEFAULT_GENERATOR, **settings: Any) -> None:
+        stage = {name: settings.pop(name) for name in generation_setting_names() if name in settings}
+        resolved = GenerationSettings(model, **stage)  # the stage's own checks
+        backend, engine_options = resolved.backend, settings
+        for name in generation_setting_names():
+            if name != "backend":
+                setattr(self, name, getattr(resolved, name))
         self._backend, self._engine_options = backend, engine_options
         self._engine: Engine | None = None
         # "auto" without options is resolved on first use: looking for a GPU imports torch, and `import
         # genstruct_datasets` (which makes `genstruct_generate`) stays light. Anything else is checked now.
         if backend != "auto" or engine_options:
             self._engine = make_engine(backend, engine_options)
-
-    def _validate(self) -> None:
-        for name in ("num_samples", "max_new_tokens"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidConfigError(f"{name} must be a positive integer, got {value!r}.")
-        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
-            raise InvalidConfigError(f"max_prompt_tokens must be a positive integer, got {self.max_prompt_tokens!r}.")
-        if not self.temperature >= 0:  # NaN too
-            raise InvalidConfigError(f"temperature must be >= 0 (0 for greedy decoding), got {self.temperature!r}.")
-        if self.temperature == 0 and self.do_sample:
-            raise InvalidConfigError("temperature=0 means greedy decoding; it cannot go with do_sample=True.")
-        if not self.sampling and self.num_samples > 1:
-            why = "do_sample=False" if self.do_sample is False else "temperature=0"
-            raise InvalidConfigError(
-                f"num_samples={self.num_samples} with {why} would give {self.num_samples} identical greedy "
-                "completions; sample for best-of-n (temperature > 0, do_sample left None)."
-            )
-        if not 0 < self.top_p <= 1:
-            raise InvalidConfigError(f"top_p must be in (0, 1], got {self.top_p!r}.")
 
     @property
     def engine(self) -> Engine:
@@ -213,9 +255,7 @@ class GenstructGenerator:
     @property
     def sampling(self) -> bool:
         """Whether completions are sampled: `do_sample`, or else `num_samples > 1` with `temperature > 0`."""
-        if self.temperature == 0:
-            return False
-        return self.num_samples > 1 if self.do_sample is None else self.do_sample
+        return _sampling(self.num_samples, self.temperature, self.do_sample)
 
     @property
     def decoding(self) -> Decoding:

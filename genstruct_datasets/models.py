@@ -13,13 +13,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from ._paths import looks_local
 from .errors import InvalidConfigError, MissingDependencyError, ModelNotFoundError, ModelUnreachableError
-
-if TYPE_CHECKING:
-    from .recipe import GenstructConfig
 
 logger = logging.getLogger(__name__)
 
@@ -375,19 +372,3 @@ def clear_model_cache() -> None:
     """Forget every cached model of this process, so that the next call loads it anew."""
     with _LOCK:
         _CACHE.clear()
-
-
-def check_recipe_models(config: GenstructConfig, *, token: str | bool | None = None) -> None:
-    """Check a recipe's models without loading them: local folders that exist and hold a model, and a reward model
-    with one label, read from its config. A server's model is the server's name for it (its tokenizer, where one is
-    needed, is checked as it loads).
-
-    Raises:
-        [`ModelNotFoundError`]: a model given as a local folder that is missing or holds no model.
-        [`InvalidConfigError`]: the reward model has more than one label.
-    """
-    generator, scorer = config.generator(), config.scorer()
-    if generator.engine.name != "openai":
-        check_model_path(generator.model)
-    if scorer is not None:
-        check_reward_model(scorer.model, revision=scorer.revision, token=token)

@@ -6,8 +6,9 @@ import bisect
 import logging
 import math
 import re
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 
+from ._checks import check_number
 from .errors import InvalidConfigError, check_columns
 from .generate import DEFAULT_GENERATOR
 from .models import load_tokenizer
@@ -74,19 +75,25 @@ class PassageSplitter:
     ```
     """
 
-    tokenizer: str = DEFAULT_GENERATOR
+    tokenizer: str = field(default=DEFAULT_GENERATOR, metadata={"cli": False})
     _: KW_ONLY
-    revision: str | None = None
-    min_tokens: int = 32
-    max_tokens: int = 384
-    title_column: str = "title"
-    text_column: str = "text"
+    revision: str | None = field(default=None, metadata={"cli": False})
+    min_tokens: int = field(
+        default=32, metadata={"help": "shortest passage worth asking about, in tokens; shorter fragments are merged"}
+    )
+    max_tokens: int = field(default=384, metadata={"help": "longest passage, in tokens; longer paragraphs are cut"})
+    title_column: str = field(default="title", metadata={"help": "column with document titles"})
+    text_column: str = field(
+        default="text",
+        metadata={
+            "help": "column with document texts (a source with a content column and no text column holds passages: "
+            "its rows are read as they are, without splitting)"
+        },
+    )
 
     def __post_init__(self) -> None:
-        for name in ("min_tokens", "max_tokens"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise InvalidConfigError(f"{name} must be a positive integer, got {value!r}.")
+        check_number("min_tokens", self.min_tokens, integer=True, minimum=1)
+        check_number("max_tokens", self.max_tokens, integer=True, minimum=1)
         if self.min_tokens > self.max_tokens:
             raise InvalidConfigError(
                 f"min_tokens={self.min_tokens} is larger than max_tokens={self.max_tokens}; no passage could fit."

@@ -1,32 +1,40 @@
-"""The Genstruct recipe: where the documents come from and every setting of every stage, by stage."""
+"""The Genstruct recipe: where the documents come from and every setting of every stage, by stage, resolved once."""
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import math
-from dataclasses import dataclass
+import logging
+import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
 
+from . import generate, passages, score
+from ._checks import check_number
 from .engines import engine_options
 from .errors import InvalidConfigError
-from .generate import DEFAULT_GENERATOR, GenstructGenerator
-from .passages import PassageSplitter
-from .score import DEFAULT_REWARD_MODEL, RewardScorer
+
+logger = logging.getLogger(__name__)
+
+RECIPE_DEFAULTS: dict[str, Any] = {"num_samples": 4}
+"""Where a recipe's defaults differ from its stages' own, written once: a recipe keeps the best of 4 completions
+per passage, where the map callable (`genstruct_generate`, [`GenerationSettings`]) writes one. The command line, the
+Python API ([`load_genstruct`], [`run_recipe`]) and the card read it from here."""
 
 
 @dataclass(init=False)
 class GenstructConfig(datasets.BuilderConfig):
     """The whole Genstruct recipe: where the documents come from and every setting of every stage.
 
-    Each stage's settings are its own constructor's arguments, kept by stage (`splitting`, `generation`, `scoring`),
-    so that an option added to a stage is part of the recipe, its cache key and its card with nothing else to
-    change. The config also takes them flat, as [`load_genstruct`] and the CLI give them: a [`PassageSplitter`]
-    field goes to `splitting`, a [`GenstructGenerator`] argument or an engine option to `generation`
-    (``model_revision`` is its ``revision``), and a [`RewardScorer`] field prefixed with ``reward_`` to `scoring`
-    (``reward_model``, ``reward_revision``, ``reward_batch_size``...).
+    Each stage's settings are its own settings dataclass's fields, kept by stage: `splitting` for
+    [`PassageSplitter`], `generation` for [`GenerationSettings`] and the engine's options, `scoring` for
+    [`RewardScorer`]. The config also takes them flat, as [`load_genstruct`] and the command line give them: a
+    [`PassageSplitter`] field goes to `splitting`, a [`GenerationSettings`] field or an engine option to `generation`
+    (``model_revision`` is its ``revision``), a [`RewardScorer`] field prefixed with ``reward_`` to `scoring`
+    (``reward_model``, ``reward_revision``, ``reward_batch_size``...). So a setting added to a stage's dataclass is a
+    part of the recipe, its cache key, its card and a command-line flag, with nothing else to change. The recipe's
+    own fields (source, selection, shards) are declared here, with the help their flags show.
 
     Args:
         source (`str`): a Hub dataset id, or local files: a ``.jsonl``/``.json``, ``.csv``, ``.parquet``,
@@ -34,23 +42,25 @@ class GenstructConfig(datasets.BuilderConfig):
         source_name (`str`, *optional*): the Hub dataset's config, e.g. ``"20231101.en"``.
         source_split (`str`, *optional*, defaults to `"train"`): the source split to read.
         source_revision (`str`, *optional*): the Hub dataset's revision.
-        source_fingerprint (`str`, *optional*): set by [`load_genstruct`] from the local files' sizes and
+        source_fingerprint (`str`, *optional*): set by [`resolve_recipe`] from the local files' sizes and
             modification times, so that edited files make a new recipe.
         split_documents (`bool`, *optional*, defaults to `True`): run [`PassageSplitter`] on the documents; False
             reads each row's text column as one passage.
         limit (`int`, *optional*): use only the first `limit` passages (and documents), for a trial run.
         splitting (`dict`, *optional*): [`PassageSplitter`]'s settings (``min_tokens``, ``max_tokens``,
-            ``title_column``, ``text_column``); it counts in the generator's tokenizer. [`load_genstruct`] reads a
+            ``title_column``, ``text_column``); it counts in the generator's tokenizer. [`resolve_recipe`] reads a
             source with a ``content`` column and no ``text`` column as passages unless `text_column` is given.
-        generation (`dict`, *optional*): [`GenstructGenerator`]'s settings and its engine's options (``model``,
-            ``num_samples``, ``backend``, ``batch_size``, ``base_url``...); `num_samples` defaults to 4 here, for
-            best-of-n, and `backend` to ``"auto"``. Options that do not change the rows (batch sizes, devices,
-            timeouts) are not part of the recipe's cache key.
+        generation (`dict`, *optional*): [`GenerationSettings`] and the engine's options (``model``, ``num_samples``,
+            ``backend``, ``batch_size``, ``base_url``...); `num_samples` defaults to 4 here ([`RECIPE_DEFAULTS`]).
+            Options that do not change the rows (batch sizes, devices, timeouts) are not part of the cache key.
         scoring (`dict`, *optional*): [`RewardScorer`]'s settings (``model`` defaults to
             `"OpenAssistant/reward-model-deberta-v3-large-v2"`); None skips scoring (and best-of-n).
         best_of_n (`bool`, *optional*, defaults to `True`): keep the best pair of each passage in ``train``
             and every candidate in ``candidates``; without it ``train`` holds every candidate.
         min_reward (`float`, *optional*): with best-of-n, drop pairs scored below this (a finite number).
+        dedup_threshold (`float`, *optional*): after selection, drop instructions that nearly repeat a
+            better-rewarded one (MinHash Jaccard at least this, in (0, 1]). It runs on the built dataset, so it is
+            not part of the build's cache key: changing it rebuilds nothing.
         shard_size (`int`, *optional*, defaults to 1000): passages per shard. Each finished shard is written
             before the next starts, so a run that is killed and started again redoes at most one shard.
 
@@ -66,19 +76,57 @@ class GenstructConfig(datasets.BuilderConfig):
     ```
     """
 
-    source: str | None = None
-    source_name: str | None = None
-    source_split: str = "train"
-    source_revision: str | None = None
-    source_fingerprint: str | None = None
-    split_documents: bool = True
-    limit: int | None = None
-    splitting: dict[str, Any] = dataclasses.field(default_factory=dict)
-    generation: dict[str, Any] = dataclasses.field(default_factory=dict)
-    scoring: dict[str, Any] | None = dataclasses.field(default_factory=dict)
-    best_of_n: bool = True
-    min_reward: float | None = None
-    shard_size: int = 1000
+    source: str | None = field(default=None, metadata={"cli": False})
+    source_name: str | None = field(
+        default=None,
+        metadata={"group": "source", "flag": "--name", "help": "the Hub dataset's config, e.g. 20231101.en"},
+    )
+    source_split: str = field(
+        default="train", metadata={"group": "source", "flag": "--split", "help": "the source split"}
+    )
+    source_revision: str | None = field(
+        default=None, metadata={"group": "source", "help": "the Hub dataset's revision (branch, tag or commit)"}
+    )
+    source_fingerprint: str | None = field(default=None, metadata={"cli": False})
+    split_documents: bool = field(
+        default=True,
+        metadata={
+            "group": "source",
+            "flag": "--no-split",
+            "help": "the text column holds single passages already: do not split documents",
+        },
+    )
+    limit: int | None = field(
+        default=None,
+        metadata={"group": "source", "metavar": "N", "help": "use only the first N passages, for a trial run"},
+    )
+    splitting: dict[str, Any] = field(default_factory=dict, metadata={"cli": False})
+    generation: dict[str, Any] = field(default_factory=dict, metadata={"cli": False})
+    scoring: dict[str, Any] | None = field(default_factory=dict, metadata={"cli": False})
+    best_of_n: bool = field(
+        default=True,
+        metadata={"group": "selection", "help": "keep the best-rewarded pair of each passage (needs a reward model)"},
+    )
+    min_reward: float | None = field(
+        default=None, metadata={"group": "selection", "help": "drop pairs scored below this"}
+    )
+    dedup_threshold: float | None = field(
+        default=None,
+        metadata={
+            "group": "selection",
+            "metavar": "J",
+            "help": "drop instructions that nearly repeat a better-rewarded one (MinHash Jaccard >= J, e.g. 0.8)",
+            "cache_key": False,
+        },
+    )
+    shard_size: int = field(
+        default=1000,
+        metadata={
+            "group": "output",
+            "metavar": "N",
+            "help": "passages per shard; a killed run started again redoes at most one shard",
+        },
+    )
 
     def __init__(self, **settings: Any) -> None:
         routed = _route(settings)
@@ -94,40 +142,66 @@ class GenstructConfig(datasets.BuilderConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.generation = {**GENERATION_DEFAULTS, **self.generation}
-        if not isinstance(self.shard_size, int) or self.shard_size < 1:
-            raise InvalidConfigError(f"shard_size must be a positive integer, got {self.shard_size!r}.")
-        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
-            raise InvalidConfigError(f"limit must be a positive integer, got {self.limit!r}.")
+        self.generation = {**RECIPE_DEFAULTS, **self.generation}
+        check_number("shard_size", self.shard_size, integer=True, minimum=1)
+        check_number("limit", self.limit, integer=True, minimum=1, optional=True)
+        check_number("dedup_threshold", self.dedup_threshold, above=0, maximum=1, optional=True)
         if self.best_of_n and self.scoring is None:
             raise InvalidConfigError(
                 "best_of_n needs a reward_model to rank the candidates; set one or best_of_n=False."
             )
-        if self.min_reward is not None and (
-            not isinstance(self.min_reward, (int, float)) or not math.isfinite(self.min_reward)
-        ):
-            raise InvalidConfigError(
-                f"min_reward must be a finite number, got {self.min_reward!r}; leave it out to keep every best pair."
-            )
+        check_number("min_reward", self.min_reward, optional=True, hint="Leave it out to keep every best pair.")
         # Validate every stage's settings now, before anything is read or loaded.
         self.splitter()
         self.generator()
         self.scorer()
 
-    def splitter(self) -> PassageSplitter:
+    def splitter(self) -> passages.PassageSplitter:
         """The passage stage of this recipe (counting in the generator's tokenizer)."""
         generation = self.generation
-        return PassageSplitter(
-            generation.get("model", DEFAULT_GENERATOR), revision=generation.get("revision"), **self.splitting
+        return passages.PassageSplitter(
+            generation.get("model", generate.DEFAULT_GENERATOR), revision=generation.get("revision"), **self.splitting
         )
 
-    def generator(self) -> GenstructGenerator:
+    def generator(self) -> generate.GenstructGenerator:
         """The generation stage of this recipe."""
-        return GenstructGenerator(**self.generation)
+        return generate.GenstructGenerator(**self.generation)
 
-    def scorer(self) -> RewardScorer | None:
+    def scorer(self) -> score.RewardScorer | None:
         """The scoring stage of this recipe, or None without a reward model."""
-        return None if self.scoring is None else RewardScorer(**self.scoring)
+        return None if self.scoring is None else score.RewardScorer(**self.scoring)
+
+    def check_models(self, *, token: str | bool | None = None) -> None:
+        """Check the recipe's models without loading them: local folders that exist and hold a model, and a reward
+        model with one label, read from its config. A server's model is the server's name for it (its tokenizer,
+        where one is needed, is checked as it loads).
+
+        Raises:
+            [`ModelNotFoundError`]: a model given as a local folder that is missing or holds no model.
+            [`InvalidConfigError`]: the reward model has more than one label.
+        """
+        from .models import check_model_path, check_reward_model
+
+        generator, scorer = self.generator(), self.scorer()
+        if generator.engine.loads_model:
+            check_model_path(generator.model)
+        if scorer is not None:
+            check_reward_model(scorer.model, revision=scorer.revision, token=token)
+
+    def check_models_reachable(self, *, token: str | bool | None = None) -> None:
+        """Check that the recipe's Hub models can be had now (in the local cache, or the Hub up), before the source
+        is read; see [`check_model_reachable`]. A server's model is the server's business.
+
+        Raises:
+            [`ModelUnreachableError`]: a Hub model that is not cached while the Hub cannot be reached.
+        """
+        from .models import check_model_reachable
+
+        generator, scorer = self.generator(), self.scorer()
+        if generator.engine.loads_model:
+            check_model_reachable(generator.model, revision=generator.revision, token=token)
+        if scorer is not None:
+            check_model_reachable(scorer.model, revision=scorer.revision, option="--reward-model", token=token)
 
     def recipe(self) -> dict[str, dict[str, Any]]:
         """The settings by stage, as the dataset card shows them."""
@@ -150,18 +224,27 @@ class GenstructConfig(datasets.BuilderConfig):
                 "model": scorer.model if scorer else None,
                 "revision": scorer.revision if scorer else None,
             },
-            "selection": {"best_of_n": self.best_of_n, "min_reward": self.min_reward},
+            "selection": {
+                "best_of_n": self.best_of_n,
+                "min_reward": self.min_reward,
+                "dedup_threshold": self.dedup_threshold,
+            },
         }
 
     def settings(self) -> dict[str, Any]:
-        """Every setting of the recipe that changes the rows, defaults included, for hashing.
+        """Every setting of the recipe that changes the built rows, defaults included, for hashing.
 
         Each stage counts by its settings: the engine by its name and the options that change the rows, the scorer
         without its batch size and device. A run with another batch size, device or timeout has the same recipe,
-        and reuses the shards of an earlier one.
+        and reuses the shards of an earlier one; so does one with another `dedup_threshold`, which filters the
+        built dataset.
         """
         skip = {f.name for f in dataclasses.fields(datasets.BuilderConfig)} | set(STAGE_FIELDS)
-        settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        settings = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in skip and f.metadata.get("cache_key", True)
+        }
         scorer = self.scorer()
         return settings | {
             "splitting": dataclasses.asdict(self.splitter()),
@@ -171,10 +254,35 @@ class GenstructConfig(datasets.BuilderConfig):
 
 
 STAGE_FIELDS = ("splitting", "generation", "scoring")
-GENERATION_DEFAULTS = {"num_samples": 4}
-"""Where the recipe's defaults differ from the generator's: best-of-n needs several samples."""
 SCORER_RUN_OPTIONS = ("batch_size", "device")
 """The reward model's settings that do not change the rewards, left out of the recipe's cache key."""
+SCORER_PREFIX = "reward_"
+"""A [`RewardScorer`] field is named with this prefix among the recipe's flat settings (``reward_model``)."""
+
+
+def recipe_names() -> dict[str, tuple[str, str]]:
+    """Every flat setting the recipe takes, as ``{flat name: (stage, the stage's name for it)}``.
+
+    The stage is ``"recipe"`` (a field of [`GenstructConfig`]), ``"splitting"``, ``"generation"`` (a
+    [`GenerationSettings`] field or an engine option) or ``"scoring"``. This table is what routes flat settings to
+    their stage, and what the command line makes its flags from.
+    """
+    names: dict[str, tuple[str, str]] = {}
+    for f in dataclasses.fields(GenstructConfig):
+        if f.name not in STAGE_FIELDS and f.name not in {b.name for b in dataclasses.fields(datasets.BuilderConfig)}:
+            names[f.name] = ("recipe", f.name)
+    for f in dataclasses.fields(passages.PassageSplitter):
+        if f.init and f.name not in ("tokenizer", "revision", "_"):
+            names[f.name] = ("splitting", f.name)
+    for f in dataclasses.fields(generate.GenerationSettings):
+        if f.name not in ("title_column", "content_column"):
+            names[f.metadata.get("recipe_name", f.name)] = ("generation", f.name)
+    for name in engine_options():
+        names.setdefault(name, ("generation", name))
+    for f in dataclasses.fields(score.RewardScorer):
+        if f.init and f.name not in ("instruction_column", "response_column", "_"):
+            names[SCORER_PREFIX + f.name] = ("scoring", f.name)
+    return names
 
 
 def _route(settings: dict[str, Any]) -> dict[str, Any]:
@@ -183,11 +291,7 @@ def _route(settings: dict[str, Any]) -> dict[str, Any]:
     Raises:
         [`InvalidConfigError`]: a setting that neither the config nor any stage takes.
     """
-    top = {f.name for f in dataclasses.fields(GenstructConfig)} - set(STAGE_FIELDS)
-    splitter = {f.name for f in dataclasses.fields(PassageSplitter)} - {"tokenizer", "revision", "_"}
-    scorer = {f.name for f in dataclasses.fields(RewardScorer)} - {"instruction_column", "response_column", "_"}
-    generator = set(inspect.signature(GenstructGenerator).parameters) - {"engine_options", "title_column",
-                                                                          "content_column", "revision"}  # fmt: skip
+    table = recipe_names()
     routed: dict[str, Any] = {name: dict(settings.get(name) or {}) for name in STAGE_FIELDS}
     if ("scoring" in settings and settings["scoring"] is None) or (
         "reward_model" in settings and settings["reward_model"] is None
@@ -195,32 +299,92 @@ def _route(settings: dict[str, Any]) -> dict[str, Any]:
         routed["scoring"] = None
     unknown = []
     for key, value in settings.items():
-        if key in STAGE_FIELDS:
+        if key in STAGE_FIELDS or (key == "reward_model" and value is None):
             continue
-        if key in top:
-            routed[key] = value
-        elif key == "engine_options":
+        if key == "engine_options":
             routed["generation"].update(value or {})
-        elif key == "reward_model" and value is None:
             continue
-        elif key.startswith("reward_") and key.removeprefix("reward_") in scorer:
-            if routed["scoring"] is None:
-                raise InvalidConfigError(f"{key}={value!r} sets the scorer, which reward_model=None turns off.")
-            routed["scoring"][key.removeprefix("reward_")] = value
-        elif key == "model_revision":
-            routed["generation"]["revision"] = value
-        elif key in splitter:
-            routed["splitting"][key] = value
-        elif key in generator or key in engine_options():
-            routed["generation"][key] = value
-        else:
+        if key not in table:
             unknown.append(key)
+            continue
+        stage, name = table[key]
+        if stage == "recipe":
+            routed[name] = value
+        elif stage == "scoring" and routed["scoring"] is None:
+            raise InvalidConfigError(f"{key}={value!r} sets the scorer, which reward_model=None turns off.")
+        else:
+            routed[stage][name] = value
     if unknown:
         raise InvalidConfigError(
             f"Unknown setting(s) {sorted(unknown)}; see GenstructConfig for the recipe's fields, PassageSplitter, "
-            "GenstructGenerator and RewardScorer (reward_*) for the stages', and genstruct_datasets.engines for the "
+            "GenerationSettings and RewardScorer (reward_*) for the stages', and genstruct_datasets.engines for the "
             "engines' options."
         )
     if routed["scoring"] is not None:
-        routed["scoring"] = {"model": DEFAULT_REWARD_MODEL, **routed["scoring"]}
+        routed["scoring"] = {"model": score.DEFAULT_REWARD_MODEL, **routed["scoring"]}
     return routed
+
+
+def resolve_recipe(
+    source: str | os.PathLike,
+    name: str | None = None,
+    *,
+    split: str = "train",
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    **settings: Any,
+) -> GenstructConfig:
+    """Make the recipe of a run, once: the settings as given, the source's fingerprint, its columns, the engine.
+
+    Everything that a run decides from the machine or the source is decided here, so that every process that builds
+    a shard (a Ray worker on another machine too) and the recipe's cache key see the same recipe: the local files'
+    fingerprint (edited files make a new recipe); a source with a ``content`` column and no ``text`` column read as
+    passages (unless `text_column` is given, see [`passage_columns`]); ``backend="auto"`` turned into the engine
+    this machine runs.
+
+    Args:
+        source (`str`): a Hub dataset id or local files, as [`load_genstruct`] takes them.
+        name (`str`, *optional*): the Hub dataset's config.
+        split (`str`, *optional*, defaults to `"train"`): the source split.
+        revision (`str`, *optional*): the Hub dataset's revision.
+        token (`str` or `bool`, *optional*): a Hub token, to look at a Hub source's columns.
+        cache_dir (`str`, *optional*): the `datasets` cache, where local structured files are read once.
+        **settings: the rest of the recipe, flat or by stage (see [`GenstructConfig`]).
+
+    Returns:
+        [`GenstructConfig`]: the recipe, resolved.
+
+    Raises:
+        [`InvalidConfigError`]: an unknown setting, or one out of range.
+        [`SourceError`]: local files that cannot be read.
+
+    Example:
+
+    ```py
+    >>> recipe = resolve_recipe("passages.jsonl", num_samples=2, backend="transformers")  # doctest: +SKIP
+    >>> recipe.generation["backend"], recipe.split_documents  # doctest: +SKIP
+    ('transformers', False)
+    ```
+    """
+    from .sources import passage_columns, source_fingerprint
+
+    source = str(source)
+    given = {
+        "source": source,
+        "source_name": name,
+        "source_split": split,
+        "source_revision": revision,
+        "source_fingerprint": source_fingerprint(source),
+        **settings,
+    }
+    recipe = GenstructConfig(**given)  # the settings are checked before the source is looked at
+    if "text_column" not in settings and "text_column" not in (settings.get("splitting") or {}):
+        # Passages in `title` and `content` (the shape Genstruct reads) need no text column nor splitting.
+        columns = passage_columns(source, name, revision=revision, token=token, cache_dir=cache_dir)
+        recipe.splitting.update({k: v for k, v in columns.items() if k == "text_column"})
+        if "split_documents" not in settings:
+            recipe.split_documents = columns.get("split_documents", recipe.split_documents)
+    # "auto" is resolved once, here: the recipe's key and every process that builds a shard run the same engine.
+    recipe.generation["backend"] = recipe.generator().backend
+    return recipe

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 
+from ._checks import check_number
 from ._fingerprint import hash_only_results
 from ._tokens import fit_tail, is_text
 from .errors import InvalidConfigError, check_columns
@@ -56,21 +57,21 @@ class RewardScorer:
     ```
     """
 
-    model: str = DEFAULT_REWARD_MODEL
+    model: str = field(default=DEFAULT_REWARD_MODEL, metadata={"help": "reward model: a Hub id or a local folder"})
     _: KW_ONLY
-    revision: str | None = None
-    batch_size: int = 16
-    max_length: int = 512
-    dtype: str = "auto"
-    device: str | None = None
-    instruction_column: str = "instruction"
-    response_column: str = "response"
+    revision: str | None = field(default=None, metadata={"help": "reward model revision (branch, tag or commit)"})
+    batch_size: int = field(default=16, metadata={"help": "pairs per forward pass of the reward model"})
+    max_length: int = field(default=512, metadata={"help": "longest input of the reward model, in tokens"})
+    dtype: str = field(default="auto", metadata={"help": "the reward model's weights' dtype"})
+    device: str | None = field(
+        default=None, metadata={"help": "the reward model's device (default: cuda:{rank}, else the CPU)"}
+    )
+    instruction_column: str = field(default="instruction", metadata={"cli": False})
+    response_column: str = field(default="response", metadata={"cli": False})
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "max_length"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise InvalidConfigError(f"{name} must be a positive integer, got {value!r}.")
+        check_number("batch_size", self.batch_size, integer=True, minimum=1)
+        check_number("max_length", self.max_length, integer=True, minimum=1)
 
     def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
         """Score one map batch; see the class docstring for the columns."""

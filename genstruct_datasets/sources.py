@@ -294,8 +294,8 @@ def read_passages(
     """The recipe's passages: its documents read ([`read_source`]) and split ([`PassageSplitter`]), or taken as
     passages already (``split_documents=False``), then cut to `limit`.
 
-    The recipe's models are checked before any of them runs ([`check_recipe_models`]): the splitter loads the
-    generator's tokenizer.
+    The recipe's models are checked before any of them runs ([`GenstructConfig.check_models`]): the splitter loads
+    the generator's tokenizer.
 
     Args:
         config ([`GenstructConfig`]): the recipe.
@@ -309,13 +309,11 @@ def read_passages(
     Raises:
         [`SourceError`], [`InvalidSourceError`], [`MissingColumnsError`]: see [`read_source`]; also a source whose
             documents give no passage at all.
-        [`ModelNotFoundError`], [`InvalidConfigError`]: see [`check_recipe_models`].
+        [`ModelNotFoundError`], [`InvalidConfigError`]: see [`GenstructConfig.check_models`].
     """
-    from .models import check_recipe_models
-
     splitter = config.splitter()
     documents = read_source(config, token=token, cache_dir=cache_dir)
-    check_recipe_models(config, token=token)
+    config.check_models(token=token)
     if config.limit is not None:
         documents = documents.select(range(min(config.limit, documents.num_rows)))
     if config.split_documents:

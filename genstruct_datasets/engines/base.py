@@ -98,6 +98,9 @@ class Engine(ABC):
 
     name: ClassVar[str]
     run_options: ClassVar[tuple[str, ...]] = ()
+    loads_model: ClassVar[bool] = True
+    """Whether the engine loads the model's weights in this process, so that a model named as a local folder must be
+    one here, and one named as a Hub id must be reachable from here (False for a server, which has its own)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -128,6 +131,12 @@ class Engine(ABC):
     def needs_token_ids(self) -> bool:
         """Whether prompts must come as token ids (local engines) rather than text (servers)."""
         return True
+
+    @property
+    def gpus_per_model(self) -> int:
+        """The GPUs one copy of the model takes (one for a local engine; none for a server), so that an executor
+        gives a worker what its model needs."""
+        return 1 if self.loads_model else 0
 
     @abstractmethod
     def generate(

@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._checks import check_number
 from ..errors import InvalidConfigError, MissingDependencyError
 from .base import FAILED, Decoding, Engine, ModelRef, PromptRequest, Sample, finish_reason
 
@@ -49,19 +50,20 @@ class OpenAIServerEngine(Engine):
     """
 
     name = "openai"
+    loads_model = False
     run_options = ("base_url", "api_key", "max_concurrency", "request_timeout", "max_retries", "stall_warning")
 
     base_url: str | None = field(
         default=None, metadata={"help": "the server's API root, e.g. http://127.0.0.1:8000/v1 (or OPENAI_BASE_URL)"}
     )
     api_key: str | None = field(default=None, repr=False, metadata={"cli": False})
-    max_concurrency: int = field(default=64, metadata={"help": "requests in flight at once (default: 64)"})
+    max_concurrency: int = field(default=64, metadata={"help": "requests in flight at once"})
     request_timeout: float = field(
-        default=600.0, metadata={"help": "seconds before a request is retried (default: 600)"}
+        default=600.0, metadata={"help": "seconds before a request is retried"}
     )
-    max_retries: int = field(default=5, metadata={"help": "retries of a failed request (default: 5)"})
+    max_retries: int = field(default=5, metadata={"help": "retries of a failed request"})
     stall_warning: float = field(
-        default=60.0, metadata={"help": "seconds without an answer before a warning says so (default: 60)"}
+        default=60.0, metadata={"help": "seconds without an answer before a warning says so"}
     )
 
     def __post_init__(self) -> None:
@@ -76,18 +78,10 @@ class OpenAIServerEngine(Engine):
                 f"base_url={url!r} is not an http(s) address; pass the server's API root, e.g. "
                 "'http://127.0.0.1:8000/v1' (--base-url)."
             )
-        if not isinstance(self.max_retries, int) or isinstance(self.max_retries, bool) or self.max_retries < 0:
-            raise InvalidConfigError(f"max_retries must be a non-negative integer, got {self.max_retries!r}.")
-        if (
-            not isinstance(self.max_concurrency, int)
-            or isinstance(self.max_concurrency, bool)
-            or self.max_concurrency < 1
-        ):
-            raise InvalidConfigError(f"max_concurrency must be a positive integer, got {self.max_concurrency!r}.")
-        if not isinstance(self.stall_warning, (int, float)) or not self.stall_warning > 0:
-            raise InvalidConfigError(f"stall_warning must be > 0 seconds, got {self.stall_warning!r}.")
-        if not isinstance(self.request_timeout, (int, float)) or not self.request_timeout > 0:
-            raise InvalidConfigError(f"request_timeout must be > 0 seconds, got {self.request_timeout!r}.")
+        check_number("max_retries", self.max_retries, integer=True, minimum=0)
+        check_number("max_concurrency", self.max_concurrency, integer=True, minimum=1)
+        check_number("stall_warning", self.stall_warning, above=0, detail="seconds")
+        check_number("request_timeout", self.request_timeout, above=0, detail="seconds")
 
     @property
     def needs_token_ids(self) -> bool:

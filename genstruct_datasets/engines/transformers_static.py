@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from ..errors import InvalidConfigError
+from .._checks import check_number
 from ._transformers import TransformersModelOptions
 from .base import Decoding, ModelRef, PromptRequest, Sample
 
@@ -42,12 +42,11 @@ class TransformersEngine(TransformersModelOptions):
     batching = "static batching"
     run_options = ("device", "batch_size")
 
-    batch_size: int = field(default=8, metadata={"help": "prompts per generate call (default: 8)"})
+    batch_size: int = field(default=8, metadata={"help": "prompts per generate call"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
-            raise InvalidConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
+        check_number("batch_size", self.batch_size, integer=True, minimum=1)
 
     def generate(
         self, model: ModelRef, requests: list[PromptRequest], decoding: Decoding, rank: int | None = None

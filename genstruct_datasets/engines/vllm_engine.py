@@ -7,6 +7,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+from .._checks import check_number
 from ..errors import EngineStartError, InvalidConfigError, MissingDependencyError
 from ..models import Quantization, check_model_path, load_once, validate_quantization
 from .base import Decoding, Engine, ModelRef, PromptRequest, Sample, finish_reason
@@ -64,7 +65,7 @@ class VLLMEngine(Engine):
     gpu_memory_utilization: float | None = field(
         default=None, metadata={"help": "share of GPU memory for weights and KV cache (default: vLLM's 0.92)"}
     )
-    tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one model is split over (default: 1)"})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one model is split over"})
     max_model_len: int | None = field(default=None, metadata={"help": "context in tokens (default: the model's)"})
     enable_prefix_caching: bool = field(default=True, metadata={"help": "reuse the KV cache of shared prefixes"})
     enforce_eager: bool = field(default=False, metadata={"help": "skip compilation: faster start, slower run"})
@@ -73,12 +74,13 @@ class VLLMEngine(Engine):
         validate_quantization(self.quantization)
         if importlib.util.find_spec("vllm") is None:  # found now, before any data is read
             _vllm()
-        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
-            raise InvalidConfigError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}.")
-        for name in ("tensor_parallel_size", "max_model_len"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise InvalidConfigError(f"{name} must be a positive integer, got {value!r}.")
+        check_number("gpu_memory_utilization", self.gpu_memory_utilization, above=0, maximum=1, optional=True)
+        check_number("tensor_parallel_size", self.tensor_parallel_size, integer=True, minimum=1)
+        check_number("max_model_len", self.max_model_len, integer=True, minimum=1, optional=True)
+
+    @property
+    def gpus_per_model(self) -> int:
+        return self.tensor_parallel_size
 
     def version(self) -> str:
         return f"vllm {_vllm().__version__}"

@@ -153,12 +153,13 @@ class RayExecutor(Executor):
 
     def gpus_per_task(self, ray: ModuleType, job: ShardJob) -> float:
         """`num_gpus`, or else none on a cluster without GPUs, and on one with GPUs as many as a shard uses: the
-        engine's `tensor_parallel_size`, or the worker processes of its maps (`num_proc`), one at least."""
+        engine's model (`Engine.gpus_per_model`: vLLM's `tensor_parallel_size`), or the worker processes of its maps
+        (`num_proc`), one at least."""
         if self.num_gpus is not None:
             return self.num_gpus
         if ray.cluster_resources().get("GPU", 0) <= 0:
             return 0
-        return max(1, job.num_proc or 1, job.config.generation.get("tensor_parallel_size") or 1)
+        return max(1, job.num_proc or 1, job.config.generator().engine.gpus_per_model)
 
 
 def _build_shard(job: ShardJob, k: int) -> ShardOutcome:
