@@ -268,8 +268,8 @@ def recipe_names() -> dict[str, tuple[str, str]]:
     their stage, and what the command line makes its flags from.
     """
     names: dict[str, tuple[str, str]] = {}
-    for f in dataclasses.fields(GenstructConfig):
-        if f.name not in STAGE_FIELDS and f.name not in {b.name for b in dataclasses.fields(datasets.BuilderConfig)}:
+    for f in dataclasses.fields(GenstructConfig):  # the datasets.BuilderConfig's own fields too
+        if f.name not in STAGE_FIELDS:
             names[f.name] = ("recipe", f.name)
     for f in dataclasses.fields(passages.PassageSplitter):
         if f.init and f.name not in ("tokenizer", "revision", "_"):

@@ -199,15 +199,16 @@ def test_each_setting_goes_to_its_stage_whatever_the_stage_takes():
 
 
 def test_a_new_generator_option_needs_no_change_to_the_recipe(monkeypatch):
-    from genstruct_datasets import GenstructGenerator
+    import dataclasses
 
-    real_init = GenstructGenerator.__init__
+    from genstruct_datasets import generate
 
-    def init(self, model="NousResearch/Genstruct-7B", *, stop_words=None, **kwargs):
-        real_init(self, model, **kwargs)
-        self.stop_words = stop_words
+    # A new setting of the generation stage is a new field of its settings dataclass, and nothing else.
+    @dataclasses.dataclass
+    class WithStopWords(generate.GenerationSettings):
+        stop_words: list | None = dataclasses.field(default=None, metadata={"help": "strings that end a completion"})
 
-    monkeypatch.setattr(GenstructGenerator, "__init__", init)
+    monkeypatch.setattr(generate, "GenerationSettings", WithStopWords)
     config = GenstructConfig(source="x.jsonl", stop_words=["END"])
     assert config.generation["stop_words"] == ["END"] and config.generator().stop_words == ["END"]
     assert config.settings()["generation"]["stop_words"] == ["END"]  # part of the cache key
