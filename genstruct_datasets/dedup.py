@@ -7,7 +7,7 @@ import math
 from typing import TYPE_CHECKING
 
 from .errors import InvalidConfigError, MissingColumnsError
-from .quality import NEAR_DUPLICATE_THRESHOLD, minhashes, near_duplicate_index
+from .near_duplicates import NEAR_DUPLICATE_THRESHOLD, minhashes, near_duplicate_index
 
 if TYPE_CHECKING:
     from datasets import Dataset
