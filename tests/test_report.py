@@ -113,7 +113,7 @@ def test_the_picture_axes_read_plainly(rewards):
 
 def test_the_picture_of_a_report_reads_no_row(tmp_path, candidates, monkeypatch):
     report = run_report(candidates.select([0, 2]), candidates)
-    monkeypatch.setattr("genstruct_datasets.report.distributions", lambda *a, **k: pytest.fail("measured again"))
+    monkeypatch.setattr("genstruct_datasets.report.plot.distributions", lambda *a, **k: pytest.fail("measured again"))
     assert plot_quality(report, tmp_path / "q.png").read_bytes().startswith(b"\x89PNG")
 
 
