@@ -41,7 +41,8 @@ class RunStats:
         finished_at (`str`): when the build finished, in ISO 8601 (UTC); a later call that reads the build from the
             cache gets these figures, and can tell that they are not its own.
         stages (`list[StageCount]`): the accounts of the stages whose outcome is not in the output, in pipeline order
-            (the ``passages`` stage: documents seen, passages kept); [`run_report`] puts them first in its stages.
+            (the ``passages`` stage: the passages split from the documents, kept or dropped by reason); [`run_report`]
+            puts them first in its stages.
 
     Example:
 
