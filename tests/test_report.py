@@ -268,7 +268,9 @@ def test_a_stage_whose_counts_do_not_add_up_is_refused():
         StageCount("select", "pairs", seen=2, kept=3, dropped={"below_min_reward": -1})
     # Rows kept that best-of-n cannot have kept: a filter ran after selection and was not given.
     candidates = Dataset.from_dict(MIXED)
-    with pytest.raises(InvalidConfigError, match="stage 'select' cannot be negative"):
+    with pytest.raises(
+        InvalidConfigError, match=r"The rows kept \(10, and 0 dropped .* one pair of each of 4 passages"
+    ):
         run_report(candidates.select(range(10)), candidates)
 
 

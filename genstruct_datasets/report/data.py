@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..errors import InvalidConfigError
 from ..quality import DEFAULT_SAMPLE_SIZE, quality_report, sample_rows, summary, words
 from ..runstats import RunStats
 from ..stage_counts import StageCount, stage, stages_from
@@ -194,6 +195,13 @@ class _Tally:
                 seen = self.scored if self.rewarded else self.pairs
                 passages = _distinct(self.pair_ids)
                 kept_by_select = kept + sum(sum(f.dropped.values()) for f in filters)
+                if kept_by_select > passages:
+                    raise InvalidConfigError(
+                        f"The rows kept ({kept}, and {kept_by_select - kept} dropped by the filters given) are more "
+                        f"than best-of-n keeps of these candidates: one pair of each of {passages} passages. Give "
+                        "the rows select_best kept, the accounts of the filters that ran after it (filters=), or "
+                        "recipe={'selection': {'best_of_n': False}} for rows that were not selected."
+                    )
                 below = {"not_best": seen - passages, "below_min_reward": passages - kept_by_select}
                 found.append(stage("select", "pairs", seen, below))
         return [*found, *filters]
