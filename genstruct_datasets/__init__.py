@@ -1,8 +1,7 @@
 """genstruct-datasets: grounded instruction datasets from text passages with Genstruct-7B."""
 
 from .builder import GenstructBuilder, load_genstruct
-from .card import build_card
-from .dedup import dedup_pairs
+from .dedup import dedup_pairs, dedup_with_count
 from .engines import (
     ContinuousEngine,
     Engine,
@@ -38,11 +37,21 @@ from .prompt import GENSTRUCT_CHAT_TEMPLATE, format_prompt, passage_id
 from .publish import publish, save_local
 from .quality import quality_report, validity_report
 from .recipe import GenstructConfig
-from .report import RunReport, dataset_stats, distributions, plot_quality, quality_figure, run_report
+from .report import (
+    CardInfo,
+    RunReport,
+    build_card,
+    dataset_stats,
+    distributions,
+    plot_quality,
+    quality_figure,
+    run_report,
+)
 from .runstats import RunStats
 from .score import RewardScorer, score_pairs
 from .select import select_best
 from .shards import FolderStore, ShardJob, ShardOutcome, ShardStore
+from .stage_counts import StageCount
 
 __version__ = "0.1.0"
 
@@ -52,6 +61,7 @@ __all__ = [
     "GENSTRUCT_CHAT_TEMPLATE",
     "PARSE_ERRORS",
     "BuiltShards",
+    "CardInfo",
     "ContinuousEngine",
     "Engine",
     "EngineStartError",
@@ -86,6 +96,7 @@ __all__ = [
     "ShardOutcome",
     "ShardStore",
     "SourceError",
+    "StageCount",
     "TorchrunExecutor",
     "TransformersEngine",
     "VLLMEngine",
@@ -94,6 +105,7 @@ __all__ = [
     "clear_model_cache",
     "dataset_stats",
     "dedup_pairs",
+    "dedup_with_count",
     "default_backend",
     "distributions",
     "format_prompt",

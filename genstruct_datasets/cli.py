@@ -29,7 +29,7 @@ from .generate import DEFAULT_GENERATOR
 from .hub_shards import HubShards
 from .models import check_model_reachable
 from .recipe import GenstructConfig
-from .report import REPORT_FILE, RunReport, format_cost, format_headline, format_run_report, run_report
+from .report import REPORT_FILE, RunReport, format_cost, format_headline, format_run_report, format_stages, run_report
 from .runstats import RunStats
 from .score import DEFAULT_REWARD_MODEL
 from .sources import STRUCTURED_FORMATS, TEXT_FORMATS, not_here_nor_reachable, passage_columns, source_fingerprint
@@ -473,6 +473,7 @@ def _print_summary(report: RunReport, destinations: list[str], *, engine: str, c
         print("reward: " + ", ".join(f"{name} {value:.3f}" for name, value in report.rewards.items()))
     if report.quality is not None:
         print(format_headline(report.quality))
+    print(format_stages(report))
     if report.stats is not None:
         if cached:
             built = report.stats.finished_at

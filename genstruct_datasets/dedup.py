@@ -7,7 +7,8 @@ import math
 from typing import TYPE_CHECKING
 
 from .errors import InvalidConfigError, MissingColumnsError
-from .quality import NEAR_DUPLICATE_THRESHOLD, minhashes, near_duplicate_index
+from .near_duplicates import NEAR_DUPLICATE_THRESHOLD, minhashes, near_duplicate_index
+from .stage_counts import StageCount
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -56,6 +57,41 @@ def dedup_pairs(
     ['What is the moon made of ?', 'Why do bees dance?']
     ```
     """
+    return dedup_with_count(ds, threshold=threshold, num_perm=num_perm, column=column)[0]
+
+
+def dedup_with_count(
+    ds: Dataset,
+    *,
+    threshold: float = NEAR_DUPLICATE_THRESHOLD,
+    num_perm: int = 128,
+    column: str = "instruction",
+) -> tuple[Dataset, StageCount]:
+    """[`dedup_pairs`], with its account for the run report's stages: the ``dedup`` [`StageCount`].
+
+    The stage sees the rows with an instruction (those it compares; rows without one pass untouched and are not
+    counted), keeps those that are not a near-duplicate of a better-rewarded one, and drops the others as
+    ``near_duplicate``. Give the account to [`run_report`] as ``filters=[count]``.
+
+    Returns:
+        `tuple`: the rows kept (a `datasets.Dataset`, as [`dedup_pairs`] returns them) and the ``dedup`` stage's
+        [`StageCount`] (unit ``pairs``).
+
+    Raises:
+        [`MissingColumnsError`]: `ds` has no `column`.
+        [`InvalidConfigError`]: `threshold` is not in (0, 1].
+
+    Example:
+
+    ```py
+    >>> from datasets import Dataset
+    >>> ds = Dataset.from_dict({"instruction": ["What is the Moon made of?", "What is the moon made of ?"],
+    ...                         "reward": [0.2, 0.9]})
+    >>> kept, count = dedup_with_count(ds)
+    >>> kept["instruction"], (count.seen, count.kept, count.dropped)
+    (['What is the moon made of ?'], (2, 1, {'near_duplicate': 1}))
+    ```
+    """
     if column not in ds.column_names:
         raise MissingColumnsError("dedup_pairs", [column], ds.column_names, "Run parse_pairs first, or pass column=.")
     if not 0 < threshold <= 1:
@@ -84,4 +120,11 @@ def dedup_pairs(
         len(with_text),
         threshold,
     )
-    return ds.select([i for i in range(len(texts)) if i not in dropped])
+    count = StageCount(
+        "dedup",
+        "pairs",
+        seen=len(with_text),
+        kept=len(with_text) - len(dropped),
+        dropped={"near_duplicate": len(dropped)} if dropped else {},
+    )
+    return ds.select([i for i in range(len(texts)) if i not in dropped]), count

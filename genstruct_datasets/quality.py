@@ -1,4 +1,8 @@
-"""Quality figures of a Genstruct dataset: validity, diversity, grounding, question form, lengths, rewards."""
+"""Quality figures of a Genstruct dataset: validity, diversity, grounding, question form, lengths, rewards.
+
+The figures and the sample they are measured on live here; finding near-duplicates (MinHash) is
+[`near_duplicates`]'s job, shared with [`dedup_pairs`].
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from .near_duplicates import NEAR_DUPLICATE_THRESHOLD, near_duplicate_share
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -33,8 +39,6 @@ ASKING_WORDS = frozenset(
     assess consider imagine suppose""".split()
 )
 """Words that open a question or a request ("Why...", "Explain...")."""
-
-NEAR_DUPLICATE_THRESHOLD = 0.8
 
 DEFAULT_SAMPLE_SIZE = 10_000
 """Rows measured by the figures that need every value at once: distinct-n, near-duplicates, the summaries, the plot."""
@@ -108,59 +112,6 @@ def asks_something(instruction: str) -> bool:
     if "?" in instruction:
         return True
     return any((first := words(sentence)) and first[0] in ASKING_WORDS for sentence in _SENTENCE.split(instruction))
-
-
-def shingles(text: str, size: int = 5) -> set[str]:
-    """Character `size`-grams of the lower-cased text with its white space folded: the unit of near-duplicates."""
-    folded = " ".join(text.lower().split())
-    return {folded[i : i + size] for i in range(max(len(folded) - size + 1, 1))}
-
-
-def minhashes(texts: Iterable[str], num_perm: int = 128) -> list:
-    """MinHash signatures (datasketch) of the texts' character shingles, made with one shared set of permutations."""
-    from datasketch import MinHash
-
-    shingled = ([s.encode("utf-8") for s in shingles(text)] for text in texts)
-    return list(MinHash.generator(shingled, num_perm=num_perm, seed=1))
-
-
-def near_duplicate_share(
-    texts: Sequence[str], threshold: float = NEAR_DUPLICATE_THRESHOLD, num_perm: int = 128
-) -> float:
-    """The share of texts that have a near-duplicate among the others.
-
-    Two texts are near-duplicates when the Jaccard similarity of their character 5-gram shingles, as
-    estimated by MinHash (datasketch, candidates found by LSH), is at least `threshold`. Exact duplicates
-    count too. Texts that are equal up to case and white space share one signature, so that many copies
-    of one text cost one signature and one entry of the index.
-    """
-    if len(texts) < 2:
-        return 0.0
-    groups: dict[str, list] = {}  # folded text: [copies, first text]
-    for text in texts:
-        groups.setdefault(" ".join(text.lower().split()), [0, text])[0] += 1
-    signatures = minhashes((text for _, text in groups.values()), num_perm)
-    lsh = near_duplicate_index(threshold, num_perm)
-    for index, signature in enumerate(signatures):
-        lsh.insert(index, signature)
-    duplicated = sum(
-        copies
-        for index, ((copies, _), signature) in enumerate(zip(groups.values(), signatures))
-        if copies > 1
-        or any(other != index and signatures[other].jaccard(signature) >= threshold for other in lsh.query(signature))
-    )
-    return duplicated / len(texts)
-
-
-def near_duplicate_index(threshold: float, num_perm: int = 128):
-    """A MinHash LSH index that finds the candidates of near-duplicates at `threshold`.
-
-    LSH cannot be banded for thresholds close to 1, so the index is built at no more than 0.9 and callers
-    confirm each candidate with the MinHash estimate of the Jaccard similarity.
-    """
-    from datasketch import MinHashLSH
-
-    return MinHashLSH(threshold=min(threshold, 0.9), num_perm=num_perm)
 
 
 def summary(values: Sequence[float]) -> dict[str, float]:

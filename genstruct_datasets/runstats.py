@@ -13,6 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .stage_counts import StageCount, add_stages, stages_from
+
 RUN_STATS_FILE = "genstruct-run.json"
 """The file beside a built dataset's cache files that holds the [`RunStats`] of the run that built it."""
 
@@ -38,6 +40,9 @@ class RunStats:
         executor (`str`): what ran the shards (``"local"``, ``"torchrun"``, ``"ray"``).
         finished_at (`str`): when the build finished, in ISO 8601 (UTC); a later call that reads the build from the
             cache gets these figures, and can tell that they are not its own.
+        stages (`list[StageCount]`): the accounts of the stages whose outcome is not in the output, in pipeline order
+            (the ``passages`` stage: the passages split from the documents, kept or dropped by reason); [`run_report`]
+            puts them first in its stages.
 
     Example:
 
@@ -59,6 +64,10 @@ class RunStats:
     shards_reused: int = 0
     executor: str = "local"
     finished_at: str = ""
+    stages: list[StageCount] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.stages = stages_from(self.stages)
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -94,10 +103,12 @@ class RunStats:
         self.generated_tokens += other.generated_tokens
         for stage, seconds in other.seconds.items():
             self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+        self.stages = add_stages(self.stages, other.stages)
 
     def to_dict(self) -> dict[str, Any]:
         """The figures as plain JSON types, derived speeds included."""
         return dataclasses.asdict(self) | {
+            "stages": [stage.to_dict() for stage in self.stages],
             "tokens_per_second": self.tokens_per_second,
             "passages_per_second": self.passages_per_second,
         }

@@ -3,7 +3,7 @@ import logging
 import pytest
 from datasets import Dataset
 
-from genstruct_datasets import InvalidConfigError, MissingColumnsError, dedup_pairs
+from genstruct_datasets import InvalidConfigError, MissingColumnsError, dedup_pairs, dedup_with_count
 
 ROWS = {
     "instruction": [
@@ -56,3 +56,19 @@ def test_a_threshold_of_one_drops_exact_repeats_only():
         {"instruction": ["Why is the sky blue?", "why is the  SKY blue?", "Why is the sky blue today?"]}
     )
     assert dedup_pairs(ds, threshold=1.0)["instruction"] == ["Why is the sky blue?", "Why is the sky blue today?"]
+
+
+def test_dedup_with_count_keeps_the_same_rows_and_counts_what_it_compared():
+    ds = Dataset.from_dict(ROWS)
+    kept, count = dedup_with_count(ds)
+    assert kept["instruction"] == dedup_pairs(ds)["instruction"]
+    # The five rows with an instruction were compared; the one without passes untouched, uncounted.
+    assert count.to_dict() == {
+        "name": "dedup",
+        "unit": "pairs",
+        "seen": 5,
+        "kept": 3,
+        "dropped": {"near_duplicate": 2},
+    }
+    _, none_dropped = dedup_with_count(ds.select([1, 5]))
+    assert none_dropped.dropped == {} and none_dropped.seen == none_dropped.kept == 2

@@ -4,8 +4,20 @@ import json
 import pytest
 from datasets import Dataset
 
-from genstruct_datasets import RunReport, RunStats, distributions, plot_quality, quality_figure, run_report
-from genstruct_datasets.report import REPORT_FILE, cost, format_run_report
+from genstruct_datasets import (
+    InvalidConfigError,
+    RunReport,
+    RunStats,
+    StageCount,
+    build_card,
+    dedup_with_count,
+    distributions,
+    plot_quality,
+    quality_figure,
+    run_report,
+    select_best,
+)
+from genstruct_datasets.report import REPORT_FILE, cost, format_run_report, format_stages
 
 
 @pytest.fixture
@@ -113,7 +125,7 @@ def test_the_picture_axes_read_plainly(rewards):
 
 def test_the_picture_of_a_report_reads_no_row(tmp_path, candidates, monkeypatch):
     report = run_report(candidates.select([0, 2]), candidates)
-    monkeypatch.setattr("genstruct_datasets.report.distributions", lambda *a, **k: pytest.fail("measured again"))
+    monkeypatch.setattr("genstruct_datasets.report.plot.distributions", lambda *a, **k: pytest.fail("measured again"))
     assert plot_quality(report, tmp_path / "q.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -140,3 +152,134 @@ def test_a_re_run_read_from_the_cache_says_the_cost_is_the_earlier_builds(candid
         "read from the cache: nothing was generated now; the cost below is that of the build of 2026-11-30T10"
         in printed
     )
+
+
+# A run of six passages, each sample's outcome chosen: an invalid input, a passage whose samples all failed, a parse
+# error, a failed sample beside a good one, unscored pairs (None and NaN), a passage whose best falls below the floor,
+# and two best pairs that are near-duplicates of each other.
+MIXED = {
+    "passage_id": ["a", "a", "a", "b", "b", "c", "c", "e", "f", "f", "d", "d"],
+    "sample_index": [0, 1, 2, 0, 1, 0, 1, 0, 0, 1, 0, 1],
+    "content": ["Moon."] * 3 + ["Bees."] * 2 + ["Tea."] * 2 + [""] + ["Sun."] * 2 + ["Rain."] * 2,
+    "finish_reason": ["stop", "stop", "length", "stop", "stop", "error", "stop", "invalid_input", "error", "error"]
+    + ["stop", "stop"],
+    "instruction": ["What is the Moon made of?", None, "Why does the Moon glow?", "Why do bees dance?"]
+    + [
+        "How do bees see?",
+        None,
+        "What is tea made from?",
+        None,
+        None,
+        None,
+        "What is the moon made of ?",
+        "Why rain?",
+    ],
+    "response": ["Rock.", None, "Sunlight.", "To show the way.", "In ultraviolet.", None, "Leaves.", None, None, None]
+    + ["Rock and dust.", "Clouds."],
+    "parse_error": [None, "no_assistant_marker", None, None, None, "no_completion", None, "no_completion"]
+    + ["no_completion", "no_completion", None, None],
+    "reward": [1.0, None, None, 0.2, 0.1, None, 2.0, None, None, None, 3.0, float("nan")],
+}
+
+
+def _mixed_run():
+    candidates = Dataset.from_dict(MIXED)
+    selected = select_best(candidates, min_reward=0.5)
+    best, dedup = dedup_with_count(selected)
+    built = RunStats(stages=[StageCount("passages", "passages", seen=7, kept=6, dropped={"too_short": 1})])
+    return candidates, best, run_report(best, candidates, stats=built, filters=[dedup])
+
+
+def test_every_stage_counts_what_it_saw_kept_and_dropped_once():
+    candidates, best, report = _mixed_run()
+    assert best["passage_id"] == ["c", "d"]  # b fell below the floor; a's pair is a near-duplicate of d's
+    assert [stage.to_dict() for stage in report.stages] == [
+        {"name": "passages", "unit": "passages", "seen": 7, "kept": 6, "dropped": {"too_short": 1}},
+        {"name": "generate", "unit": "passages", "seen": 6, "kept": 4, "dropped": {"invalid_input": 1, "error": 1}},
+        {
+            "name": "parse",
+            "unit": "candidates",
+            "seen": 9,  # the rows of the four passages generated
+            "kept": 7,
+            "dropped": {"error": 1, "no_assistant_marker": 1},
+        },
+        {"name": "score", "unit": "pairs", "seen": 7, "kept": 5, "dropped": {"unscored": 2}},
+        {"name": "select", "unit": "pairs", "seen": 5, "kept": 3, "dropped": {"not_best": 1, "below_min_reward": 1}},
+        {"name": "dedup", "unit": "pairs", "seen": 3, "kept": 2, "dropped": {"near_duplicate": 1}},
+    ]
+    for stage in report.stages:
+        assert stage.seen == stage.kept + sum(stage.dropped.values())
+    for before, after in zip(report.stages, report.stages[1:]):
+        if after.unit == before.unit or (before.name, after.name) == ("parse", "score"):  # a pair is one candidate
+            assert after.seen == before.kept
+    assert report.stages[-1].kept == best.num_rows
+    # Each candidate row is kept or dropped once: the rows of the passages not generated, then each stage's drops.
+    lost_passages = {"e", "f"}
+    lost_rows = sum(passage in lost_passages for passage in candidates["passage_id"])
+    dropped_rows = sum(sum(stage.dropped.values()) for stage in report.stages[2:])
+    assert lost_rows + dropped_rows + best.num_rows == candidates.num_rows
+
+
+def test_stages_without_candidates_apart_or_without_best_of_n_have_no_selection():
+    candidates = Dataset.from_dict(MIXED)
+    assert [s.name for s in run_report(candidates).stages] == ["generate", "parse", "score"]
+    no_best_of_n = run_report(candidates.select(range(4)), candidates, recipe={"selection": {"best_of_n": False}})
+    assert [s.name for s in no_best_of_n.stages] == ["generate", "parse", "score"]
+    unscored = Dataset.from_dict({k: v for k, v in MIXED.items() if k != "reward"})
+    assert [s.name for s in run_report(unscored).stages] == ["generate", "parse"]
+    assert run_report(Dataset.from_dict({"instruction": ["Why?"], "response": ["So."]})).stages == []
+
+
+def test_stages_round_trip_and_show_in_the_text_and_the_card(tmp_path):
+    candidates, best, report = _mixed_run()
+    saved = json.loads(report.save(tmp_path).read_text())
+    assert [stage["name"] for stage in saved["stages"]] == [
+        "passages",
+        "generate",
+        "parse",
+        "score",
+        "select",
+        "dedup",
+    ]
+    assert saved["stages"][3] == {"name": "score", "unit": "pairs", "seen": 7, "kept": 5, "dropped": {"unscored": 2}}
+    assert RunReport.load(tmp_path) == report and RunReport.load(tmp_path).stages[0].name == "passages"
+    assert RunReport.from_dict({"counts": {"kept": 1}}).stages == []  # a report of an older version
+    text = format_stages(report)
+    assert text.splitlines()[:3] == [
+        "stages",
+        "  stage     unit        seen  kept  dropped",
+        "  passages  passages       7     6  too_short 1",
+    ]
+    assert "  select    pairs          5     3  not_best 1, below_min_reward 1" in text
+    assert text in format_run_report(report)
+    card = build_card(best, repo_id="me/pairs", report=report).text
+    assert "| stage | unit | seen | kept | dropped |" in card
+    assert "| generate | passages | 6 | 4 | invalid_input 1, error 1 |" in card
+    assert "| dedup | pairs | 3 | 2 | near_duplicate 1 |" in card
+    assert format_stages(RunReport()) == "stages: not counted"
+
+
+def test_a_stage_whose_counts_do_not_add_up_is_refused():
+    with pytest.raises(
+        InvalidConfigError, match=r"stage 'parse' do not add up: it saw 4 candidates but kept 3 and dropped 2"
+    ):
+        StageCount("parse", "candidates", seen=4, kept=3, dropped={"no_assistant_marker": 2})
+    with pytest.raises(InvalidConfigError, match=r"stage 'select' cannot be negative: \{'below_min_reward': -1\}"):
+        StageCount("select", "pairs", seen=2, kept=3, dropped={"below_min_reward": -1})
+    # Rows kept that best-of-n cannot have kept: a filter ran after selection and was not given.
+    candidates = Dataset.from_dict(MIXED)
+    with pytest.raises(
+        InvalidConfigError, match=r"The rows kept \(10, and 0 dropped .* one pair of each of 4 passages"
+    ):
+        run_report(candidates.select(range(10)), candidates)
+
+
+def test_the_builds_stages_travel_with_its_figures(tmp_path):
+    stats = RunStats(passages=6, stages=[StageCount("passages", "passages", 7, 6, {"too_short": 1})])
+    assert RunStats.from_dict(json.loads(json.dumps(stats.to_dict()))) == stats
+    stats.save(tmp_path)
+    assert RunStats.load(tmp_path) == stats
+    assert RunStats.from_dict({"passages": 3}).stages == []  # written before stages were counted
+    other = RunStats(stages=[StageCount("passages", "passages", 2, 1, {"empty": 1})])
+    stats.add(other)  # a shard built elsewhere
+    assert stats.stages == [StageCount("passages", "passages", 9, 7, {"too_short": 1, "empty": 1})]
