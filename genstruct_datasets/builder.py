@@ -14,16 +14,17 @@ from typing import Any
 
 import datasets
 
+from ._checks import check_number
 from ._memory import release_freed_memory, system_memory_pool
 from ._paths import looks_local
-from .errors import GenstructError, InvalidConfigError
+from .errors import GenstructError
 from .executors import BuiltShards, Executor, make_executor
 from .hub_shards import HubShards
-from .recipe import GenstructConfig
+from .recipe import GenstructConfig, resolve_recipe
 from .runstats import RunStats, package_versions
 from .select import select_best
 from .shards import FolderStore, ShardJob, ShardStore, upload_leftovers
-from .sources import passage_columns, read_passages, source_fingerprint
+from .sources import read_passages
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +67,10 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
             and later runs ([`HubShards`] or [`FolderStore`]).
         reuse_work (`bool`, *optional*, defaults to `True`): reuse finished shards and the maps' cache files;
             ``download_mode="force_redownload"`` turns it off.
-        **kwargs: `datasets.DatasetBuilder`'s arguments (``cache_dir``, ``config_id``, ``token``) and the recipe
-            ([`GenstructConfig`]).
+        config ([`GenstructConfig`], *optional*): the recipe, resolved ([`resolve_recipe`]); else it is made from
+            the recipe's settings among `kwargs`.
+        **kwargs: `datasets.DatasetBuilder`'s arguments (``cache_dir``, ``config_id``, ``token``) and the recipe's
+            settings ([`GenstructConfig`]).
     """
 
     BUILDER_CONFIG_CLASS = GenstructConfig
@@ -76,12 +79,14 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
     def __init__(
         self,
         *args: Any,
+        config: GenstructConfig | None = None,
         executor: str | Executor | None = None,
         num_proc: int | None = None,
         shard_store: ShardStore | None = None,
         reuse_work: bool = True,
         **kwargs: Any,
     ) -> None:
+        self._recipe = config
         self.executor = make_executor(executor)
         self.num_proc = num_proc
         self.shard_store = shard_store
@@ -93,6 +98,16 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         self.assembled = False
         """Whether this builder assembled the dataset (False: `download_and_prepare` found it in the cache)."""
         super().__init__(*args, **kwargs)
+
+    def _create_builder_config(
+        self, config_name=None, custom_features=None, config_id=None, **config_kwargs
+    ) -> tuple[datasets.BuilderConfig, str]:
+        """The recipe given as `config` (resolved once, by [`resolve_recipe`]), else one made from the keyword
+        arguments, as `datasets` makes it."""
+        if self._recipe is None:
+            return super()._create_builder_config(config_name, custom_features, config_id, **config_kwargs)
+        self._recipe.version = datasets.Version(str(self.VERSION))  # as datasets sets it: the cache folder's name
+        return self._recipe, config_id or self._recipe.create_config_id({})
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
@@ -168,11 +183,13 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
     def passages(self) -> datasets.Dataset:
         """The recipe's passages, read and split once per builder (rank 0 under torchrun needs them twice)."""
         with self.stats.timed("passages"):
-            passages = read_passages(
+            read = read_passages(
                 self.config, token=self.token, cache_dir=self._cache_dir_root, load_from_cache_file=self.reuse_work
             )
-        self.stats.passages = passages.num_rows
-        return passages
+        # Counted here, once per run: the documents are not in the output. Under torchrun every rank reads the
+        # passages, and only rank 0's builder keeps this count.
+        self.stats.passages, self.stats.stages = read.rows.num_rows, [read.stage, *self.stats.stages]
+        return read.rows
 
 
 def load_genstruct(
@@ -250,45 +267,53 @@ def load_genstruct(
     })
     ```
     """
+    check_number("num_proc", num_proc, integer=True, minimum=1, optional=True, detail="(worker processes)")
+    recipe = resolve_recipe(source, name, split=split, revision=revision, token=token, cache_dir=cache_dir, **config)
+    return build_genstruct(
+        recipe,
+        cache_dir=cache_dir,
+        download_mode=download_mode,
+        token=token,
+        num_proc=num_proc,
+        push_shards_to=push_shards_to,
+        executor=executor,
+    )
+
+
+def build_genstruct(
+    recipe: GenstructConfig,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    download_mode: datasets.DownloadMode | str | None = None,
+    token: str | bool | None = None,
+    num_proc: int | None = None,
+    push_shards_to: str | os.PathLike | ShardStore | None = None,
+    executor: str | Executor | None = None,
+) -> datasets.DatasetDict | None:
+    """Build (or read back from the cache) the dataset of a resolved recipe ([`resolve_recipe`]): what
+    [`load_genstruct`] and [`run_recipe`] run once they have the recipe. The arguments are [`load_genstruct`]'s.
+
+    Returns:
+        `datasets.DatasetDict` or None: see [`load_genstruct`].
+    """
     started = time.perf_counter()
-    settings = {
-        "source": str(source),
-        "source_name": name,
-        "source_split": split,
-        "source_revision": revision,
-        "source_fingerprint": source_fingerprint(str(source)),
-        **config,
-    }
-    recipe = GenstructConfig(**settings)
-    if num_proc is not None and (not isinstance(num_proc, int) or num_proc < 1):
-        raise InvalidConfigError(f"num_proc must be a positive integer (worker processes), got {num_proc!r}.")
-    if "text_column" not in config and "text_column" not in (config.get("splitting") or {}):
-        # Passages in `title` and `content` (the shape Genstruct reads) need no text column nor splitting.
-        columns = passage_columns(str(source), name, revision=revision, token=token, cache_dir=cache_dir)
-        if columns:
-            settings = {**columns, **settings}
-            recipe = GenstructConfig(**settings)
     if isinstance(push_shards_to, (str, os.PathLike)):
         push_shards_to = (
             FolderStore(push_shards_to)
             if looks_local(str(push_shards_to)) or Path(push_shards_to).exists()
             else HubShards(str(push_shards_to), token=token if isinstance(token, str) else None)
         )
-    # "auto" is resolved once, here: the recipe's key and every process that builds a shard (a Ray worker on another
-    # machine too) then run the same engine.
-    settings = {**settings, "generation": {**recipe.generation, "backend": recipe.generator().backend}}
-    recipe = GenstructConfig(**settings)
     mode = datasets.DownloadMode(download_mode or datasets.DownloadMode.REUSE_DATASET_IF_EXISTS)
     # The cache is keyed by the whole recipe, defaults included, so that passing a default changes nothing.
     builder = GenstructBuilder(
         cache_dir=cache_dir,
-        config_id=f"{_slug(str(source))}-{datasets.fingerprint.Hasher.hash(recipe.settings())}",
+        config=recipe,
+        config_id=f"{_slug(recipe.source)}-{datasets.fingerprint.Hasher.hash(recipe.settings())}",
         token=token,
         executor=executor,
         num_proc=num_proc,
         shard_store=push_shards_to,
         reuse_work=mode != datasets.DownloadMode.FORCE_REDOWNLOAD,
-        **settings,
     )
     with system_memory_pool():
         if builder.executor.builds_in_every_process:
@@ -312,7 +337,9 @@ def load_genstruct(
         stats.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         stats.save(builder.cache_dir)
     else:
-        logger.info("Read %s from the cache: this recipe was built before, and nothing was generated now.", source)
+        logger.info(
+            "Read %s from the cache: this recipe was built before, and nothing was generated now.", recipe.source
+        )
     release_freed_memory()
     # datasets refuses to read a split without rows ("corresponds to no data"): a run in which no passage
     # gave a pair still returns its splits, empty.

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ import datasets
 from ._paths import looks_local
 from .errors import InvalidSourceError, MissingColumnsError, SourceError
 from .prompt import passage_id
+from .stage_counts import StageCount
 
 if TYPE_CHECKING:
     from .recipe import GenstructConfig
@@ -290,7 +292,7 @@ def read_passages(
     token: str | bool | None = None,
     cache_dir: str | os.PathLike | None = None,
     load_from_cache_file: bool = True,
-) -> datasets.Dataset:
+) -> Passages:
     """The recipe's passages: its documents read ([`read_source`]) and split ([`PassageSplitter`]), or taken as
     passages already (``split_documents=False``), then cut to `limit`.
 
@@ -304,7 +306,8 @@ def read_passages(
         load_from_cache_file (`bool`, *optional*, defaults to `True`): reuse the split's cached result.
 
     Returns:
-        `datasets.Dataset`: `title`, `content`, `document_id` and `passage_index`.
+        [`Passages`]: the passages (`title`, `content`, `document_id` and `passage_index`) and the account of the
+        passages stage.
 
     Raises:
         [`SourceError`], [`InvalidSourceError`], [`MissingColumnsError`]: see [`read_source`]; also a source whose
@@ -331,9 +334,45 @@ def read_passages(
     if not passages.num_rows:
         raise InvalidSourceError(_no_passages(config, documents.num_rows))
     passages = passages.select_columns(["title", "content", "document_id", "passage_index"])
+    with_passages = _count_documents(passages)
     if config.limit is not None:
         passages = passages.select(range(min(config.limit, passages.num_rows)))
-    return passages
+    stage = StageCount(
+        "passages",
+        "documents",
+        seen=documents.num_rows,
+        kept=_count_documents(passages),
+        dropped={
+            reason: n
+            for reason, n in (
+                ("too_short", documents.num_rows - with_passages),
+                ("beyond_limit", with_passages - _count_documents(passages)),
+            )
+            if n
+        },
+    )
+    return Passages(passages, stage)
+
+
+@dataclass
+class Passages:
+    """A recipe's passages, and the account of the stage that made them from its documents.
+
+    Args:
+        rows (`datasets.Dataset`): `title`, `content`, `document_id` and `passage_index`.
+        stage ([`StageCount`]): documents seen; kept (they gave passages of the run); dropped as ``too_short`` (empty,
+            or shorter than `min_tokens`: no passage) or ``beyond_limit`` (their passages came after `limit`).
+    """
+
+    rows: datasets.Dataset
+    stage: StageCount
+
+
+def _count_documents(passages: datasets.Dataset) -> int:
+    """How many documents the passages come from (distinct `document_id`), counted in Arrow."""
+    import pyarrow.compute as pc
+
+    return pc.count_distinct(passages.with_format("arrow")["document_id"]).as_py()
 
 
 def _no_passages(config: GenstructConfig, documents: int) -> str:
