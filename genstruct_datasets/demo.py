@@ -144,12 +144,13 @@ def run_demo(
             write (its other files are kept).
 
     Returns:
-        `int`: the exit status of `run`: 0 done, 1 no pair kept.
+        `int`: 0, the exit status of `run` when it is done.
 
     Raises:
         [`OutputExistsError`]: `output` is a non-empty folder that this package did not write, without `overwrite`.
         [`MissingDependencyError`]: the models are not built yet and mistral-common, sentencepiece or protobuf is
             missing.
+        [`NothingKeptError`]: no pair was kept (a demo model that no longer writes its pair).
 
     Example:
 
@@ -162,27 +163,31 @@ def run_demo(
     11
     ```
     """
-    from .cli import _check_writable, _run, build_parser
     from .generate import DEFAULT_GENERATOR
     from .publish import check_output_folder
+    from .run import check_writable, run_recipe
     from .score import DEFAULT_REWARD_MODEL
     from .testing import one_torch_thread
 
     output = str(output)
     check_output_folder(output, overwrite=overwrite)  # before the models are built: a refusal costs nothing
-    _check_writable(output)
-    args = ["run", str(DEMO_PASSAGES), "--output", output, "--backend", "transformers", "--num-samples",
-            str(num_samples), "--max-new-tokens", str(max_new_tokens), "--seed", str(seed),
-            *(["--overwrite"] if overwrite else [])]  # fmt: skip
+    check_writable(output)
     with one_torch_thread():
         generator, reward_model = demo_models(models_dir)
-        status = _run(build_parser().parse_args([*args, "--model", generator, "--reward-model", reward_model]))
-    if status == 0:
-        print()
-        print(
-            GPU_COMMAND.format(passages=DEMO_PASSAGES, generator=DEFAULT_GENERATOR, reward_model=DEFAULT_REWARD_MODEL)
-        )
-    return status
+        recipe = {
+            "source": str(DEMO_PASSAGES),
+            "model": generator,
+            "reward_model": reward_model,
+            "backend": "transformers",
+            "num_samples": num_samples,
+            "max_new_tokens": max_new_tokens,
+            "seed": seed,
+        }
+        result = run_recipe(recipe, output=output, overwrite=overwrite)
+    print(result.summary())
+    print()
+    print(GPU_COMMAND.format(passages=DEMO_PASSAGES, generator=DEFAULT_GENERATOR, reward_model=DEFAULT_REWARD_MODEL))
+    return 0
 
 
 def _installed(module: str) -> bool:

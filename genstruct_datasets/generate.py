@@ -68,7 +68,11 @@ class GenerationSettings:
     )
     revision: str | None = field(
         default=None,
-        metadata={"help": "generator model revision (branch, tag or commit)", "recipe_name": "model_revision"},
+        metadata={
+            "help": "generator model revision (branch, tag or commit)",
+            "recipe_name": "model_revision",
+            "flag": "--revision",
+        },
     )
     num_samples: int = field(default=1, metadata={"help": "completions per passage, for best-of-n"})
     max_new_tokens: int = field(default=512, metadata={"help": "cap on each completion's length, in tokens"})

@@ -44,8 +44,9 @@ class GenstructConfig(datasets.BuilderConfig):
         source_revision (`str`, *optional*): the Hub dataset's revision.
         source_fingerprint (`str`, *optional*): set by [`resolve_recipe`] from the local files' sizes and
             modification times, so that edited files make a new recipe.
-        split_documents (`bool`, *optional*, defaults to `True`): run [`PassageSplitter`] on the documents; False
-            reads each row's text column as one passage.
+        split_documents (`bool`, *optional*): run [`PassageSplitter`] on the documents; False reads each row's text
+            column as one passage. Left out, [`resolve`] makes it True, or False for a source of passages (a
+            ``content`` column and no ``text`` column).
         limit (`int`, *optional*): use only the first `limit` passages (and documents), for a trial run.
         splitting (`dict`, *optional*): [`PassageSplitter`]'s settings (``min_tokens``, ``max_tokens``,
             ``title_column``, ``text_column``); it counts in the generator's tokenizer. [`resolve_recipe`] reads a
@@ -88,8 +89,8 @@ class GenstructConfig(datasets.BuilderConfig):
         default=None, metadata={"group": "source", "help": "the Hub dataset's revision (branch, tag or commit)"}
     )
     source_fingerprint: str | None = field(default=None, metadata={"cli": False})
-    split_documents: bool = field(
-        default=True,
+    split_documents: bool | None = field(
+        default=None,
         metadata={
             "group": "source",
             "flag": "--no-split",
@@ -98,7 +99,7 @@ class GenstructConfig(datasets.BuilderConfig):
     )
     limit: int | None = field(
         default=None,
-        metadata={"group": "source", "metavar": "N", "help": "use only the first N passages, for a trial run"},
+        metadata={"group": "source", "help": "use only the first LIMIT passages, for a trial run"},
     )
     splitting: dict[str, Any] = field(default_factory=dict, metadata={"cli": False})
     generation: dict[str, Any] = field(default_factory=dict, metadata={"cli": False})
@@ -155,6 +156,43 @@ class GenstructConfig(datasets.BuilderConfig):
         self.splitter()
         self.generator()
         self.scorer()
+
+    def resolve(
+        self, *, token: str | bool | None = None, cache_dir: str | os.PathLike | None = None
+    ) -> GenstructConfig:
+        """Decide, once and in place, what the recipe leaves to the machine and the source; return the recipe.
+
+        Everything decided here is decided before the recipe's cache key is made and before any shard is built, so
+        that every process that builds one (a Ray worker on another machine too) runs the same recipe: the local
+        files' fingerprint (edited files make a new recipe); the text column and `split_documents`, where they were
+        left out (a source with a ``content`` column and no ``text`` one holds passages, see [`passage_columns`]);
+        and ``backend="auto"``, turned into the engine this machine runs. A resolved recipe is resolved again at no
+        cost.
+
+        Args:
+            token (`str` or `bool`, *optional*): a Hub token, to look at a Hub source's columns.
+            cache_dir (`str`, *optional*): the `datasets` cache, where local structured files are read once.
+
+        Returns:
+            [`GenstructConfig`]: this recipe.
+
+        Raises:
+            [`SourceError`]: local files that cannot be read.
+        """
+        from .sources import passage_columns, source_fingerprint
+
+        self.source_fingerprint = source_fingerprint(str(self.source)) if self.source is not None else None
+        if "text_column" not in self.splitting:
+            columns = passage_columns(
+                str(self.source), self.source_name, revision=self.source_revision, token=token, cache_dir=cache_dir
+            )
+            self.splitting["text_column"] = columns.get("text_column", "text")
+            if self.split_documents is None:
+                self.split_documents = columns.get("split_documents", True)
+        if self.split_documents is None:
+            self.split_documents = True
+        self.generation["backend"] = self.generator().backend
+        return self
 
     def splitter(self) -> passages.PassageSplitter:
         """The passage stage of this recipe (counting in the generator's tokenizer)."""
@@ -367,24 +405,5 @@ def resolve_recipe(
     ('transformers', False)
     ```
     """
-    from .sources import passage_columns, source_fingerprint
-
-    source = str(source)
-    given = {
-        "source": source,
-        "source_name": name,
-        "source_split": split,
-        "source_revision": revision,
-        "source_fingerprint": source_fingerprint(source),
-        **settings,
-    }
-    recipe = GenstructConfig(**given)  # the settings are checked before the source is looked at
-    if "text_column" not in settings and "text_column" not in (settings.get("splitting") or {}):
-        # Passages in `title` and `content` (the shape Genstruct reads) need no text column nor splitting.
-        columns = passage_columns(source, name, revision=revision, token=token, cache_dir=cache_dir)
-        recipe.splitting.update({k: v for k, v in columns.items() if k == "text_column"})
-        if "split_documents" not in settings:
-            recipe.split_documents = columns.get("split_documents", recipe.split_documents)
-    # "auto" is resolved once, here: the recipe's key and every process that builds a shard run the same engine.
-    recipe.generation["backend"] = recipe.generator().backend
-    return recipe
+    given = {"source": str(source), "source_name": name, "source_split": split, "source_revision": revision}
+    return GenstructConfig(**given, **settings).resolve(token=token, cache_dir=cache_dir)

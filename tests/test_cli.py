@@ -283,7 +283,7 @@ def test_run_with_two_worker_processes_gives_the_same_pairs(tmp_path, corpus, ta
         pytest.param(["CORPUS", "--num-samples", "0"], "num_samples must be a positive integer, got 0.", id="setting"),
         pytest.param(["CORPUS", "--push-to-hub", "me/x"], "--push-to-hub me/x needs a Hugging Face token", id="token"),
         pytest.param(
-            ["CORPUS", "--dedup-threshold", "1.5"], "--dedup-threshold must be in (0, 1], got 1.5", id="dedup"
+            ["CORPUS", "--dedup-threshold", "1.5"], "dedup_threshold must be in (0, 1], got 1.5", id="dedup"
         ),
     ],
 )
@@ -533,7 +533,7 @@ def test_ctrl_c_is_one_line_that_says_how_to_resume(cli, monkeypatch, tmp_path):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("genstruct_datasets.cli.load_genstruct", interrupted)
+    monkeypatch.setattr("genstruct_datasets.builder.build_genstruct", interrupted)
     models = ["--model", str(tmp_path / "gen"), "--reward-model", str(tmp_path / "rm")]  # never loaded
     status, lines = cli("run", str(DATA / "plain_essay.txt"), *models)
     assert status == 130
@@ -680,7 +680,7 @@ def test_one_run_is_measured_once_and_writes_every_candidate(
 
 
 def test_a_run_whose_pairs_all_score_below_the_floor_says_so():
-    from genstruct_datasets.cli import _nothing_kept
+    from genstruct_datasets.run import nothing_kept
     from genstruct_datasets.report import RunReport
 
     report = RunReport(
@@ -688,7 +688,7 @@ def test_a_run_whose_pairs_all_score_below_the_floor_says_so():
         outcomes={"finish_reason: stop": 120},
         recipe={"selection": {"best_of_n": True, "min_reward": 0.5}},
     )
-    assert _nothing_kept(report) == (
+    assert "genstruct-datasets: error: " + nothing_kept(report) == (
         "genstruct-datasets: error: no pair was kept: all 120 pairs scored below --min-reward 0.5, so nothing was "
         "written. Lower --min-reward, or leave it out to keep every best pair."
     )

@@ -140,13 +140,13 @@ def test_distributions_are_drawn_on_a_sample():
 def test_a_re_run_read_from_the_cache_says_the_cost_is_the_earlier_builds(candidates, capsys):
     from datetime import datetime, timezone
 
-    from genstruct_datasets.cli import _print_summary
+    from genstruct_datasets.report import format_summary
 
     stats = RunStats(engine="transformers 5.19.0 on cpu", generated_tokens=400, seconds={"generate": 4.0},
                      finished_at="2026-11-30T10:00:00+00:00")  # fmt: skip
     assert stats.measured_before(datetime.now(timezone.utc))
     assert not stats.measured_before(datetime(2026, 11, 30, 9, tzinfo=timezone.utc))
-    _print_summary(run_report(candidates, stats=stats), [], engine=stats.engine, cached=True)
+    print(format_summary(run_report(candidates, stats=stats), [], engine=stats.engine, cached=True))
     printed = capsys.readouterr().out
     assert (
         "read from the cache: nothing was generated now; the cost below is that of the build of 2026-11-30T10"

@@ -58,13 +58,9 @@ class OpenAIServerEngine(Engine):
     )
     api_key: str | None = field(default=None, repr=False, metadata={"cli": False})
     max_concurrency: int = field(default=64, metadata={"help": "requests in flight at once"})
-    request_timeout: float = field(
-        default=600.0, metadata={"help": "seconds before a request is retried"}
-    )
+    request_timeout: float = field(default=600.0, metadata={"help": "seconds before a request is retried"})
     max_retries: int = field(default=5, metadata={"help": "retries of a failed request"})
-    stall_warning: float = field(
-        default=60.0, metadata={"help": "seconds without an answer before a warning says so"}
-    )
+    stall_warning: float = field(default=60.0, metadata={"help": "seconds without an answer before a warning says so"})
 
     def __post_init__(self) -> None:
         url = self.base_url or os.environ.get("OPENAI_BASE_URL")

@@ -19,6 +19,7 @@ from .text import (
     format_report,
     format_run_report,
     format_stages,
+    format_summary,
     headline,
     stage_rows,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "format_report",
     "format_run_report",
     "format_stages",
+    "format_summary",
     "headline",
     "plot_quality",
     "quality_figure",

@@ -165,6 +165,44 @@ def format_run_report(report: RunReport) -> str:
     return "\n".join(lines)
 
 
+def format_summary(report: RunReport, destinations: list[str], *, engine: str, cached: bool = False) -> str:
+    """A run in a few lines, as `genstruct-datasets run` prints it: counts, outcomes, rewards, quality, the stages,
+    cost, engine and where it went.
+
+    Args:
+        report ([`RunReport`]): the run's figures.
+        destinations (`list[str]`): the folder and the Hub page written.
+        engine (`str`): the engine that generated, its version and device.
+        cached (`bool`, *optional*, defaults to `False`): the dataset was read from the cache, so the cost is that of
+            the earlier build, not of this run.
+
+    Returns:
+        `str`: the lines.
+    """
+    lines = [", ".join(f"{name}: {value}" for name, value in report.counts.items())]
+    if report.outcomes:
+        lines.append("outcomes: " + ", ".join(f"{name}={value}" for name, value in report.outcomes.items()))
+    if report.rewards:
+        lines.append("reward: " + ", ".join(f"{name} {value:.3f}" for name, value in report.rewards.items()))
+    if report.quality is not None:
+        lines.append(format_headline(report.quality))
+    lines.append(format_stages(report))
+    if report.stats is None:
+        lines.append("cost: not measured (the build recorded no time or tokens)")
+    else:
+        if cached:
+            built = report.stats.finished_at
+            lines.append(
+                f"read from the cache: nothing was generated now; the cost below is that of the build of {built}"
+            )
+        lines.append(format_cost(report.stats))
+    lines.append(f"generated with: {engine}")
+    lines.append(
+        "written to: " + (", ".join(destinations) if destinations else "the datasets cache only (use --output)")
+    )
+    return "\n".join(lines)
+
+
 def _pair(figures: dict[str, float], first: str, second: str, pattern: str) -> str:
     return f"{pattern.format(figures[first])} / {pattern.format(figures[second])}"
 

@@ -1,0 +1,346 @@
+"""One run of a recipe, from the checks to the written dataset: the one entry point of the CLI, the demo and Python.
+
+[`run_recipe`] takes a recipe ([`GenstructConfig`], or its settings) and where to write ([`RunOptions`]), checks
+everything that can be checked before any work (the settings, the output folder, the token, the models), builds the
+dataset ([`build_genstruct`]: shards through an executor, cached), runs the filters on the kept pairs, measures the
+run once ([`run_report`]) and writes it to a folder and the Hub. It returns a [`RunResult`]; it prints nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._checks import check_number
+from .errors import GenstructError, InvalidConfigError, MissingTokenError
+from .executors import EXECUTORS, Executor, make_executor
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from .hub_shards import HubShards
+    from .recipe import GenstructConfig
+    from .report import RunReport
+
+logger = logging.getLogger(__name__)
+
+
+class NothingKeptError(GenstructError, RuntimeError):
+    """A run kept no pair, so nothing was written; the message says why, from the candidates' outcomes."""
+
+
+@dataclass
+class RunOptions:
+    """Where a run writes and how it runs: the settings of a run that are not part of its recipe (they change
+    neither the rows nor the recipe's cache key). The command line's output and execution flags are made from these
+    fields.
+
+    Args:
+        output (`str`, *optional*): a folder to write the dataset to (parquet shards and a card), whole or not at all.
+        overwrite (`bool`, *optional*, defaults to `False`): let `output` replace a non-empty folder that this
+            package did not write.
+        push_to_hub (`str`, *optional*): a Hub dataset repository to publish to; finished shards go there as they
+            finish, and a run on any machine continues from them.
+        private (`bool`, *optional*, defaults to `False`): create that repository as private.
+        license (`str`, *optional*): the license id for the dataset card.
+        cache_dir (`str`, *optional*): where built datasets are cached (defaults to the `datasets` cache).
+        force (`bool`, *optional*, defaults to `False`): build anew, even where the recipe was built before.
+        executor (`str`, *optional*): ``"local"``, ``"torchrun"`` or ``"ray"`` (default: torchrun under a
+            `WORLD_SIZE` above 1, else local).
+        ray_address (`str`, *optional*): with the Ray executor, the cluster to connect to.
+        num_proc (`int`, *optional*): worker processes of generation and scoring, one model each.
+        token (`str`, *optional*): a Hub token (defaults to the saved login or `HF_TOKEN`).
+
+    Raises:
+        [`InvalidConfigError`]: `num_proc` is not a positive integer, or `ray_address` without the Ray executor.
+    """
+
+    output: str | None = field(
+        default=None,
+        metadata={
+            "group": "output",
+            "metavar": "FOLDER",
+            "help": "write parquet shards and a dataset card to FOLDER, whole or not at all (a failure leaves the "
+            "previous output as it was)",
+        },
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "group": "output",
+            "help": "allow --output to replace a non-empty folder that genstruct-datasets did not write",
+        },
+    )
+    push_to_hub: str | None = field(
+        default=None,
+        metadata={
+            "group": "output",
+            "metavar": "REPO",
+            "help": "publish to this Hub dataset repository; finished shards are uploaded to it as they finish, and "
+            "a re-run (on any machine) continues from them",
+        },
+    )
+    private: bool = field(default=False, metadata={"group": "output", "help": "create the Hub repository as private"})
+    license: str | None = field(
+        default=None, metadata={"group": "output", "help": "license id for the dataset card (mind the source's terms)"}
+    )
+    cache_dir: str | None = field(
+        default=None,
+        metadata={"group": "output", "help": "where built datasets are cached (default: the datasets cache)"},
+    )
+    force: bool = field(
+        default=False,
+        metadata={
+            "group": "output",
+            "help": "build anew: split, generate and score again, even where this recipe was built (or partly "
+            "built) before, e.g. after a model's main branch moved; an interrupted forced run is resumed without "
+            "--force",
+        },
+    )
+    executor: str | None = field(
+        default=None,
+        metadata={
+            "group": "execution",
+            "choices": EXECUTORS,
+            "help": "where the shards are built: this process (local), the ranks of torchrun / accelerate launch, "
+            'or the GPUs of a Ray cluster, a task per shard (ray; pip install "genstruct-datasets[ray]") '
+            "(default: torchrun when WORLD_SIZE is above 1, else local)",
+        },
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata={
+            "group": "execution",
+            "metavar": "ADDR",
+            "help": "with --executor ray: the Ray cluster to connect to (auto: the one `ray start` runs here; "
+            "default: RAY_ADDRESS, else a cluster running here, else a local Ray started for the run)",
+        },
+    )
+    num_proc: int | None = field(
+        default=None,
+        metadata={
+            "group": "execution",
+            "metavar": "N",
+            "help": "worker processes for generation and scoring, one model each (one per GPU: cuda:{rank})",
+        },
+    )
+    token: str | None = field(default=None, repr=False, metadata={"cli": False})
+
+    def __post_init__(self) -> None:
+        check_number("num_proc", self.num_proc, integer=True, minimum=1, optional=True, detail="(worker processes)")
+        if self.ray_address is not None and self.executor != "ray":
+            raise InvalidConfigError(
+                f"--ray-address {self.ray_address} connects to a Ray cluster; add --executor ray (got --executor "
+                f"{self.executor or 'default'})."
+            )
+
+    def make_executor(self) -> Executor:
+        """The executor these options name, with the Ray cluster's address for Ray.
+
+        Raises:
+            [`InvalidConfigError`]: an unknown executor.
+        """
+        return make_executor(self.executor, **({"address": self.ray_address} if self.executor == "ray" else {}))
+
+    def shard_store(self) -> HubShards | None:
+        """Where finished shards go as they finish: the Hub repository of `push_to_hub`, else none (a crash there
+        loses at most one shard)."""
+        from .hub_shards import HubShards
+
+        return HubShards(self.push_to_hub, private=self.private, token=self.token) if self.push_to_hub else None
+
+
+@dataclass
+class RunResult:
+    """What a run made: the kept pairs, every candidate, the run's report, and where they were written.
+
+    Args:
+        train (`datasets.Dataset`): the pairs kept (the best of each passage with best-of-n, after the filters).
+        candidates (`datasets.Dataset`, *optional*): every candidate, with its outcome; None without best-of-n
+            (then `train` holds every candidate).
+        report ([`RunReport`]): every figure of the run, measured once (counts, stages, quality, cost, recipe).
+        destinations (`list[str]`): the folder and the Hub page written.
+        engine (`str`): the engine that generated, its version and device.
+        cached (`bool`): the dataset was read from the cache: nothing was generated now, and the cost in the report
+            is the earlier build's.
+    """
+
+    train: Dataset
+    candidates: Dataset | None
+    report: RunReport
+    destinations: list[str] = field(default_factory=list)
+    engine: str = ""
+    cached: bool = False
+
+    def summary(self) -> str:
+        """The run in a few lines, as `genstruct-datasets run` prints it: counts, stages, quality, cost, engine and
+        where it went."""
+        from .report import format_summary
+
+        return format_summary(self.report, self.destinations, engine=self.engine, cached=self.cached)
+
+
+def run_recipe(
+    recipe: GenstructConfig | Mapping[str, Any], options: RunOptions | None = None, **option_settings: Any
+) -> RunResult | None:
+    """Run a recipe: check it, build (or read back) its dataset, filter, measure once, write; return what it made.
+
+    The checks that need no model come first, before the source is read: the recipe's settings, the output folder,
+    a Hub token, the models' reachability. A second run of the same recipe reads the build from the cache and
+    generates nothing; a run killed midway is resumed by the same call, shard by shard.
+
+    Args:
+        recipe ([`GenstructConfig`] or `Mapping`): the recipe, or its settings (``source=`` and the flat settings
+            [`GenstructConfig`] takes, e.g. ``model=``, ``num_samples=``, ``min_reward=``).
+        options ([`RunOptions`], *optional*): where to write and how to run.
+        **option_settings: [`RunOptions`]' fields, instead of `options`.
+
+    Returns:
+        [`RunResult`] or None: None in a `torchrun` rank other than 0 (its shards are built; rank 0 writes).
+
+    Raises:
+        [`InvalidConfigError`], [`OutputExistsError`], [`MissingTokenError`], [`ModelUnreachableError`]: bad input,
+            found before any work.
+        [`SourceError`], [`InvalidSourceError`], [`MissingColumnsError`], [`ModelNotFoundError`]: see
+            [`load_genstruct`]; found before any model loads.
+        [`FailedPassagesError`]: some passages failed to generate (the rest is kept; the same call resumes).
+        [`NothingKeptError`]: no pair was kept, so nothing was written.
+
+    Example:
+
+    ```py
+    >>> from genstruct_datasets import run_recipe
+    >>> result = run_recipe({"source": "passages.jsonl", "num_samples": 4}, output="pairs/")  # doctest: +SKIP
+    >>> print(result.summary())  # doctest: +SKIP
+    passages: 12, candidates: 48, parsed: 46, kept: 12
+    ...
+    ```
+    """
+    from .recipe import GenstructConfig
+
+    if options is not None and option_settings:
+        raise InvalidConfigError(f"Give the run's options in options= or as keywords, not both: {option_settings}.")
+    options = options or RunOptions(**option_settings)
+    recipe = recipe if isinstance(recipe, GenstructConfig) else GenstructConfig(**recipe)
+    started = datetime.now(timezone.utc)
+    executor = options.make_executor()
+    _check_before_work(recipe, options)
+    store = options.shard_store()
+    pairs = _build(recipe, options, executor, store)
+    if pairs is None:  # a rank other than 0 under torchrun: its shards are done, rank 0 writes the output
+        return None
+    return _finish(recipe, options, pairs, store, started)
+
+
+def _check_before_work(recipe: GenstructConfig, options: RunOptions) -> None:
+    """What can be refused before the source is read: the output folder, the token, the models."""
+    if options.output:
+        from .publish import check_output_folder
+
+        check_output_folder(options.output, overwrite=options.overwrite)
+        check_writable(options.output)
+    if options.push_to_hub:
+        from huggingface_hub import get_token
+
+        if not (options.token or get_token()):
+            raise MissingTokenError(
+                f"--push-to-hub {options.push_to_hub} needs a Hugging Face token: run `hf auth login` or set HF_TOKEN."
+            )
+    # A Hub model that cannot be had now (offline, not downloaded) is said before the source is read.
+    recipe.check_models_reachable(token=options.token)
+
+
+def _build(recipe: GenstructConfig, options: RunOptions, executor: Executor, store: HubShards | None):
+    """Build (or read back) the recipe's dataset with the run's executor and shard store."""
+    from .builder import build_genstruct
+
+    if options.num_proc is not None and options.num_proc > 1:
+        import multiprocess
+
+        multiprocess.set_start_method("spawn", force=True)  # CUDA does not survive a fork
+    return build_genstruct(
+        recipe,
+        cache_dir=options.cache_dir,
+        download_mode="force_redownload" if options.force else None,
+        token=options.token,
+        num_proc=options.num_proc,
+        push_shards_to=store,
+        executor=executor,
+    )
+
+
+def _finish(
+    recipe: GenstructConfig, options: RunOptions, pairs, store: HubShards | None, started: datetime
+) -> RunResult:
+    """Filter the built pairs, measure the run once, and write it where the options say."""
+    from .dedup import dedup_with_count
+    from .report import CardInfo, run_report
+    from .runstats import RunStats
+
+    best, candidates = pairs["train"], pairs.get("candidates")  # no candidates without best-of-n
+    stats = RunStats.of(best)  # None: not measured
+    filters = []
+    if recipe.dedup_threshold is not None:
+        candidates = best if candidates is None else candidates
+        best, count = dedup_with_count(best, threshold=recipe.dedup_threshold)
+        filters.append(count)
+    # Measured once: the summary, the card, the picture and the saved report are renderings of it.
+    report = run_report(best, candidates, stats=stats, recipe=recipe.recipe(), filters=filters)
+    if best.num_rows == 0:
+        raise NothingKeptError(nothing_kept(report))
+    local = recipe.source_fingerprint is not None  # a local source has files to fingerprint; a Hub id has none
+    card = CardInfo(license=options.license, source_datasets=None if local else [recipe.source])
+    destinations = []
+    if options.output:
+        from .publish import save_local
+
+        destinations.append(str(save_local(best, options.output, overwrite=options.overwrite, report=report,
+                                           candidates=candidates, card=card)))  # fmt: skip
+    if options.push_to_hub:
+        from .publish import publish
+
+        publish(best, options.push_to_hub, private=options.private, token=options.token, shards=store, report=report,
+                candidates=candidates, card=card)  # fmt: skip
+        destinations.append(f"https://huggingface.co/datasets/{options.push_to_hub}")
+    engine = stats.engine if stats is not None and stats.engine else recipe.generator().engine.describe()
+    cached = stats is not None and stats.measured_before(started)
+    return RunResult(best, candidates, report, destinations, engine, cached)
+
+
+def nothing_kept(report: RunReport) -> str:
+    """Why a run kept no pair, from the candidates' outcomes, and what to look at."""
+    outcomes = ", ".join(f"{name}={value}" for name, value in report.outcomes.items()) or "none"
+    floor = (report.recipe or {}).get("selection", {}).get("min_reward")
+    if floor is not None and report.counts.get("parsed"):
+        return (
+            f"no pair was kept: all {report.counts['parsed']} pairs scored below --min-reward {floor}, so nothing "
+            "was written. Lower --min-reward, or leave it out to keep every best pair."
+        )
+    return (
+        f"no pair was kept from {report.counts['candidates']} candidates (outcomes: {outcomes}), so nothing was "
+        "written. Check the generator (--model), --max-new-tokens (completions cut before [[[Assistant]]]) and "
+        "--min-reward."
+    )
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Refuse an output folder that cannot be written, before any work: it is written beside itself, then swapped in.
+
+    Raises:
+        [`InvalidConfigError`]: the folder, or the folder it would be made in, is not a writable folder.
+    """
+    path = Path(folder).expanduser().absolute()
+    parent = path.parent
+    while not parent.exists():  # where the missing folders would be made
+        parent = parent.parent
+    blocked = next(
+        (p for p in (parent, path) if p.exists() and (not p.is_dir() or not os.access(p, os.W_OK | os.X_OK))), None
+    )
+    if blocked is not None:
+        what = "not a folder" if not blocked.is_dir() else "not writable"
+        raise InvalidConfigError(f"--output {folder}: {str(blocked)!r} is {what}; name a folder you can write to.")
