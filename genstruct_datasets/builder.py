@@ -16,36 +16,16 @@ import datasets
 
 from ._memory import release_freed_memory, system_memory_pool
 from ._paths import looks_local
+from .columns import FEATURES
 from .errors import GenstructError, InvalidConfigError
 from .executors import BuiltShards, Executor, make_executor
-from .hub_shards import HubShards
 from .recipe import GenstructConfig
 from .runstats import RunStats, package_versions
 from .select import select_best
-from .shards import FolderStore, ShardJob, ShardStore, upload_leftovers
+from .shards import FolderStore, HubShards, ShardJob, ShardStore, upload_leftovers
 from .sources import passage_columns, read_passages, source_fingerprint
 
 logger = logging.getLogger(__name__)
-
-FEATURES = datasets.Features(
-    {
-        "title": datasets.Value("string"),
-        "content": datasets.Value("string"),
-        "document_id": datasets.Value("string"),
-        "passage_index": datasets.Value("int32"),
-        "passage_id": datasets.Value("string"),
-        "sample_index": datasets.Value("int32"),
-        "completion": datasets.Value("string"),
-        "finish_reason": datasets.Value("string"),
-        "completion_tokens": datasets.Value("int32"),
-        "content_truncated": datasets.Value("bool"),
-        "instruction": datasets.Value("string"),
-        "response": datasets.Value("string"),
-        "parse_error": datasets.Value("string"),
-        "reward": datasets.Value("float64"),
-    }
-)
-"""The columns of every split the builder writes; other columns of the source are not kept."""
 
 
 class GenstructBuilder(datasets.GeneratorBasedBuilder):
