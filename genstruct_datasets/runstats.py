@@ -13,6 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ._atomic import atomic_path
+
 RUN_STATS_FILE = "genstruct-run.json"
 """The file beside a built dataset's cache files that holds the [`RunStats`] of the run that built it."""
 
@@ -111,9 +113,8 @@ class RunStats:
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the figures to ``{folder}/genstruct-run.json``, whole or not at all."""
         path = Path(folder) / RUN_STATS_FILE
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(self.to_dict(), indent=2))
-        os.replace(partial, path)
+        with atomic_path(path) as partial:
+            partial.write_text(json.dumps(self.to_dict(), indent=2))
         return path
 
     @classmethod
