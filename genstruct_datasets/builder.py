@@ -15,7 +15,7 @@ from typing import Any
 import datasets
 
 from ._memory import release_freed_memory, system_memory_pool
-from ._paths import looks_local
+from ._paths import is_local_path
 from .columns import FEATURES
 from .errors import GenstructError, InvalidConfigError
 from .executors import BuiltShards, Executor, make_executor
@@ -251,7 +251,7 @@ def load_genstruct(
     if isinstance(push_shards_to, (str, os.PathLike)):
         push_shards_to = (
             FolderStore(push_shards_to)
-            if looks_local(str(push_shards_to)) or Path(push_shards_to).exists()
+            if is_local_path(push_shards_to)
             else HubShards(str(push_shards_to), token=token if isinstance(token, str) else None)
         )
     # "auto" is resolved once, here: the recipe's key and every process that builds a shard (a Ray worker on another
