@@ -16,37 +16,17 @@ import datasets
 
 from ._checks import check_number
 from ._memory import release_freed_memory, system_memory_pool
-from ._paths import looks_local
+from ._paths import is_local_path
+from .columns import FEATURES
 from .errors import GenstructError
 from .executors import BuiltShards, Executor, make_executor
-from .hub_shards import HubShards
 from .recipe import GenstructConfig, resolve_recipe
 from .runstats import RunStats, package_versions
 from .select import select_best
-from .shards import FolderStore, ShardJob, ShardStore, upload_leftovers
+from .shards import FolderStore, HubShards, ShardJob, ShardStore, upload_leftovers
 from .sources import read_passages
 
 logger = logging.getLogger(__name__)
-
-FEATURES = datasets.Features(
-    {
-        "title": datasets.Value("string"),
-        "content": datasets.Value("string"),
-        "document_id": datasets.Value("string"),
-        "passage_index": datasets.Value("int32"),
-        "passage_id": datasets.Value("string"),
-        "sample_index": datasets.Value("int32"),
-        "completion": datasets.Value("string"),
-        "finish_reason": datasets.Value("string"),
-        "completion_tokens": datasets.Value("int32"),
-        "content_truncated": datasets.Value("bool"),
-        "instruction": datasets.Value("string"),
-        "response": datasets.Value("string"),
-        "parse_error": datasets.Value("string"),
-        "reward": datasets.Value("float64"),
-    }
-)
-"""The columns of every split the builder writes; other columns of the source are not kept."""
 
 
 class GenstructBuilder(datasets.GeneratorBasedBuilder):
@@ -301,7 +281,7 @@ def build_genstruct(
     if isinstance(push_shards_to, (str, os.PathLike)):
         push_shards_to = (
             FolderStore(push_shards_to)
-            if looks_local(str(push_shards_to)) or Path(push_shards_to).exists()
+            if is_local_path(push_shards_to)
             else HubShards(str(push_shards_to), token=token if isinstance(token, str) else None)
         )
     mode = datasets.DownloadMode(download_mode or datasets.DownloadMode.REUSE_DATASET_IF_EXISTS)

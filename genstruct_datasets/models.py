@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ._paths import looks_local
+from ._paths import is_local_path, looks_local
 from .errors import InvalidConfigError, MissingDependencyError, ModelNotFoundError, ModelUnreachableError
 
 logger = logging.getLogger(__name__)
@@ -296,7 +296,7 @@ def check_model_reachable(
     ModelUnreachableError: model NousResearch/Genstruct-7B is not in the local Hugging Face cache and the Hub is ...
     ```
     """
-    if looks_local(name) or Path(name).exists():
+    if is_local_path(name):
         return
     import huggingface_hub
     from huggingface_hub.errors import HfHubHTTPError

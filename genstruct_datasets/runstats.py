@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ._atomic import atomic_path
 from .stage_counts import StageCount, add_stages, stages_from
 
 RUN_STATS_FILE = "genstruct-run.json"
@@ -122,9 +123,8 @@ class RunStats:
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the figures to ``{folder}/genstruct-run.json``, whole or not at all."""
         path = Path(folder) / RUN_STATS_FILE
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(self.to_dict(), indent=2))
-        os.replace(partial, path)
+        with atomic_path(path) as partial:
+            partial.write_text(json.dumps(self.to_dict(), indent=2))
         return path
 
     @classmethod

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import datasets
 
-from ._paths import looks_local
+from ._paths import is_local_path
 from .errors import InvalidSourceError, MissingColumnsError, SourceError
 from .prompt import passage_id
 from .stage_counts import StageCount
@@ -34,9 +34,8 @@ _MARKDOWN_TITLE = re.compile(r"^#[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
 
 def is_local(source: str) -> bool:
     """Whether `source` names local files rather than a Hub dataset: an existing path, a file name of a supported
-    kind, or a name that can only be a path (``./corpus``, ``/data/corpus``, ``~/corpus``; see `looks_local`)."""
-    path = Path(source)
-    return path.exists() or path.suffix in (*STRUCTURED_FORMATS, *TEXT_FORMATS) or looks_local(source)
+    kind, or a name that can only be a path (``./corpus``, ``/data/corpus``, ``~/corpus``; see `is_local_path`)."""
+    return is_local_path(source, suffixes=(*STRUCTURED_FORMATS, *TEXT_FORMATS))
 
 
 def passage_columns(

@@ -282,9 +282,7 @@ def test_run_with_two_worker_processes_gives_the_same_pairs(tmp_path, corpus, ta
         ),
         pytest.param(["CORPUS", "--num-samples", "0"], "num_samples must be a positive integer, got 0.", id="setting"),
         pytest.param(["CORPUS", "--push-to-hub", "me/x"], "--push-to-hub me/x needs a Hugging Face token", id="token"),
-        pytest.param(
-            ["CORPUS", "--dedup-threshold", "1.5"], "dedup_threshold must be in (0, 1], got 1.5", id="dedup"
-        ),
+        pytest.param(["CORPUS", "--dedup-threshold", "1.5"], "dedup_threshold must be in (0, 1], got 1.5", id="dedup"),
     ],
 )
 def test_bad_input_exits_with_one_line_before_any_model_loads(tmp_path, corpus, args, message):
@@ -680,8 +678,8 @@ def test_one_run_is_measured_once_and_writes_every_candidate(
 
 
 def test_a_run_whose_pairs_all_score_below_the_floor_says_so():
-    from genstruct_datasets.run import nothing_kept
     from genstruct_datasets.report import RunReport
+    from genstruct_datasets.run import nothing_kept
 
     report = RunReport(
         counts={"passages": 60, "candidates": 120, "parsed": 120, "kept": 0},

@@ -1,142 +1,33 @@
-"""A run's shards: which exist and can be reused, how one is built and written, and the store that keeps them.
+"""A run's shards: which exist and can be reused, how one is built and written whole.
 
 The builder cuts a recipe's passages into shards of `shard_size` passages. A [`ShardJob`] holds everything needed
 to build any of them (it is what an executor sends to its workers), writes each shard whole into the work folder,
-and hands it to a [`ShardStore`] when there is one: a folder ([`FolderStore`], e.g. on a shared file system) or a
-Hub dataset repository ([`HubShards`]). A later run of the same recipe reuses the shards it finds, once verified.
+and hands it to a [`ShardStore`] when there is one. A later run of the same recipe reuses the shards it finds, once
+verified.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
-import shutil
-from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._memory import release_freed_memory
-from .prompt import passage_ids
-from .runstats import RunStats
+from .._atomic import atomic_path
+from .._memory import release_freed_memory
+from ..columns import FEATURES
+from ..prompt import passage_ids
+from ..runstats import RunStats
+from .store import FORCED_MARKER, ShardStore
 
 if TYPE_CHECKING:
     import datasets
 
-    from .recipe import GenstructConfig
+    from ..recipe import GenstructConfig
 
 logger = logging.getLogger(__name__)
-
-FORCED_MARKER = ".forced"
-"""A file in a recipe's work folder (and in its store) while a forced build of it is unfinished: the shards there
-were built after the force, and the rest must not come from the maps' caches of earlier runs."""
-
-
-class ShardStore(ABC):
-    """Where finished shards are kept apart from a run's work folder, for other machines and later runs.
-
-    A store holds one folder per recipe (its `config_id`). A run lists what it holds ([`open`]), takes the shards
-    it holds instead of building them ([`fetch`]), hands it each shard it finishes ([`upload`]), and on a forced
-    build deletes the earlier ones and marks the folder ([`start_over`]).
-    """
-
-    @property
-    @abstractmethod
-    def location(self) -> str:
-        """Where the store is, for messages."""
-
-    @abstractmethod
-    def open(self, config_id: str) -> set[str]:
-        """Make the recipe's folder if needed and return the names of the files it holds."""
-
-    @abstractmethod
-    def download(self, config_id: str, path: Path) -> Path:
-        """Copy the recipe's file named like `path` to `path`, whole or not at all."""
-
-    @abstractmethod
-    def upload(self, config_id: str, path: Path) -> bool:
-        """Keep the finished shard `path`; False (with a warning) when it could not be kept."""
-
-    @abstractmethod
-    def start_over(self, config_id: str, names: list[str]) -> set[str]:
-        """Delete the recipe's files named `names` and mark its folder as a forced build; return what it holds then."""
-
-    def fetch(self, config_id: str, paths: list[Path], held: set[str] | None = None) -> set[str]:
-        """Download those of `paths` that are missing here and that the store holds; return what it holds."""
-        held = self.open(config_id) if held is None else held
-        for path in paths:
-            if not path.exists() and path.name in held:
-                self.download(config_id, path)
-        return held
-
-    def upload_in_background(self, config_id: str, path: Path) -> Future[bool]:
-        """[`upload`], possibly in a background thread so that the run goes on meanwhile."""
-        future: Future[bool] = Future()
-        future.set_result(self.upload(config_id, path))
-        return future
-
-
-@dataclass
-class FolderStore(ShardStore):
-    """A folder that keeps finished shards, e.g. on a file system that every node of a cluster mounts.
-
-    Shards are copied in whole (written beside, then renamed), one subfolder per recipe.
-
-    Args:
-        folder (`str` or `os.PathLike`): the folder; made if missing.
-
-    Example:
-
-    ```py
-    >>> from genstruct_datasets import FolderStore, load_genstruct
-    >>> store = FolderStore("/mnt/shared/genstruct-shards")
-    >>> pairs = load_genstruct("passages.jsonl", push_shards_to=store)  # doctest: +SKIP
-    ```
-    """
-
-    folder: str | os.PathLike
-
-    @property
-    def location(self) -> str:
-        return str(self.folder)
-
-    def open(self, config_id: str) -> set[str]:
-        recipe = self._recipe(config_id)
-        recipe.mkdir(parents=True, exist_ok=True)
-        return {path.name for path in recipe.iterdir() if not path.name.endswith(".partial")}
-
-    def download(self, config_id: str, path: Path) -> Path:
-        _copy_whole(self._recipe(config_id) / path.name, path)
-        return path
-
-    def upload(self, config_id: str, path: Path) -> bool:
-        try:
-            _copy_whole(path, self._recipe(config_id) / path.name)
-        except OSError as err:
-            logger.warning(
-                "Shard %s could not be copied to %s (%s); the next run copies it.", path.name, self.location, err
-            )
-            return False
-        return True
-
-    def start_over(self, config_id: str, names: list[str]) -> set[str]:
-        recipe = self._recipe(config_id)
-        recipe.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            (recipe / name).unlink(missing_ok=True)
-        (recipe / FORCED_MARKER).touch()
-        return self.open(config_id)
-
-    def _recipe(self, config_id: str) -> Path:
-        return Path(self.folder) / config_id
-
-
-def _copy_whole(source: Path, target: Path) -> None:
-    partial = target.with_name(target.name + ".partial")
-    shutil.copyfile(source, partial)
-    os.replace(partial, target)
 
 
 @dataclass
@@ -246,7 +137,7 @@ class ShardJob:
         Passages whose generation failed are not finished work: the shard is not written, the generations of the
         others wait beside it (``*.kept.parquet``), and the next build of the shard generates only the failed ones.
         """
-        from .pipeline import run_pipeline
+        from ..pipeline import run_pipeline  # looked up at each build: tests replace it
 
         path, kept = self.paths[k], _kept(self.paths[k])
         passages = self.block(k)
@@ -278,8 +169,6 @@ class ShardJob:
         if not path.exists():
             return False
         import pyarrow.parquet as pq
-
-        from .builder import FEATURES
 
         expected = set(passage_ids(self.block(k)))
         try:
@@ -349,9 +238,8 @@ def block_of(count: int, rank: int, world: int) -> range:
 
 def write_atomically(rows: datasets.Dataset, path: Path) -> None:
     """Write `rows` to `path` whole, then rename: a run killed mid-write leaves nothing that looks finished."""
-    partial = path.with_name(path.name + ".partial")
-    rows.to_parquet(partial)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        rows.to_parquet(partial)
 
 
 def _kept(path: Path) -> Path:
