@@ -26,8 +26,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from genstruct_datasets import GenstructConfig, HubShards, dataset_stats, load_genstruct, publish, save_local
+from genstruct_datasets import GenstructConfig, HubShards, load_genstruct, publish, save_local
 from genstruct_datasets.generate import DEFAULT_GENERATOR
+from genstruct_datasets.report import dataset_stats
 from genstruct_datasets.score import DEFAULT_REWARD_MODEL
 
 WIKIPEDIA = "wikimedia/wikipedia"

@@ -1,16 +1,16 @@
-"""genstruct-datasets: grounded instruction datasets from text passages with Genstruct-7B."""
+"""genstruct-datasets: grounded instruction datasets from text passages with Genstruct-7B.
+
+What a user calls is here, listed in `__all__` and documented in docs/api.md: the map stages, the one run entry point
+and the recipe, the builder, the output and its report, the engines, executors and shard stores, and the errors.
+Everything else lives in its module (``genstruct_datasets.shards.ShardJob``, ``genstruct_datasets.report.data``...).
+"""
+
+import importlib
+import warnings
 
 from .builder import GenstructBuilder, load_genstruct
-from .dedup import dedup_pairs, dedup_with_count
-from .engines import (
-    ContinuousEngine,
-    Engine,
-    OpenAIServerEngine,
-    Sample,
-    TransformersEngine,
-    VLLMEngine,
-    default_backend,
-)
+from .dedup import dedup_pairs
+from .engines import ContinuousEngine, Engine, OpenAIServerEngine, TransformersEngine, VLLMEngine
 from .errors import (
     EngineStartError,
     ExecutorError,
@@ -23,44 +23,34 @@ from .errors import (
     MissingTokenError,
     ModelNotFoundError,
     ModelUnreachableError,
+    NothingKeptError,
     OutputExistsError,
     SourceError,
 )
-from .executors import EXECUTORS, BuiltShards, Executor, LocalExecutor, RayExecutor, TorchrunExecutor, make_executor
-from .generate import FINISH_REASONS, GenstructGenerator, genstruct_generate
-from .hub_shards import HubShards, with_retries
+from .executors import Executor, LocalExecutor, RayExecutor, TorchrunExecutor
+from .generate import FINISH_REASONS, GenerationSettings, GenstructGenerator, genstruct_generate
 from .models import clear_model_cache
 from .parse import PARSE_ERRORS, ParsedPair, parse_completion, parse_pairs
 from .passages import PassageSplitter, split_passages
 from .pipeline import PipelineResult, run_pipeline
-from .prompt import GENSTRUCT_CHAT_TEMPLATE, format_prompt, passage_id
+from .prompt import format_prompt, passage_id
 from .publish import publish, save_local
-from .quality import quality_report, validity_report
-from .recipe import GenstructConfig
-from .report import (
-    CardInfo,
-    RunReport,
-    build_card,
-    dataset_stats,
-    distributions,
-    plot_quality,
-    quality_figure,
-    run_report,
-)
+from .quality import quality_report
+from .recipe import RECIPE_DEFAULTS, GenstructConfig, resolve_recipe
+from .report import CardInfo, RunReport, build_card, plot_quality, run_report
+from .run import RunOptions, RunResult, run_recipe
 from .runstats import RunStats
 from .score import RewardScorer, score_pairs
 from .select import select_best
-from .shards import FolderStore, ShardJob, ShardOutcome, ShardStore
+from .shards import FolderStore, HubShards, ShardStore
 from .stage_counts import StageCount
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "EXECUTORS",
     "FINISH_REASONS",
-    "GENSTRUCT_CHAT_TEMPLATE",
     "PARSE_ERRORS",
-    "BuiltShards",
+    "RECIPE_DEFAULTS",
     "CardInfo",
     "ContinuousEngine",
     "Engine",
@@ -69,6 +59,7 @@ __all__ = [
     "ExecutorError",
     "FailedPassagesError",
     "FolderStore",
+    "GenerationSettings",
     "GenstructBuilder",
     "GenstructConfig",
     "GenstructError",
@@ -82,6 +73,7 @@ __all__ = [
     "MissingTokenError",
     "ModelNotFoundError",
     "ModelUnreachableError",
+    "NothingKeptError",
     "OpenAIServerEngine",
     "OutputExistsError",
     "ParsedPair",
@@ -89,11 +81,10 @@ __all__ = [
     "PipelineResult",
     "RayExecutor",
     "RewardScorer",
+    "RunOptions",
     "RunReport",
+    "RunResult",
     "RunStats",
-    "Sample",
-    "ShardJob",
-    "ShardOutcome",
     "ShardStore",
     "SourceError",
     "StageCount",
@@ -103,28 +94,52 @@ __all__ = [
     "__version__",
     "build_card",
     "clear_model_cache",
-    "dataset_stats",
     "dedup_pairs",
-    "dedup_with_count",
-    "default_backend",
-    "distributions",
     "format_prompt",
     "genstruct_generate",
     "load_genstruct",
-    "make_executor",
     "parse_completion",
     "parse_pairs",
     "passage_id",
     "plot_quality",
     "publish",
-    "quality_figure",
     "quality_report",
+    "resolve_recipe",
     "run_pipeline",
+    "run_recipe",
     "run_report",
     "save_local",
     "score_pairs",
     "select_best",
     "split_passages",
-    "validity_report",
-    "with_retries",
 ]
+
+_MOVED = {
+    "EXECUTORS": "executors",
+    "BuiltShards": "executors",
+    "make_executor": "executors",
+    "Sample": "engines",
+    "default_backend": "engines",
+    "with_retries": "shards",
+    "ShardJob": "shards",
+    "ShardOutcome": "shards",
+    "dataset_stats": "report",
+    "distributions": "report",
+    "quality_figure": "report",
+    "validity_report": "quality",
+    "GENSTRUCT_CHAT_TEMPLATE": "prompt",
+}
+"""Names that `genstruct_datasets` exported before 0.1.0 settled its API, by the module that has them now: they still
+import from here, with a DeprecationWarning that names their module."""
+
+
+def __getattr__(name: str):
+    if name not in _MOVED:
+        raise AttributeError(f"module 'genstruct_datasets' has no attribute {name!r}")
+    module = f"genstruct_datasets.{_MOVED[name]}"
+    warnings.warn(
+        f"import {name} from {module}; it is no longer part of genstruct_datasets' API.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(module), name)

@@ -12,14 +12,21 @@ from pathlib import Path
 
 from . import __version__
 from ._flags import Flag, add_flags, flags_of
-from ._paths import looks_local
+from ._paths import is_local_path
 from .engines import ENGINES, engine_options, engines_taking
-from .errors import EngineStartError, ExecutorError, FailedPassagesError, GenstructError, SourceError
+from .errors import (
+    EngineStartError,
+    ExecutorError,
+    FailedPassagesError,
+    GenstructError,
+    NothingKeptError,
+    SourceError,
+)
 from .generate import GenerationSettings
 from .passages import PassageSplitter
 from .recipe import RECIPE_DEFAULTS, SCORER_PREFIX, GenstructConfig
 from .report import REPORT_FILE, RunReport, format_run_report, run_report
-from .run import NothingKeptError, RunOptions, run_recipe
+from .run import RunOptions, run_recipe
 from .score import RewardScorer
 from .sources import STRUCTURED_FORMATS, TEXT_FORMATS, not_here_nor_reachable
 
@@ -184,7 +191,7 @@ def _report(args: argparse.Namespace) -> int:
     import json
 
     local = Path(args.dataset).exists()
-    if not local and (looks_local(args.dataset) or Path(args.dataset).suffix in (*STRUCTURED_FORMATS, *TEXT_FORMATS)):
+    if not local and is_local_path(args.dataset, suffixes=(*STRUCTURED_FORMATS, *TEXT_FORMATS)):
         raise SourceError(f"{args.dataset!r} is neither a dataset folder nor a Hub dataset id.")
     # The run's own report when the output holds it for this config and split; else the data is measured.
     report = _saved_report(args.dataset, local=local, config_name=args.config, split=args.split)

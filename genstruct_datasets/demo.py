@@ -12,11 +12,11 @@ import importlib.util
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from . import __version__
+from ._atomic import PARTIAL_SUFFIX, atomic_path
 from .errors import MissingDependencyError
 
 logger = logging.getLogger(__name__)
@@ -83,19 +83,15 @@ def demo_models(models_dir: str | os.PathLike | None = None) -> tuple[str, str]:
     _delete_stale_builds(root)
     started = time.monotonic()
     logger.info("Building the demo's tiny models, once (10 to 30 s), in %s", final)
-    building = Path(tempfile.mkdtemp(prefix=f".building-{__version__}-", dir=root))
     try:
-        build_taught_generator(building / "generator")
-        build_tiny_reward_model(building / "reward")
-        if final.exists():  # an incomplete folder (files deleted by hand): made anew
-            shutil.rmtree(final)
-        try:
-            os.rename(building, final)
-        except OSError:  # another demo built them at the same time and was first: use its models
-            if not (generator / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
+        with atomic_path(final) as building:
+            build_taught_generator(building / "generator")
+            build_tiny_reward_model(building / "reward")
+            if final.exists():  # an incomplete folder (files deleted by hand): made anew
+                shutil.rmtree(final)
+    except OSError:  # another demo built them at the same time and was first: use its models
+        if not (generator / "config.json").is_file():
+            raise
     logger.info("Built the demo's models in %.0f s; later demos reuse them.", time.monotonic() - started)
     return str(generator), str(reward_model)
 
@@ -199,6 +195,6 @@ def _installed(module: str) -> bool:
 
 def _delete_stale_builds(root: Path) -> None:
     """Delete the temporary folders of builds that were killed (older than an hour: not a build running now)."""
-    for folder in root.glob(".building-*"):
+    for folder in root.glob(f".*{PARTIAL_SUFFIX}"):
         if time.time() - folder.stat().st_mtime > _STALE_BUILD_SECONDS:
             shutil.rmtree(folder, ignore_errors=True)

@@ -66,6 +66,10 @@ class FailedPassagesError(GenstructError, RuntimeError):
         )
 
 
+class NothingKeptError(GenstructError, RuntimeError):
+    """A run kept no pair, so nothing was written; the message says why, from the candidates' outcomes."""
+
+
 class OutputExistsError(GenstructError, FileExistsError):
     """The output folder holds files that genstruct-datasets did not write; nothing is replaced without consent."""
 

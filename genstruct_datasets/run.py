@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._checks import check_number
-from .errors import GenstructError, InvalidConfigError, MissingTokenError
+from .errors import InvalidConfigError, MissingTokenError, NothingKeptError
 from .executors import EXECUTORS, Executor, make_executor
 
 if TYPE_CHECKING:
@@ -28,10 +28,6 @@ if TYPE_CHECKING:
     from .report import RunReport
 
 logger = logging.getLogger(__name__)
-
-
-class NothingKeptError(GenstructError, RuntimeError):
-    """A run kept no pair, so nothing was written; the message says why, from the candidates' outcomes."""
 
 
 @dataclass

@@ -139,7 +139,7 @@ def test_long_passage_is_fitted_by_truncating_the_content(
 
 
 def test_the_card_counts_the_truncated_passages():
-    from genstruct_datasets import dataset_stats
+    from genstruct_datasets.report import dataset_stats
 
     ds = Dataset.from_dict(
         {"passage_id": ["a", "b", "c"], "finish_reason": ["stop"] * 3, "content_truncated": [True, False, True]}

@@ -15,9 +15,9 @@ from genstruct_datasets import (
     TorchrunExecutor,
     load_genstruct,
     publish,
-    with_retries,
 )
 from genstruct_datasets.hub_shards import WORK_FOLDER
+from genstruct_datasets.shards import with_retries
 
 REPO = "me/moon-pairs"
 

@@ -1,4 +1,5 @@
-from genstruct_datasets import GENSTRUCT_CHAT_TEMPLATE, format_prompt, passage_id
+from genstruct_datasets import format_prompt, passage_id
+from genstruct_datasets.prompt import GENSTRUCT_CHAT_TEMPLATE
 
 EXPECTED = (
     "[[[Title]]] p-value\n"

@@ -18,12 +18,11 @@ from genstruct_datasets import (
     RunReport,
     RunStats,
     build_card,
-    dataset_stats,
     publish,
     run_report,
     save_local,
 )
-from genstruct_datasets.report import QUALITY_FIGURE
+from genstruct_datasets.report import QUALITY_FIGURE, dataset_stats
 
 DOCS = Path(__file__).parent.parent / "docs"
 

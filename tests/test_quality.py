@@ -6,7 +6,7 @@ import evaluate
 import pytest
 from datasets import Dataset
 
-from genstruct_datasets import InvalidConfigError, MissingColumnsError, dataset_stats, quality_report, validity_report
+from genstruct_datasets import InvalidConfigError, MissingColumnsError, quality_report
 from genstruct_datasets.metrics import GENSTRUCT_QUALITY
 from genstruct_datasets.quality import (
     asks_something,
@@ -16,9 +16,10 @@ from genstruct_datasets.quality import (
     near_duplicate_share,
     sample_rows,
     summary,
+    validity_report,
     words,
 )
-from genstruct_datasets.report import format_headline, format_report, headline, plot_quality
+from genstruct_datasets.report import dataset_stats, format_headline, format_report, headline, plot_quality
 
 
 def test_words_drop_punctuation_and_keep_numbers():

@@ -11,13 +11,18 @@ from genstruct_datasets import (
     StageCount,
     build_card,
     dedup_with_count,
-    distributions,
     plot_quality,
-    quality_figure,
     run_report,
     select_best,
 )
-from genstruct_datasets.report import REPORT_FILE, cost, format_run_report, format_stages
+from genstruct_datasets.report import (
+    REPORT_FILE,
+    cost,
+    distributions,
+    format_run_report,
+    format_stages,
+    quality_figure,
+)
 
 
 @pytest.fixture

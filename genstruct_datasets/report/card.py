@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._paths import is_local_path
 from ..runstats import RunStats
 from .data import RunReport, counted_report
 from .text import cost, headline, stage_rows
@@ -334,9 +335,7 @@ def _existing_splits(existing: DatasetCard | None, config_name: str) -> list[dic
 
 def _hub_url(model: str | None) -> str | None:
     """The model's page on the Hub, or None for a local folder."""
-    if not model or Path(model).exists() or model.startswith((".", "/", "~")):
-        return None
-    return f"https://huggingface.co/{model}"
+    return None if not model or is_local_path(model) else f"https://huggingface.co/{model}"
 
 
 def _dtype(feature: Any) -> str:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .._atomic import atomic_path
 from ..errors import InvalidConfigError
 from ..quality import DEFAULT_SAMPLE_SIZE, quality_report, sample_rows, summary, words
 from ..runstats import RunStats
@@ -350,7 +351,8 @@ class RunReport:
         """
         path = Path(folder) / REPORT_FILE
         figures = {"config_name": config_name, "split": split, **self.to_dict()}
-        path.write_text(json.dumps(figures, indent=2, default=str))  # a recipe's odd value (a path) as text
+        with atomic_path(path) as partial:  # whole or not at all
+            partial.write_text(json.dumps(figures, indent=2, default=str))  # a recipe's odd value (a path) as text
         return path
 
     @classmethod
