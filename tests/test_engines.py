@@ -1,5 +1,6 @@
 """The engines' registry: names into engines in one place, their own options, the default engine, the CLI's flags."""
 
+import dataclasses
 import importlib.util
 import os
 import pickle
@@ -8,7 +9,15 @@ import sys
 import pytest
 from datasets.fingerprint import Hasher
 
-from genstruct_datasets import GenstructGenerator, InvalidConfigError, MissingDependencyError, cli
+from genstruct_datasets import (
+    RECIPE_DEFAULTS,
+    GenerationSettings,
+    GenstructConfig,
+    GenstructGenerator,
+    InvalidConfigError,
+    MissingDependencyError,
+    cli,
+)
 from genstruct_datasets.engines import (
     ENGINES,
     ContinuousEngine,
@@ -152,16 +161,17 @@ def test_the_cli_has_one_flag_per_engine_option_and_passes_only_those_given(monk
     source = tmp_path / "docs.jsonl"
     source.write_text('{"title": "Moon", "text": "The Moon orbits Earth."}\n')
 
-    def load_genstruct(source, name, **settings):
-        seen.update(settings)
+    def build_genstruct(recipe, **options):
+        seen.update(recipe.generation)
         raise SystemExit(0)
 
-    monkeypatch.setattr(cli, "load_genstruct", load_genstruct)
-    monkeypatch.setattr(cli, "check_model_reachable", lambda *args, **kwargs: None)  # the default models, never loaded
+    monkeypatch.setattr("genstruct_datasets.builder.build_genstruct", build_genstruct)
+    monkeypatch.setattr(GenstructConfig, "check_models_reachable", lambda *args, **kwargs: None)  # never loaded
     with pytest.raises(SystemExit):
         cli.main(["run", str(source), "--backend", "vllm", "--max-model-len", "512", "--no-enable-prefix-caching"])
     assert seen["backend"] == "vllm"
-    assert seen["engine_options"] == {"max_model_len": 512, "enable_prefix_caching": False}
+    stage = {f.name for f in dataclasses.fields(GenerationSettings)} | set(RECIPE_DEFAULTS)
+    assert {k: v for k, v in seen.items() if k not in stage} == {"max_model_len": 512, "enable_prefix_caching": False}
     help_text = cli.build_parser()._subparsers._group_actions[0].choices["run"].format_help()
     for flag in (
         "--batch-size",
@@ -172,3 +182,20 @@ def test_the_cli_has_one_flag_per_engine_option_and_passes_only_those_given(monk
     ):
         assert flag in help_text
     assert "--api-key" not in help_text  # a key belongs in OPENAI_API_KEY, not in the shell's history
+
+
+def test_what_the_run_needs_to_know_is_asked_of_the_engine():
+    from genstruct_datasets.engines import ContinuousEngine, OpenAIServerEngine, TransformersEngine
+
+    server = OpenAIServerEngine(base_url="http://127.0.0.1:8000/v1")
+    assert not server.loads_model and not server.needs_token_ids and server.gpus_per_model == 0
+    for engine in (TransformersEngine(), ContinuousEngine()):
+        assert engine.loads_model and engine.needs_token_ids and engine.gpus_per_model == 1
+
+
+@pytest.mark.vllm
+def test_a_vllm_model_split_over_gpus_asks_for_them_all():
+    pytest.importorskip("vllm")
+    from genstruct_datasets.engines import VLLMEngine
+
+    assert VLLMEngine(tensor_parallel_size=2).gpus_per_model == 2

@@ -1,0 +1,160 @@
+"""The one run entry point: run_recipe, its options, its result, the recipe resolved once, and the stages' accounts."""
+
+import json
+from pathlib import Path
+
+import pytest
+from datasets import load_dataset
+from datasets.fingerprint import Hasher
+
+from genstruct_datasets import (
+    GenstructConfig,
+    InvalidConfigError,
+    NothingKeptError,
+    RunOptions,
+    RunResult,
+    load_genstruct,
+    resolve_recipe,
+    run_recipe,
+)
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def documents(tmp_path) -> Path:
+    """Two real documents, one of one short line (too short to give a passage), one empty."""
+    path = tmp_path / "documents.jsonl"
+    rows = [
+        {"title": "Moon", "text": (DATA / "moon_wikipedia.txt").read_text()},
+        {"title": "Beekeeping", "text": (DATA / "plain_essay.txt").read_text()},
+        {"title": "Stub", "text": "Too short."},
+        {"title": "Blank", "text": ""},
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def settings(recipe: dict, source: Path, **more) -> dict:
+    """The conftest recipe as run_recipe's mapping: the source in it, the cache folder out of it."""
+    return {"source": str(source), **{k: v for k, v in recipe.items() if k != "cache_dir"}, "max_tokens": 160, **more}
+
+
+def test_a_run_returns_its_splits_its_report_and_where_it_wrote(documents, recipe, tmp_path):
+    result = run_recipe(settings(recipe, documents), output=str(tmp_path / "out"), cache_dir=recipe["cache_dir"])
+    assert isinstance(result, RunResult) and not result.cached
+    assert result.destinations == [str(tmp_path / "out")]
+    assert result.train.num_rows == result.report.counts["kept"] > 0
+    assert result.candidates.num_rows == 2 * result.report.counts["passages"]
+    assert load_dataset(str(tmp_path / "out"), split="train").num_rows == result.train.num_rows
+    assert result.engine.startswith("transformers ")
+    summary = result.summary()
+    assert summary.startswith("passages: ") and "stages" in summary and f"written to: {tmp_path / 'out'}" in summary
+
+
+def test_the_stages_add_up_and_count_every_dropped_row_once(documents, recipe, tmp_path):
+    result = run_recipe(settings(recipe, documents, dedup_threshold=0.5), output=str(tmp_path / "out"),
+                        cache_dir=recipe["cache_dir"])  # fmt: skip
+    stages = json.loads((tmp_path / "out" / "genstruct-report.json").read_text())["stages"]
+    assert [s["name"] for s in stages] == ["passages", "generate", "parse", "score", "select", "dedup"]
+    for stage in stages:
+        assert stage["seen"] == stage["kept"] + sum(stage["dropped"].values()), stage
+    passages, generate, parse, score, select, dedup = stages
+    # The two short documents give no passage: dropped once, at the passages stage, never prompted.
+    assert passages == {"name": "passages", "unit": "documents", "seen": 4, "kept": 2, "dropped": {"too_short": 2}}
+    assert generate["seen"] == result.report.counts["passages"] == result.candidates.num_rows // 2
+    assert parse["seen"] == 2 * generate["kept"]
+    assert score["seen"] == parse["kept"] and select["seen"] == score["kept"]
+    assert dedup["seen"] == select["kept"] and dedup["kept"] == result.train.num_rows
+    # The taught model writes one pair for every passage: every best pair but one nearly repeats another.
+    assert dedup["dropped"] == {"near_duplicate": select["kept"] - 1}
+    assert "| select |" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_a_build_cached_before_is_reused_by_the_run_without_generating(documents, recipe, generated, tmp_path):
+    pairs = load_genstruct(str(documents), **recipe, max_tokens=160)
+    assert generated  # the first build generated
+    generated.clear()
+    result = run_recipe(settings(recipe, documents), cache_dir=recipe["cache_dir"])
+    assert generated == [] and result.cached
+    assert result.train["instruction"] == pairs["train"]["instruction"]
+    assert "read from the cache: nothing was generated now" in result.summary()
+
+
+def test_a_run_that_keeps_nothing_raises_and_writes_nothing(documents, recipe, tmp_path):
+    with pytest.raises(NothingKeptError, match=r"no pair was kept: all \d+ pairs scored below --min-reward 1000"):
+        run_recipe(settings(recipe, documents, min_reward=1000.0), output=str(tmp_path / "out"),
+                   cache_dir=recipe["cache_dir"])  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        pytest.param({"num_proc": 0}, r"num_proc must be a positive integer \(worker processes\), got 0", id="num"),
+        pytest.param({"ray_address": "auto"}, "--ray-address auto connects to a Ray cluster", id="ray"),
+        pytest.param({"executor": "slurm"}, "executor='slurm' is not one of", id="executor"),
+    ],
+)
+def test_bad_run_options_are_refused_before_any_work(options, message, generated):
+    with pytest.raises(InvalidConfigError, match=message):
+        run_recipe({"source": "missing.jsonl"}, **options)
+    assert generated == []
+
+
+def test_options_go_in_one_place():
+    with pytest.raises(InvalidConfigError, match="not both"):
+        run_recipe({"source": "x.jsonl"}, RunOptions(), output="out")
+
+
+# The cache keys of four recipes, as the code before the run entry point made them: a dataset built and cached
+# before the change is found by the same recipe after it.
+KEYS_BEFORE = {
+    "defaults": ({"source": "corpus.jsonl", "backend": "transformers"}, "7b69dee0fa2acdff"),
+    "flat": (
+        {"source": "x.jsonl", "model": "gen", "model_revision": "abc", "num_samples": 2, "max_prompt_tokens": 900,
+         "batch_size": 4, "min_tokens": 16, "text_column": "body", "reward_model": "rm", "reward_max_length": 256,
+         "reward_batch_size": 8, "backend": "transformers", "limit": 10, "seed": 3, "temperature": 0.5,
+         "top_p": 0.9, "shard_size": 50, "min_reward": 0.1},
+        "2003763d58d47369",
+    ),
+    "openai": (
+        {"source": "x.jsonl", "backend": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "m",
+         "max_new_tokens": 64, "split_documents": False, "title_column": "t", "text_column": "c",
+         "reward_model": None, "best_of_n": False, "num_samples": 1, "temperature": 0},
+        "501b1947ca3c0010",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(KEYS_BEFORE))
+def test_a_recipe_has_the_cache_key_it_had_before(name):
+    settings, key = KEYS_BEFORE[name]
+    # The recipe as the run resolves it: no local files to fingerprint here, the text column and splitting known.
+    config = GenstructConfig(**{"split_documents": True, **settings})
+    assert Hasher.hash(config.settings()) == key
+
+
+def test_a_filter_setting_is_not_part_of_the_cache_key():
+    base = GenstructConfig(source="x.jsonl", backend="transformers", split_documents=True)
+    filtered = GenstructConfig(source="x.jsonl", backend="transformers", split_documents=True, dedup_threshold=0.8)
+    assert base.settings() == filtered.settings()
+    assert filtered.recipe()["selection"]["dedup_threshold"] == 0.8  # but the card shows it
+
+
+def test_the_recipe_is_resolved_once_and_again_at_no_cost(tmp_path, monkeypatch):
+    from genstruct_datasets import sources
+
+    source = tmp_path / "passages.jsonl"
+    source.write_text(json.dumps({"title": "Moon", "content": "The Moon orbits Earth."}) + "\n")
+    recipe = resolve_recipe(str(source), backend="transformers")
+    # A source of passages (title and content) is read as it is; the local file is fingerprinted.
+    assert recipe.splitter().text_column == "content" and recipe.split_documents is False
+    assert recipe.source_fingerprint is not None and recipe.generation["backend"] == "transformers"
+    looked = []
+    monkeypatch.setattr(sources, "passage_columns", lambda *a, **k: looked.append(a) or {})
+    key = recipe.settings()
+    assert recipe.resolve().settings() == key and looked == []
+    # A text column given by the user is not second-guessed, nor is splitting.
+    given = resolve_recipe(str(source), text_column="content", split_documents=True, backend="transformers")
+    assert given.split_documents is True and looked == []
