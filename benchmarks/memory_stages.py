@@ -31,8 +31,9 @@ import result_json
 from memory import corpus, run_command
 
 # The modules, not the functions of the same names that the package exports.
-builder, cli, publish, shards = (
-    importlib.import_module(f"genstruct_datasets.{module}") for module in ("builder", "cli", "publish", "shards")
+builder, publish, publish_folder, report, report_data, cli, shards = (
+    importlib.import_module(f"genstruct_datasets.{module}")
+    for module in ("builder", "publish", "publish.folder", "report", "report.data", "cli", "shards")
 )
 
 STAGES: list[tuple[Any, str, str]] = [
@@ -41,11 +42,11 @@ STAGES: list[tuple[Any, str, str]] = [
     (builder.GenstructBuilder, "_candidates", "read the shards back (Dataset.from_parquet)"),
     (builder, "select_best", "select_best"),
     (builder.GenstructBuilder, "_prepare_split", "write the splits"),
-    (cli, "quality_report", "quality_report"),
+    (report_data, "quality_report", "quality_report"),
     (publish, "save_local", "save_local: parquet shards"),
-    (publish, "plot_quality", "save_local: plot_quality"),
-    (publish, "build_card", "save_local: build_card (dataset_stats)"),
-    (cli, "_print_summary", "summary (dataset_stats)"),
+    (publish_folder, "plot_quality", "save_local: plot_quality"),
+    (publish_folder, "build_card", "save_local: build_card (dataset_stats)"),
+    (report, "format_summary", "summary"),
 ]
 
 

@@ -3,8 +3,8 @@
 In one run, on the same passages (the example paragraphs, mixed lengths), with the tiny taught models of
 `genstruct_datasets.testing` (a Mistral that writes one fixed pair, a one-label reward model), it times:
 
-- **local**: `load_genstruct(..., executor="local")`, every shard in this process, one after the other;
-- **Ray, a task per shard** (`RayExecutor`, what the package ships): `load_genstruct(..., executor=RayExecutor())`
+- **local**: `run_recipe(..., executor="local")`, every shard in this process, one after the other;
+- **Ray, a task per shard** (`RayExecutor`, what the package ships): `run_recipe(..., executor=RayExecutor())`
   from a process without Ray, so with the start of a local Ray (``ray.init``, timed alone too), the workers' start
   and their model loads;
 - **Ray Data** (a prototype, not in the package): ``ray.data.from_items(passages)`` through
@@ -41,9 +41,10 @@ from genstruct_datasets import (
     GenstructGenerator,
     RayExecutor,
     RewardScorer,
+    RunOptions,
     clear_model_cache,
-    load_genstruct,
     parse_pairs,
+    run_recipe,
     testing,
 )
 
@@ -60,8 +61,8 @@ def corpus(folder: Path, count: int) -> Path:
 def build(source: Path, recipe: dict, cache_dir: Path, executor) -> int:
     """One build with `executor`, its models loaded anew (as in a fresh process); the number of candidates."""
     clear_model_cache()
-    pairs = load_genstruct(str(source), cache_dir=str(cache_dir), executor=executor, **recipe)
-    return pairs["candidates"].num_rows
+    result = run_recipe({"source": str(source), **recipe}, RunOptions(cache_dir=str(cache_dir), executor=executor))
+    return result.candidates.num_rows
 
 
 class Generate:

@@ -46,8 +46,8 @@ class RunOptions:
         license (`str`, *optional*): the license id for the dataset card.
         cache_dir (`str`, *optional*): where built datasets are cached (defaults to the `datasets` cache).
         force (`bool`, *optional*, defaults to `False`): build anew, even where the recipe was built before.
-        executor (`str`, *optional*): ``"local"``, ``"torchrun"`` or ``"ray"`` (default: torchrun under a
-            `WORLD_SIZE` above 1, else local).
+        executor (`str` or [`Executor`], *optional*): ``"local"``, ``"torchrun"`` or ``"ray"``, or an executor made
+            with its own options (default: torchrun under a `WORLD_SIZE` above 1, else local).
         ray_address (`str`, *optional*): with the Ray executor, the cluster to connect to.
         num_proc (`int`, *optional*): worker processes of generation and scoring, one model each.
         token (`str`, *optional*): a Hub token (defaults to the saved login or `HF_TOKEN`).
@@ -98,7 +98,7 @@ class RunOptions:
             "--force",
         },
     )
-    executor: str | None = field(
+    executor: str | Executor | None = field(
         default=None,
         metadata={
             "group": "execution",
