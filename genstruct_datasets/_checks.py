@@ -17,6 +17,7 @@ def check_number(
     maximum: float | None = None,
     above: float | None = None,
     optional: bool = False,
+    rule: str = "",
     detail: str = "",
     hint: str = "",
 ) -> None:
@@ -32,6 +33,8 @@ def check_number(
         maximum (`float`, *optional*): the largest value allowed.
         above (`float`, *optional*): the value must be larger than this (an open bound).
         optional (`bool`, *optional*, defaults to `False`): None is allowed.
+        rule (`str`, *optional*): the rule in words, where the bounds alone would say it less well (``"a positive
+            number of rows or None"``).
         detail (`str`, *optional*): said after the rule: what the number counts (``"seconds"``), what a value means.
         hint (`str`, *optional*): what to do, appended to the message.
 
@@ -55,7 +58,7 @@ def check_number(
     ok = ok and (above is None or value > above)
     if ok:
         return
-    rule = _rule(integer=integer, minimum=minimum, maximum=maximum, above=above)
+    rule = rule or _rule(integer=integer, minimum=minimum, maximum=maximum, above=above)
     detail = f" {detail}" if detail else ""
     tail = f" {hint}" if hint else ""
     raise InvalidConfigError(f"{name} must be {rule}{detail}, got {value!r}.{tail}")

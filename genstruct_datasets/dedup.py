@@ -6,7 +6,8 @@ import logging
 import math
 from typing import TYPE_CHECKING
 
-from .errors import InvalidConfigError, MissingColumnsError
+from ._checks import check_number
+from .errors import MissingColumnsError
 from .near_duplicates import NEAR_DUPLICATE_THRESHOLD, minhashes, near_duplicate_index
 from .stage_counts import StageCount
 
@@ -94,8 +95,7 @@ def dedup_with_count(
     """
     if column not in ds.column_names:
         raise MissingColumnsError("dedup_pairs", [column], ds.column_names, "Run parse_pairs first, or pass column=.")
-    if not 0 < threshold <= 1:
-        raise InvalidConfigError(f"threshold must be in (0, 1], got {threshold!r}.")
+    check_number("threshold", threshold, above=0, maximum=1)
     texts = ds[column]
     rewards = ds["reward"] if "reward" in ds.column_names else [None] * len(texts)
     with_text = [i for i, text in enumerate(texts) if text]

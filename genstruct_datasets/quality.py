@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._checks import check_number
 from .near_duplicates import NEAR_DUPLICATE_THRESHOLD, near_duplicate_share
 
 if TYPE_CHECKING:
@@ -167,10 +168,9 @@ def sample_rows(num_rows: int, sample_size: int | None = DEFAULT_SAMPLE_SIZE, se
     (5, True, True)
     ```
     """
-    if sample_size is not None and (not isinstance(sample_size, int) or sample_size < 1):
-        from .errors import InvalidConfigError
-
-        raise InvalidConfigError(f"sample_size must be a positive number of rows or None, got {sample_size!r}.")
+    check_number(
+        "sample_size", sample_size, integer=True, minimum=1, optional=True, rule="a positive number of rows or None"
+    )
     if sample_size is None or num_rows <= sample_size:
         return range(num_rows)
     return sorted(random.Random(seed).sample(range(num_rows), sample_size))

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._checks import check_number
 from ..errors import ExecutorError, InvalidConfigError, MissingDependencyError
 from ..shards import ShardJob, ShardOutcome
 from .base import Executor
@@ -70,11 +71,9 @@ class RayExecutor(Executor):
 
     def __post_init__(self) -> None:
         for option in ("num_gpus", "num_cpus"):
-            value = getattr(self, option)
-            if value is not None and (not isinstance(value, (int, float)) or value < 0):
-                raise InvalidConfigError(f"{option} must be a non-negative number per shard task, got {value!r}.")
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise InvalidConfigError(f"max_retries must be a non-negative integer, got {self.max_retries!r}.")
+            check_number(option, getattr(self, option), minimum=0, optional=True, rule="a non-negative number",
+                         detail="per shard task")  # fmt: skip
+        check_number("max_retries", self.max_retries, integer=True, minimum=0)
 
     def build(self, job: ShardJob, shards: list[int]) -> Iterator[ShardOutcome]:
         """Submit a task per shard of `shards` and yield each one's outcome as it finishes."""

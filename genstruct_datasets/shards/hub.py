@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from .._atomic import atomic_path
-from ..errors import InvalidConfigError
+from .._checks import check_number
 from .store import FORCED_MARKER, ShardStore
 
 if TYPE_CHECKING:
@@ -126,10 +126,8 @@ class HubShards(ShardStore):
     """The repository folders this process has written shards to, for [`publish`] to delete."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise InvalidConfigError(f"max_retries must be a non-negative integer, got {self.max_retries!r}.")
-        if self.backoff < 0:
-            raise InvalidConfigError(f"backoff must be non-negative, got {self.backoff!r}.")
+        check_number("max_retries", self.max_retries, integer=True, minimum=0)
+        check_number("backoff", self.backoff, minimum=0, detail="seconds")
         self._api: HfApi | None = None
 
     def __getstate__(self) -> dict:
