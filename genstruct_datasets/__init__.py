@@ -9,7 +9,7 @@ import importlib
 import warnings
 
 from .builder import GenstructBuilder, load_genstruct
-from .dedup import dedup_pairs
+from .dedup import dedup_pairs, dedup_with_count
 from .engines import ContinuousEngine, Engine, OpenAIServerEngine, TransformersEngine, VLLMEngine
 from .errors import (
     EngineStartError,
@@ -95,6 +95,7 @@ __all__ = [
     "build_card",
     "clear_model_cache",
     "dedup_pairs",
+    "dedup_with_count",
     "format_prompt",
     "genstruct_generate",
     "load_genstruct",
