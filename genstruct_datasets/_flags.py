@@ -17,7 +17,8 @@ class Flag:
 
     Args:
         field (`dataclasses.Field`): the setting; its metadata may hold ``help``, ``flag`` (the flag's name, e.g.
-            ``"--name"``; a name that starts with ``--no-`` stores False), ``metavar`` and ``choices``. A bool that
+            ``"--name"``; a name that starts with ``--no-`` stores False), ``metavar``, ``choices``, and ``nargs`` with
+            ``const`` (a flag whose value may be left out). A `list` field is a flag given once per value. A bool that
             defaults to False is a switch (``--overwrite``); one that defaults to True or None takes ``--no-`` too.
         hint (`Any`): the field's type, resolved.
         dest (`str`): where the value goes among the parsed arguments (the recipe's flat name of the setting).
@@ -48,8 +49,12 @@ class Flag:
         elif "choices" in metadata or typing.get_origin(kind) is typing.Literal:
             options["choices"] = metadata.get("choices") or typing.get_args(kind)
         else:
+            if typing.get_origin(kind) is list:  # repeatable: --decontaminate A --decontaminate B
+                options["action"], kind = "append", typing.get_args(kind)[0]
             options["type"] = kind if kind in (int, float) else str
             options["metavar"] = metadata.get("metavar") or flag.removeprefix("--").replace("-", "_").upper()
+            if "nargs" in metadata:  # a value that may be left out: --semantic-dedup [THRESHOLD]
+                options["nargs"], options["const"] = metadata["nargs"], metadata.get("const")
         group.add_argument(flag, **options)
 
     def _default_text(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ._checks import check_number
@@ -98,33 +99,56 @@ def dedup_with_count(
     check_number("threshold", threshold, above=0, maximum=1)
     texts = ds[column]
     rewards = ds["reward"] if "reward" in ds.column_names else [None] * len(texts)
-    with_text = [i for i, text in enumerate(texts) if text]
+    repeats = near_duplicate_of(texts, rewards, threshold=threshold, num_perm=num_perm)
+    seen = sum(1 for text in texts if text)
+    logger.info(
+        "dedup_pairs: dropped %d of %d instructions as near-duplicates (threshold %.2f).",
+        len(repeats),
+        seen,
+        threshold,
+    )
+    count = StageCount(
+        "dedup",
+        "pairs",
+        seen=seen,
+        kept=seen - len(repeats),
+        dropped={"near_duplicate": len(repeats)} if repeats else {},
+    )
+    return ds.select([i for i in range(len(texts)) if i not in repeats]), count
+
+
+def near_duplicate_of(
+    texts: Sequence[str | None], rewards: Sequence[float | None], *, threshold: float, num_perm: int = 128
+) -> dict[int, int]:
+    """Which texts nearly repeat a better-rewarded one (MinHash Jaccard at least `threshold`), and which one.
+
+    The texts are taken best reward first (no reward last, ties in order); each is kept unless it nearly repeats
+    one kept before it. Empty texts are neither compared nor dropped.
+
+    Returns:
+        `dict[int, int]`: each dropped text's index, mapped to the index of the kept text it repeats.
+
+    Example:
+
+    ```py
+    >>> near_duplicate_of(["What is the Moon?", "What is the moon ?", "Why?"], [0.1, 0.9, 0.5], threshold=0.5)
+    {0: 1}
+    ```
+    """
 
     def rank(i: int) -> tuple:
         reward = rewards[i]
         known = reward is not None and not math.isnan(reward)
         return (not known, -reward if known else 0.0, i)
 
-    order = sorted(with_text, key=rank)
+    order = sorted((i for i, text in enumerate(texts) if text), key=rank)
     signatures = dict(zip(order, minhashes([texts[i] for i in order], num_perm)))
     lsh = near_duplicate_index(threshold, num_perm)
-    dropped = set()
+    repeats: dict[int, int] = {}
     for i in order:
-        if any(signatures[kept].jaccard(signatures[i]) >= threshold for kept in lsh.query(signatures[i])):
-            dropped.add(i)
-        else:
+        kept = next((k for k in lsh.query(signatures[i]) if signatures[k].jaccard(signatures[i]) >= threshold), None)
+        if kept is None:
             lsh.insert(i, signatures[i])
-    logger.info(
-        "dedup_pairs: dropped %d of %d instructions as near-duplicates (threshold %.2f).",
-        len(dropped),
-        len(with_text),
-        threshold,
-    )
-    count = StageCount(
-        "dedup",
-        "pairs",
-        seen=len(with_text),
-        kept=len(with_text) - len(dropped),
-        dropped={"near_duplicate": len(dropped)} if dropped else {},
-    )
-    return ds.select([i for i in range(len(texts)) if i not in dropped]), count
+        else:
+            repeats[i] = kept
+    return repeats

@@ -14,6 +14,7 @@ from . import generate, passages, score
 from ._checks import check_number
 from .engines import engine_options
 from .errors import InvalidConfigError
+from .filters import MinHashDedup, PairFilter
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,73 @@ class GenstructConfig(datasets.BuilderConfig):
             "cache_key": False,
         },
     )
+    rip: bool = field(
+        default=False,
+        metadata={
+            "group": "selection",
+            "help": "drop passages by the RIP rule (arXiv 2501.18578): lowest reward below the run's median of "
+            "lowest rewards, or best-minus-lowest gap above its median gap; needs best-of-n and a reward model",
+            "cache_key": False,
+        },
+    )
+    rip_quantile: float = field(
+        default=0.5,
+        metadata={
+            "group": "selection",
+            "metavar": "Q",
+            "help": "where RIP cuts: the Q quantile of the lowest rewards, the 1-Q quantile of the gaps",
+            "cache_key": False,
+        },
+    )
+    semantic_dedup: float | None = field(
+        default=None,
+        metadata={
+            "group": "selection",
+            "metavar": "THRESHOLD",
+            "nargs": "?",
+            "const": 0.9,
+            "help": "drop pairs whose instruction means nearly the same as a better-rewarded one (cosine >= "
+            'THRESHOLD, 0.9 when given without a value), with semhash (pip install "genstruct-datasets[filters]")',
+            "cache_key": False,
+        },
+    )
+    embedding_model: str = field(
+        default="minishlab/potion-base-8M",
+        metadata={
+            "group": "selection",
+            "help": "the model2vec model of --semantic-dedup: a Hub id, or a local folder (offline)",
+            "cache_key": False,
+        },
+    )
+    dedup_against: list[str] = field(
+        default_factory=list,
+        metadata={
+            "group": "selection",
+            "metavar": "DATASET",
+            "help": "with --semantic-dedup, also drop pairs that nearly repeat a row of this dataset (a Hub id or "
+            "local files; repeatable), e.g. the set this one will be mixed into",
+            "cache_key": False,
+        },
+    )
+    decontaminate: list[str] = field(
+        default_factory=list,
+        metadata={
+            "group": "selection",
+            "metavar": "BENCHMARK",
+            "help": "drop pairs that share a word n-gram with this benchmark: NAME[:CONFIG[:SPLIT]][#COLUMNS], a Hub "
+            "id or local files (repeatable)",
+            "cache_key": False,
+        },
+    )
+    decontamination_ngram: int = field(
+        default=13,
+        metadata={
+            "group": "selection",
+            "metavar": "N",
+            "help": "the n-gram length of --decontaminate, in words",
+            "cache_key": False,
+        },
+    )
     shard_size: int = field(
         default=1000,
         metadata={
@@ -147,6 +215,19 @@ class GenstructConfig(datasets.BuilderConfig):
         check_number("shard_size", self.shard_size, integer=True, minimum=1)
         check_number("limit", self.limit, integer=True, minimum=1, optional=True)
         check_number("dedup_threshold", self.dedup_threshold, above=0, maximum=1, optional=True)
+        check_number("rip_quantile", self.rip_quantile, above=0, maximum=1)
+        check_number("semantic_dedup", self.semantic_dedup, above=0, maximum=1, optional=True)
+        check_number("decontamination_ngram", self.decontamination_ngram, integer=True, minimum=1)
+        if self.rip and (not self.best_of_n or self.scoring is None):
+            raise InvalidConfigError(
+                "rip ranks the candidates of each passage by their rewards: it needs best-of-n and a reward model; "
+                "leave out --rip (rip=True), or keep best_of_n and a reward_model."
+            )
+        if self.dedup_against and self.semantic_dedup is None:
+            raise InvalidConfigError(
+                "dedup_against (--dedup-against) compares the pairs with another set by meaning: add --semantic-dedup "
+                "(semantic_dedup=0.9)."
+            )
         if self.best_of_n and self.scoring is None:
             raise InvalidConfigError(
                 "best_of_n needs a reward_model to rank the candidates; set one or best_of_n=False."
@@ -193,6 +274,32 @@ class GenstructConfig(datasets.BuilderConfig):
             self.split_documents = True
         self.generation["backend"] = self.generator().backend
         return self
+
+    def filters(self) -> list[PairFilter]:
+        """The recipe's filters of the kept pairs, in the order they run: RIP (it ranks every selected passage),
+        decontamination, semantic dedup, MinHash dedup. Each sees what the one before kept."""
+        found: list[PairFilter] = []
+        if self.rip:
+            from .filters.rip import RIPFilter
+
+            found.append(RIPFilter(quantile=self.rip_quantile))
+        if self.decontaminate:
+            from .filters.decontaminate import Decontaminate
+
+            found.append(Decontaminate(benchmarks=list(self.decontaminate), ngram=self.decontamination_ngram))
+        if self.semantic_dedup is not None:
+            from .filters.semantic_dedup import SemanticDedup
+
+            found.append(
+                SemanticDedup(
+                    threshold=self.semantic_dedup,
+                    embedding_model=self.embedding_model,
+                    against=list(self.dedup_against),
+                )
+            )
+        if self.dedup_threshold is not None:
+            found.append(MinHashDedup(threshold=self.dedup_threshold))
+        return found
 
     def splitter(self) -> passages.PassageSplitter:
         """The passage stage of this recipe (counting in the generator's tokenizer)."""
@@ -266,6 +373,19 @@ class GenstructConfig(datasets.BuilderConfig):
                 "best_of_n": self.best_of_n,
                 "min_reward": self.min_reward,
                 "dedup_threshold": self.dedup_threshold,
+            },
+            "filters": {
+                "rip": {"quantile": self.rip_quantile} if self.rip else None,
+                "decontamination": {"benchmarks": list(self.decontaminate), "ngram": self.decontamination_ngram}
+                if self.decontaminate
+                else None,
+                "semantic_dedup": {
+                    "threshold": self.semantic_dedup,
+                    "embedding_model": self.embedding_model,
+                    "against": list(self.dedup_against),
+                }
+                if self.semantic_dedup is not None
+                else None,
             },
         }
 

@@ -23,6 +23,7 @@ from .executors import EXECUTORS, Executor, make_executor
 if TYPE_CHECKING:
     from datasets import Dataset
 
+    from .filters import FilterOutcome
     from .hub_shards import HubShards
     from .recipe import GenstructConfig
     from .report import RunReport
@@ -247,8 +248,11 @@ def _check_before_work(recipe: GenstructConfig, options: RunOptions) -> None:
             raise MissingTokenError(
                 f"--push-to-hub {options.push_to_hub} needs a Hugging Face token: run `hf auth login` or set HF_TOKEN."
             )
-    # A Hub model that cannot be had now (offline, not downloaded) is said before the source is read.
+    # A Hub model that cannot be had now (offline, not downloaded) is said before the source is read; so is a
+    # filter's model or dataset.
     recipe.check_models_reachable(token=options.token)
+    for found in recipe.filters():
+        found.check()
 
 
 def _build(recipe: GenstructConfig, options: RunOptions, executor: Executor, store: HubShards | None):
@@ -274,19 +278,14 @@ def _finish(
     recipe: GenstructConfig, options: RunOptions, pairs, store: HubShards | None, started: datetime
 ) -> RunResult:
     """Filter the built pairs, measure the run once, and write it where the options say."""
-    from .dedup import dedup_with_count
     from .report import CardInfo, run_report
     from .runstats import RunStats
 
     best, candidates = pairs["train"], pairs.get("candidates")  # no candidates without best-of-n
     stats = RunStats.of(best)  # None: not measured
-    filters = []
-    if recipe.dedup_threshold is not None:
-        candidates = best if candidates is None else candidates
-        best, count = dedup_with_count(best, threshold=recipe.dedup_threshold)
-        filters.append(count)
+    best, candidates, outcomes = _filter(recipe, best, candidates)
     # Measured once: the summary, the card, the picture and the saved report are renderings of it.
-    report = run_report(best, candidates, stats=stats, recipe=recipe.recipe(), filters=filters)
+    report = run_report(best, candidates, stats=stats, recipe=recipe.recipe(), filters=[o.count for o in outcomes])
     if best.num_rows == 0:
         raise NothingKeptError(nothing_kept(report))
     local = recipe.source_fingerprint is not None  # a local source has files to fingerprint; a Hub id has none
@@ -306,6 +305,25 @@ def _finish(
     engine = stats.engine if stats is not None and stats.engine else recipe.generator().engine.describe()
     cached = stats is not None and stats.measured_before(started)
     return RunResult(best, candidates, report, destinations, engine, cached)
+
+
+def _filter(
+    recipe: GenstructConfig, best: Dataset, candidates: Dataset | None
+) -> tuple[Dataset, Dataset | None, list[FilterOutcome]]:
+    """Run the recipe's filters on the kept pairs, each on what the one before kept; the pairs they drop stay in the
+    candidates, with the filter's name and why (`filtered_by`, `filter_detail`: both splits get the columns)."""
+    from .filters import mark_drops
+
+    outcomes = []
+    kept = best
+    for found in recipe.filters():
+        outcomes.append(found.apply(kept, candidates))
+        kept = outcomes[-1].kept
+    if not outcomes:
+        return best, candidates, outcomes
+    # Without best-of-n the kept pairs were every candidate: the rows dropped now stay in a candidates split.
+    candidates = mark_drops(best if candidates is None else candidates, outcomes)
+    return mark_drops(kept, []), candidates, outcomes
 
 
 def nothing_kept(report: RunReport) -> str:

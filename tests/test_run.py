@@ -69,6 +69,13 @@ def test_the_stages_add_up_and_count_every_dropped_row_once(documents, recipe, t
     # The taught model writes one pair for every passage: every best pair but one nearly repeats another.
     assert dedup["dropped"] == {"near_duplicate": select["kept"] - 1}
     assert "| select |" in (tmp_path / "out" / "README.md").read_text()
+    # The pairs the filter dropped stay in the candidates, with the filter's name and the pair each repeats.
+    candidates = load_dataset(str(tmp_path / "out"), split="candidates")
+    marked = [(by, detail) for by, detail in zip(candidates["filtered_by"], candidates["filter_detail"]) if by]
+    kept_ids = set(result.train["passage_id"])
+    assert len(marked) == dedup["dropped"]["near_duplicate"]
+    assert all(by == "dedup" and detail.split(": ")[1] in kept_ids for by, detail in marked)
+    assert set(load_dataset(str(tmp_path / "out"), split="train")["filtered_by"]) == {None}
 
 
 def test_a_build_cached_before_is_reused_by_the_run_without_generating(documents, recipe, generated, tmp_path):

@@ -47,13 +47,19 @@ class FilterOutcome:
 
 
 class PairFilter(ABC):
-    """A filter of the kept pairs: `name` (its stage in the report), `apply(pairs, candidates)`, and `figures()`.
+    """A filter of the kept pairs: `name` (its stage in the report), `check()` before any work, `apply(pairs,
+    candidates)` after the build.
 
     A new filter is one module with one subclass, made by the recipe from its settings; the run applies the recipe's
     filters in order, each seeing what the one before kept.
     """
 
     name: ClassVar[str]
+
+    def check(self) -> None:
+        """Refuse, before any work, what would make the filter fail after the build: a model or a dataset that
+        cannot be had. Nothing to check by default."""
+        return None
 
     @abstractmethod
     def apply(self, pairs: Dataset, candidates: Dataset | None = None) -> FilterOutcome:
@@ -75,7 +81,7 @@ def outcome(
     >>> from datasets import Dataset
     >>> pairs = Dataset.from_dict({"passage_id": ["a", "b"], "sample_index": [0, 1], "instruction": ["Q", "Q"]})
     >>> found = outcome("dedup", pairs, [None, Drop("near_duplicate", "a")])
-    >>> found.kept["passage_id"], found.count.dropped, found.drops
+    >>> list(found.kept["passage_id"]), found.count.dropped, found.drops
     (['a'], {'near_duplicate': 1}, {('b', 1): Drop(reason='near_duplicate', detail='a')})
     ```
     """
@@ -86,3 +92,39 @@ def outcome(
     count = StageCount(name, "pairs", seen=len(keys), kept=len(keys) - len(found), dropped=dict(reasons))
     kept = pairs.select([i for i, drop in enumerate(drops) if drop is None])
     return FilterOutcome(kept, found, count, dict(figures or {}))
+
+
+FILTER_COLUMNS = ("filtered_by", "filter_detail")
+"""The columns that say why a filter dropped a pair: the filter's name, and its reason and detail. Both splits of an
+output have them (None on every row a filter did not drop), so that the splits share their features."""
+
+
+def mark_drops(rows: Dataset, outcomes: Sequence[FilterOutcome], *, desc: str = "Marking filtered pairs") -> Dataset:
+    """Add `filtered_by` and `filter_detail` to `rows`: for a row that a filter dropped, its name and
+    ``"{reason}: {detail}"``; None elsewhere.
+
+    Args:
+        rows (`datasets.Dataset`): the candidates (or the kept pairs, whose cells stay None).
+        outcomes (`Sequence[FilterOutcome]`): the filters' outcomes, in the order they ran.
+
+    Returns:
+        `datasets.Dataset`: `rows` with the two columns.
+    """
+    import datasets
+
+    found = {key: (filtered.count.name, drop) for filtered in outcomes for key, drop in filtered.drops.items()}
+
+    def mark(batch: dict[str, list]) -> dict[str, list]:
+        hits = [found.get(key) for key in zip(batch["passage_id"], batch["sample_index"])]
+        return {
+            "filtered_by": [hit[0] if hit else None for hit in hits],
+            "filter_detail": [_detail(hit[1]) if hit else None for hit in hits],
+        }
+
+    features = rows.features.copy()
+    features.update({name: datasets.Value("string") for name in FILTER_COLUMNS})
+    return rows.map(mark, batched=True, features=features, desc=desc, load_from_cache_file=False)
+
+
+def _detail(drop: Drop) -> str:
+    return drop.reason if drop.detail is None else f"{drop.reason}: {drop.detail}"
