@@ -207,7 +207,7 @@ LAYERS = [
     ("checkpointing", {"hub_shards", "shards", "shards.hub", "shards.job", "shards.store"}),
     ("executors", {"executors", "executors.base", "executors.local", "executors.ray", "executors.torchrun"}),
     ("builder", {"builder"}),
-    ("filters", {"filters", "filters.base"}),
+    ("filters", {"filters", "filters.base", "filters.rip"}),
     ("report and publishing", {"report", "report.data", "report.text", "report.plot", "report.card", "publish",
                                "publish.folder", "publish.hub"}),
     ("run", {"run"}),
