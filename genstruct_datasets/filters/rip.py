@@ -105,12 +105,11 @@ def reward_spread(best: Dataset, candidates: Dataset, *, batch_size: int = 10_00
             "reward_spread", missing, candidates.column_names, "Give the scored candidates of a best-of-n run."
         )
     if "passage_id" not in best.column_names:
-        raise MissingColumnsError("reward_spread", ["passage_id"], best.column_names, "Give the pairs select_best kept.")
+        raise MissingColumnsError("reward_spread", ["passage_id"], best.column_names, "Give select_best's pairs.")
     spread = _per_passage(candidates, batch_size)
     logger.info("reward_spread: %d passages with a scored candidate.", len(spread))
-    return _with_spread(best, spread, "best", candidates, batch_size), _with_spread(
-        candidates, spread, "candidates", best, batch_size
-    )
+    kept = _with_spread(best, spread, "best", candidates, batch_size)
+    return kept, _with_spread(candidates, spread, "candidates", best, batch_size)
 
 
 def _scored_lowest(batch: pa.Table) -> pa.Table:
@@ -187,6 +186,11 @@ def _with_spread(ds: Dataset, spread: dict, role: str, other: Dataset, batch_siz
     # The per-passage values are the other dataset's doing: named by both fingerprints, the map is never hashed
     # (a dict of one entry per passage would take as long to hash as to build).
     fingerprint = Hasher.hash(["reward_spread", role, ds._fingerprint, other._fingerprint])
+    if not ds.num_rows:  # map adds no column to an empty dataset
+        ds = ds.remove_columns([c for c in SPREAD_COLUMNS if c in ds.column_names])
+        for name, feature in _spread_features().items():
+            ds = ds.add_column(name, [], feature=feature)
+        return ds
     return ds.map(
         _AddSpread(spread),
         batched=True,
