@@ -288,3 +288,64 @@ def test_the_builds_stages_travel_with_its_figures(tmp_path):
     other = RunStats(stages=[StageCount("passages", "passages", 2, 1, {"empty": 1})])
     stats.add(other)  # a shard built elsewhere
     assert stats.stages == [StageCount("passages", "passages", 9, 7, {"too_short": 1, "empty": 1})]
+
+
+def _rip_run():
+    from genstruct_datasets.filters.rip import RIPFilter, reward_spread
+
+    # Four passages of two samples each: lowest rewards 0.0 1.0 2.0 3.0 (median 1.5), gaps 0.5 0.5 2.0 0.5 (0.5).
+    candidates = Dataset.from_dict(
+        {
+            "passage_id": ["a", "a", "b", "b", "c", "c", "d", "d"],
+            "sample_index": [0, 1] * 4,
+            "instruction": ["Why is the sky blue?", "Why?", "What is rain?", "Rain?"] * 2,
+            "response": ["Rayleigh scattering of sunlight.", "Because.", "Water falling from clouds.", "Wet."] * 2,
+            "parse_error": [None] * 8,
+            "reward": [0.5, 0.0, 1.5, 1.0, 4.0, 2.0, 3.5, 3.0],
+        }
+    )
+    best, candidates = reward_spread(select_best(candidates), candidates)
+    rip = RIPFilter().apply(best, candidates)
+    report = run_report(rip.kept, candidates, filters=[rip.count], filters_figures={rip.count.name: rip.figures})
+    return rip, report
+
+
+def test_the_picture_adds_the_reward_spread_with_the_rip_cut_points():
+    rip, report = _rip_run()
+    assert list(rip.kept["passage_id"]) == ["d"]  # a and b: lowest reward below 1.5; c: gap 2.0 above 0.5
+    assert report.filters == {"rip": rip.figures}
+    assert rip.figures["reward_min_cut"] == 1.5 and rip.figures["reward_gap_cut"] == 0.5
+    assert report.distributions["reward_min"] == {"edges": [2.5, 3.5], "counts": [1]}  # the kept row's
+    assert report.distributions["reward_gap"] == {"edges": [0.0, 1.0], "counts": [1]}
+    assert report.stages[-1].to_dict() == {
+        "name": "rip",
+        "unit": "pairs",
+        "seen": 4,
+        "kept": 1,
+        "dropped": {"reward_min_below": 2, "reward_gap_above": 1},
+    }
+    figure = quality_figure(report)
+    figure.savefig(io.BytesIO(), format="png")
+    assert [axis.get_xlabel() for axis in figure.axes] == [
+        "reward-model score",
+        "words per instruction",
+        "words per response",
+        "lowest reward of the passage's samples",
+        "best minus lowest reward",
+    ]
+    lowest, gap = figure.axes[3:]
+    assert [list(line.get_xdata()) for line in lowest.lines] == [[1.5, 1.5]]
+    assert [list(line.get_xdata()) for line in gap.lines] == [[0.5, 0.5]]
+    assert [text.get_text() for text in lowest.get_legend().get_texts()] == ["rip cut 1.5"]
+    assert all(not axis.lines for axis in figure.axes[:3])
+    # Measured from the rows, without a report: the panels, without the lines.
+    assert [len(axis.lines) for axis in quality_figure(rip.kept).axes] == [0] * 5
+
+
+def test_the_filters_figures_round_trip(tmp_path):
+    rip, report = _rip_run()
+    assert RunReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
+    report.save(tmp_path)
+    assert RunReport.load(tmp_path).filters == {"rip": rip.figures}
+    assert RunReport.from_dict({"counts": {"kept": 1}}).filters == {}  # a report written before filters had figures
+    assert run_report(rip.kept).filters == {}

@@ -229,22 +229,25 @@ def _distinct(ids: list[pa.Array]) -> int:
 def distributions(
     ds: Dataset, *, sample_size: int | None = DEFAULT_SAMPLE_SIZE, seed: int = 0, bins: int = 30
 ) -> dict[str, dict[str, Any]]:
-    """Histograms of the rewards and of the words per instruction and per response: what the picture draws.
+    """Histograms of the rewards, of the words per instruction and per response and, where the rows have them, of the
+    reward spread of RIP (`reward_min`, `reward_gap`): what the picture draws.
 
     Measured on the rows of [`sample_rows`] (`sample_size`, `seed`), so that a billion rows take no more memory
     than ten thousand. Values that differ only by rounding noise (a reward of 0.0078 give or take 1e-9) make one
     bar, one unit wide, centred on their value.
 
     Args:
-        ds (`datasets.Dataset`): pairs with `instruction`, `response` and, where present, `reward`.
+        ds (`datasets.Dataset`): pairs with `instruction`, `response` and, where present, `reward`, `reward_min` and
+            `reward_gap` ([`reward_spread`]).
         sample_size (`int`, *optional*, defaults to 10000): rows measured; None measures every row.
         seed (`int`, *optional*, defaults to 0): seed of the sample.
         bins (`int`, *optional*, defaults to 30): the most bars of a histogram.
 
     Returns:
-        `dict`: ``reward`` (with a `reward` column), ``instruction_words`` and ``response_words``, each with the
-        ``edges`` (one more than the bars) and the ``counts`` of its bars, and ``rows`` and ``of``: the rows
-        measured, of how many.
+        `dict`: ``reward`` (with a `reward` column), ``instruction_words``, ``response_words``, ``reward_min`` and
+        ``reward_gap`` (with those columns; None, the value of a passage without a scored sample, is not counted),
+        each with the ``edges`` (one more than the bars) and the ``counts`` of its bars, and ``rows`` and ``of``: the
+        rows measured, of how many.
 
     Raises:
         [`InvalidConfigError`]: `sample_size` is not a positive number of rows or None.
@@ -259,13 +262,17 @@ def distributions(
     ```
     """
     rows = sample_rows(ds.num_rows, sample_size, seed)
-    columns = ds.select_columns([c for c in ("instruction", "response", "reward") if c in ds.column_names])
+    numbers = ("reward", "reward_min", "reward_gap")
+    columns = ds.select_columns([c for c in ("instruction", "response", *numbers) if c in ds.column_names])
     data = columns.select(rows).to_dict()
     values: dict[str, list[float]] = {}
     if "reward" in data:
         values["reward"] = [r for r in data["reward"] if r is not None and r == r]
     for name in ("instruction", "response"):
         values[f"{name}_words"] = [len(words(text)) for text in data[name] if text]
+    for name in numbers[1:]:
+        if name in data:
+            values[name] = [r for r in data[name] if r is not None and r == r]
     found: dict[str, Any] = {name: _histogram(numbers, bins) for name, numbers in values.items()}
     return found | {"rows": len(rows), "of": ds.num_rows}
 
@@ -304,6 +311,9 @@ class RunReport:
             this package did not build, or an older build).
         recipe (`dict`, *optional*): how the rows were made, as sections of settings
             ([`GenstructConfig.recipe`]).
+        filters (`dict[str, dict]`, *optional*): the figures of each filter that ran, by its name (a
+            [`FilterOutcome`]'s `figures`: its settings and the thresholds it computed, e.g. RIP's
+            ``reward_min_cut``); the picture marks a figure named ``{histogram}_cut`` on that histogram.
 
     Example:
 
@@ -324,6 +334,7 @@ class RunReport:
     distributions: dict[str, Any] = field(default_factory=dict)
     stats: RunStats | None = None
     recipe: dict[str, dict[str, Any]] | None = None
+    filters: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.stages = stages_from(self.stages)
@@ -380,6 +391,7 @@ def run_report(
     stats: RunStats | None = None,
     recipe: Mapping[str, Mapping[str, Any]] | None = None,
     filters: Sequence[StageCount] = (),
+    filters_figures: Mapping[str, Mapping[str, Any]] | None = None,
     sample_size: int | None = DEFAULT_SAMPLE_SIZE,
     seed: int = 0,
 ) -> RunReport:
@@ -400,6 +412,9 @@ def run_report(
             ``selection`` says ``best_of_n: False`` has no ``select`` stage, even with `candidates`.
         filters (`Sequence[StageCount]`, *optional*): the accounts of the filters that ran on the selection, in
             order (e.g. MinHash dedup's, from [`dedup_with_count`]); they end the stages.
+        filters_figures (`Mapping[str, Mapping]`, *optional*): the figures of the filters that ran, by name
+            (``{outcome.count.name: outcome.figures}`` of each [`FilterOutcome`]): their settings and thresholds,
+            kept as they are in [`RunReport.filters`].
         sample_size (`int`, *optional*, defaults to 10000): rows that the sampled figures measure; see
             [`sample_rows`].
         seed (`int`, *optional*, defaults to 0): seed of the sample.
@@ -432,6 +447,7 @@ def run_report(
         best, candidates, stats=stats, selected=selected, filters=filters, sample_size=sample_size, seed=seed
     )
     report.recipe = {str(name): dict(settings) for name, settings in recipe.items()} if recipe is not None else None
+    report.filters = {str(name): dict(figures) for name, figures in (filters_figures or {}).items()}
     if {"instruction", "response"} <= set(best.column_names) and best.num_rows:
         report.quality = quality_report(best, candidates=candidates, sample_size=sample_size, seed=seed)
         report.validity_over_candidates = candidates is not None

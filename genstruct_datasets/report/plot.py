@@ -1,9 +1,12 @@
-"""The picture of a run: the reward and length distributions of its pairs, drawn with matplotlib."""
+"""The picture of a run: the reward and length distributions of its pairs (and RIP's reward spread), drawn with
+matplotlib."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..quality import DEFAULT_SAMPLE_SIZE
 from .data import RunReport, distributions
@@ -20,7 +23,18 @@ _PANELS = {
     "reward": ("reward", "reward-model score"),
     "instruction_words": ("instruction length", "words per instruction"),
     "response_words": ("response length", "words per response"),
+    "reward_min": ("lowest reward", "lowest reward of the passage's samples"),
+    "reward_gap": ("reward gap", "best minus lowest reward"),
 }
+
+_COLUMNS = 3
+"""Panels side by side; more go on another row."""
+
+
+def _cut_points(filters: Mapping[str, Mapping[str, Any]], panel: str) -> list[tuple[str, float]]:
+    """The thresholds the filters computed on a panel's values: each filter's figure named ``{panel}_cut``."""
+    cuts = [(name, figures.get(f"{panel}_cut")) for name, figures in filters.items()]
+    return [(name, float(cut)) for name, cut in cuts if isinstance(cut, (int, float)) and math.isfinite(cut)]
 
 
 def quality_figure(
@@ -28,7 +42,9 @@ def quality_figure(
 ) -> Figure:
     """The picture of the reward and length distributions, as a matplotlib `Figure` (e.g. to show in a notebook).
 
-    Its axes read plainly: numbers as they are, without a shared offset or a power of ten over the axis.
+    Its axes read plainly: numbers as they are, without a shared offset or a power of ten over the axis. Given a run
+    report whose filters computed a threshold on a drawn distribution (RIP's ``reward_min_cut`` and
+    ``reward_gap_cut``), the threshold is a dashed vertical line on that panel, named in its legend.
 
     Args:
         source (`datasets.Dataset` or [`RunReport`]): pairs to measure ([`distributions`]), or a run report whose
@@ -37,7 +53,7 @@ def quality_figure(
         seed (`int`, *optional*, defaults to 0): seed of the sample.
 
     Returns:
-        `matplotlib.figure.Figure`: one panel per distribution.
+        `matplotlib.figure.Figure`: one panel per distribution, three to a row.
 
     Raises:
         [`InvalidConfigError`]: `sample_size` is not a positive number of rows or None.
@@ -50,10 +66,15 @@ def quality_figure(
         if isinstance(source, RunReport)
         else distributions(source, sample_size=sample_size, seed=seed)
     )
+    filters = source.filters if isinstance(source, RunReport) else {}
     panels = [(name, found[name]) for name in _PANELS if name in found]
+    columns = min(max(len(panels), 1), _COLUMNS)
+    rows = max(math.ceil(len(panels) / columns), 1)
     # The object API draws without pyplot, so the caller's matplotlib backend (a notebook's) is left alone.
-    figure = Figure(figsize=(4.2 * max(len(panels), 1), 3.2), layout="constrained")
-    axes = figure.subplots(1, max(len(panels), 1), squeeze=False)[0]
+    figure = Figure(figsize=(4.2 * columns, 3.2 * rows), layout="constrained")
+    axes = list(figure.subplots(rows, columns, squeeze=False).flat)
+    for spare in axes[max(len(panels), 1) :]:
+        figure.delaxes(spare)
     for axis, (name, histogram) in zip(axes, panels):
         title, unit = _PANELS[name]
         edges, counts = histogram["edges"], histogram["counts"]
@@ -65,6 +86,10 @@ def quality_figure(
         axis.set_ylabel("pairs")
         axis.yaxis.set_major_locator(MaxNLocator(integer=True))
         axis.ticklabel_format(axis="both", style="plain", useOffset=False)
+        for filter_name, cut in _cut_points(filters, name):
+            axis.axvline(cut, color="#c44e52", linestyle="--", label=f"{filter_name} cut {cut:.4g}")
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize="small")
     if found.get("rows", 0) < found.get("of", 0):
         figure.suptitle(f"a uniform sample of {found['rows']:,} of {found['of']:,} rows", fontsize="medium")
     return figure
@@ -73,7 +98,8 @@ def quality_figure(
 def plot_quality(
     ds: Dataset | RunReport, path: str | Path, *, sample_size: int | None = DEFAULT_SAMPLE_SIZE, seed: int = 0
 ) -> Path:
-    """Draw the reward distribution and the length distributions of instructions and responses to a PNG.
+    """Draw the reward distribution and the length distributions of instructions and responses to a PNG (and the
+    reward spread of RIP, with its cut points, where the rows or the report have them).
 
     The histograms are those of [`distributions`]: drawn from the rows of [`sample_rows`] (`sample_size`, `seed`),
     so that drawing a billion rows takes no more memory than drawing ten thousand; a sampled figure says so in its
