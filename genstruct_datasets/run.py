@@ -285,7 +285,14 @@ def _finish(
     stats = RunStats.of(best)  # None: not measured
     best, candidates, outcomes = _filter(recipe, best, candidates)
     # Measured once: the summary, the card, the picture and the saved report are renderings of it.
-    report = run_report(best, candidates, stats=stats, recipe=recipe.recipe(), filters=[o.count for o in outcomes])
+    report = run_report(
+        best,
+        candidates,
+        stats=stats,
+        recipe=recipe.recipe(),
+        filters=[o.count for o in outcomes],
+        filters_figures={o.count.name: o.figures for o in outcomes},
+    )
     if best.num_rows == 0:
         raise NothingKeptError(nothing_kept(report))
     local = recipe.source_fingerprint is not None  # a local source has files to fingerprint; a Hub id has none
@@ -311,9 +318,15 @@ def _filter(
     recipe: GenstructConfig, best: Dataset, candidates: Dataset | None
 ) -> tuple[Dataset, Dataset | None, list[FilterOutcome]]:
     """Run the recipe's filters on the kept pairs, each on what the one before kept; the pairs they drop stay in the
-    candidates, with the filter's name and why (`filtered_by`, `filter_detail`: both splits get the columns)."""
-    from .filters import mark_drops
+    candidates, with the filter's name and why (`filtered_by`, `filter_detail`: both splits get the columns).
 
+    With best-of-n, every row first gets its passage's reward spread (`reward_min`, `reward_gap`, `rejected_words`),
+    which RIP reads and a user can filter on."""
+    from .filters import mark_drops
+    from .filters.rip import reward_spread
+
+    if candidates is not None:
+        best, candidates = reward_spread(best, candidates)
     outcomes = []
     kept = best
     for found in recipe.filters():
