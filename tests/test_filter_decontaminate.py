@@ -156,6 +156,7 @@ def test_labels_name_the_config_and_split():
         pytest.param("cais/mmlu#question,", "empty column after '#'", id="empty-column"),
         pytest.param("a/b:c:d:e", "at most a config and a split", id="too-many-colons"),
         pytest.param(":all:test", "at most a config and a split", id="no-name"),
+        pytest.param("evals/bench.jsonl:all:test", "local files 'evals/bench.jsonl' take no config", id="local-split"),
     ],
 )
 def test_malformed_specs(spec, match):

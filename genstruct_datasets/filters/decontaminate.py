@@ -119,6 +119,11 @@ def parse_benchmark(spec: str) -> BenchmarkSpec:
             f"Benchmark spec {spec!r} is not a local file and not a Hub id with at most a config and a split; "
             f"use {syntax}."
         )
+    if is_local(parts[0]):
+        raise InvalidConfigError(
+            f"Benchmark spec {spec!r}: local files {parts[0]!r} take no config or split; pass {parts[0]!r} alone, "
+            "or a folder of the files to read."
+        )
     parts += [""] * (3 - len(parts))
     return BenchmarkSpec(parts[0], parts[1] or None, parts[2] or None, columns)
 
