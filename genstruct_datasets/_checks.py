@@ -16,6 +16,7 @@ def check_number(
     minimum: float | None = None,
     maximum: float | None = None,
     above: float | None = None,
+    below: float | None = None,
     optional: bool = False,
     rule: str = "",
     detail: str = "",
@@ -32,6 +33,7 @@ def check_number(
         minimum (`float`, *optional*): the smallest value allowed.
         maximum (`float`, *optional*): the largest value allowed.
         above (`float`, *optional*): the value must be larger than this (an open bound).
+        below (`float`, *optional*): the value must be smaller than this (an open bound).
         optional (`bool`, *optional*, defaults to `False`): None is allowed.
         rule (`str`, *optional*): the rule in words, where the bounds alone would say it less well (``"a positive
             number of rows or None"``).
@@ -55,17 +57,21 @@ def check_number(
     kinds = (int,) if integer else (int, float)
     ok = isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
-    ok = ok and (above is None or value > above)
+    ok = ok and (above is None or value > above) and (below is None or value < below)
     if ok:
         return
-    rule = rule or _rule(integer=integer, minimum=minimum, maximum=maximum, above=above)
+    rule = rule or _rule(integer=integer, minimum=minimum, maximum=maximum, above=above, below=below)
     detail = f" {detail}" if detail else ""
     tail = f" {hint}" if hint else ""
     raise InvalidConfigError(f"{name} must be {rule}{detail}, got {value!r}.{tail}")
 
 
-def _rule(*, integer: bool, minimum: float | None, maximum: float | None, above: float | None) -> str:
-    if integer and maximum is None and above is None and minimum in (0, 1):
+def _rule(
+    *, integer: bool, minimum: float | None, maximum: float | None, above: float | None, below: float | None
+) -> str:
+    if above is not None and below is not None:
+        return f"in ({above:g}, {below:g})"
+    if integer and maximum is None and above is None and below is None and minimum in (0, 1):
         return "a positive integer" if minimum == 1 else "a non-negative integer"
     if above is not None and maximum is not None:
         return f"in ({above:g}, {maximum:g}]"

@@ -215,7 +215,7 @@ class GenstructConfig(datasets.BuilderConfig):
         check_number("shard_size", self.shard_size, integer=True, minimum=1)
         check_number("limit", self.limit, integer=True, minimum=1, optional=True)
         check_number("dedup_threshold", self.dedup_threshold, above=0, maximum=1, optional=True)
-        check_number("rip_quantile", self.rip_quantile, above=0, maximum=1)
+        check_number("rip_quantile", self.rip_quantile, above=0, below=1)
         check_number("semantic_dedup", self.semantic_dedup, above=0, maximum=1, optional=True)
         check_number("decontamination_ngram", self.decontamination_ngram, integer=True, minimum=1)
         if self.rip and (not self.best_of_n or self.scoring is None):

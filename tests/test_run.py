@@ -165,3 +165,48 @@ def test_the_recipe_is_resolved_once_and_again_at_no_cost(tmp_path, monkeypatch)
     # A text column given by the user is not second-guessed, nor is splitting.
     given = resolve_recipe(str(source), text_column="content", split_documents=True, backend="transformers")
     assert given.split_documents is True and looked == []
+
+
+def test_filters_run_on_the_cached_build_and_changing_one_generates_nothing(documents, recipe, generated, tmp_path):
+    from genstruct_datasets.testing import TAUGHT_INSTRUCTION
+
+    run_recipe(settings(recipe, documents), cache_dir=recipe["cache_dir"])
+    generated.clear()
+    # A benchmark that shares 7 words of the taught instruction ("what is the main topic of this"), in another case
+    # and with other punctuation: an 8-gram misses it, a 7-gram finds it.
+    benchmark = tmp_path / "bench.jsonl"
+    benchmark.write_text(json.dumps({"question": "WHAT is the main topic, of this: essay?"}) + "\n")
+    near_miss = run_recipe(settings(recipe, documents, rip=True, decontaminate=[str(benchmark)],
+                                    decontamination_ngram=8, dedup_threshold=0.9),
+                           output=str(tmp_path / "near"), cache_dir=recipe["cache_dir"])  # fmt: skip
+    assert generated == [] and near_miss.cached
+    names = [stage.name for stage in near_miss.report.stages]
+    assert names == ["passages", "generate", "parse", "score", "select", "rip", "decontamination", "dedup"]
+    decontamination = near_miss.report.stages[names.index("decontamination")]
+    assert decontamination.dropped == {} and near_miss.report.filters["rip"]["quantile"] == 0.5
+    card = (tmp_path / "near" / "README.md").read_text()
+    assert "### Filtering" in card and "| rip | quantile 0.5;" in card
+    assert {"reward_min", "reward_gap", "rejected_words"} <= set(near_miss.train.column_names)
+    with pytest.raises(NothingKeptError):  # every pair holds the taught instruction: a 7-gram removes them all
+        run_recipe(settings(recipe, documents, decontaminate=[str(benchmark)], decontamination_ngram=7),
+                   cache_dir=recipe["cache_dir"])  # fmt: skip
+    assert generated == [] and TAUGHT_INSTRUCTION.startswith("What is the main topic of this")
+
+
+@pytest.mark.parametrize(
+    "more, message",
+    [
+        pytest.param({"rip": True, "best_of_n": False, "reward_model": None}, "rip ranks the candidates", id="rip"),
+        pytest.param({"rip_quantile": 1}, r"rip_quantile must be in \(0, 1\), got 1", id="quantile"),
+        pytest.param({"semantic_dedup": 0}, r"semantic_dedup must be in \(0, 1\], got 0", id="semantic"),
+        pytest.param({"dedup_against": ["x.jsonl"]}, "add --semantic-dedup", id="against"),
+        pytest.param({"decontamination_ngram": 0}, "decontamination_ngram must be a positive integer", id="ngram"),
+        pytest.param({"decontaminate": ["missing-bench.jsonl"]}, "missing-bench.jsonl", id="benchmark"),
+    ],
+)
+def test_bad_filter_settings_are_one_line_before_any_work(documents, recipe, generated, more, message):
+    from genstruct_datasets import GenstructError
+
+    with pytest.raises(GenstructError, match=message):
+        run_recipe(settings(recipe, documents, **more), cache_dir=recipe["cache_dir"])
+    assert generated == []

@@ -9,7 +9,6 @@ and [`RIPFilter`] drops the pairs whose lowest reward is low, or whose gap is wi
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -244,7 +243,7 @@ class RIPFilter(PairFilter):
 
     def __post_init__(self) -> None:
         # An open interval: at 1 every pair but the best-rated would go, at 0 none.
-        check_number("rip_quantile", self.quantile, above=0, maximum=math.nextafter(1.0, 0.0), rule="in (0, 1)")
+        check_number("rip_quantile", self.quantile, above=0, below=1)
 
     def apply(self, pairs: Dataset, candidates: Dataset | None = None) -> FilterOutcome:
         """Drop the pairs the RIP rule rejects; `candidates` are not read (the spread is on the pairs already).

@@ -14,7 +14,9 @@ from .data import REPORT_FILE, RunReport, counted_report, dataset_stats, distrib
 from .plot import QUALITY_FIGURE, plot_quality, quality_figure
 from .text import (
     cost,
+    filter_rows,
     format_cost,
+    format_filters,
     format_headline,
     format_report,
     format_run_report,
@@ -34,7 +36,9 @@ __all__ = [
     "counted_report",
     "dataset_stats",
     "distributions",
+    "filter_rows",
     "format_cost",
+    "format_filters",
     "format_headline",
     "format_report",
     "format_run_report",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .._paths import is_local_path
 from ..runstats import RunStats
 from .data import RunReport, counted_report
-from .text import cost, headline, stage_rows
+from .text import cost, filter_rows, headline, stage_rows
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -258,6 +258,7 @@ def _figures(report: RunReport) -> dict[str, Any]:
         "counts": report.counts,
         "outcomes": report.outcomes,
         "stages": stage_rows(report),
+        "filtering": filter_rows(report),
         "rewards": report.rewards,
         "reward_sample": report.reward_sample,
         "quality": headline(report.quality) if report.quality else [],
