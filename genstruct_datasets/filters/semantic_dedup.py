@@ -161,9 +161,11 @@ class SemanticDedup(PairFilter):
             return outcome(self.name, pairs, drops, figures)
         semhash = _import_semhash()
         model = self._model()
-        texts = [text or "" for text in pairs[self.column]]
-        ids = pairs["passage_id"]
-        rewards = pairs["reward"] if "reward" in pairs.column_names else [None] * len(pairs)
+        read = [self.column, "passage_id", *(["reward"] if "reward" in pairs.column_names else [])]
+        columns = pairs.select_columns(read).to_dict()  # lists, not a Column read row by row
+        texts = [text or "" for text in columns[self.column]]
+        ids = columns["passage_id"]
+        rewards = columns.get("reward", [None] * len(pairs))
         # Best reward first, so that semhash, which keeps the first of near repeats, keeps the better one.
         remaining = sorted(range(len(pairs)), key=lambda i: (rewards[i] is None, -(rewards[i] or 0.0)))
 
