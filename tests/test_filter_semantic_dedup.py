@@ -225,3 +225,24 @@ def test_the_model_loads_once_per_process(monkeypatch, tiny_embedding_model):
     SemanticDedup(embedding_model=tiny_embedding_model).apply(pairs)
     SemanticDedup(threshold=0.8, embedding_model=tiny_embedding_model).apply(pairs)
     assert len(loads) == 1
+
+
+def test_large_indexes_use_the_approximate_search_with_the_same_outcome(monkeypatch, tiny_embedding_model, tmp_path):
+    from genstruct_datasets.filters import semantic_dedup
+
+    existing = tmp_path / "existing.jsonl"
+    existing.write_text(json.dumps({"instruction": NOVEL_AGAIN}) + "\n")
+    pairs = make_pairs([PLANTS, NOVEL, PLANTS_AGAIN, SKY, TIDES], [0.1, 0.9, 0.5, 0.3, 0.2])
+    dedup = SemanticDedup(embedding_model=tiny_embedding_model, against=[str(existing)])
+    exact = dedup.apply(pairs)
+    monkeypatch.setattr(semantic_dedup, "EXACT_SEARCH_ROWS", 0)
+    assert semantic_dedup._search(1) == "usearch"
+    approximate = dedup.apply(pairs)
+    assert (
+        approximate.drops
+        == exact.drops
+        == {
+            ("p1", 0): Drop("repeats_existing", f"{existing}#0"),
+            ("p0", 0): Drop("semantic_duplicate", "p2"),
+        }
+    )
