@@ -246,3 +246,9 @@ def test_large_indexes_use_the_approximate_search_with_the_same_outcome(monkeypa
             ("p0", 0): Drop("semantic_duplicate", "p2"),
         }
     )
+
+
+def test_a_hub_dataset_to_deduplicate_against_that_cannot_be_had_offline(tiny_embedding_model):
+    dedup = SemanticDedup(embedding_model=tiny_embedding_model, against=["nobody/no-such-set"])
+    with pytest.raises(SourceError, match=r"^'nobody/no-such-set' is not a local file or folder, and the Hub dataset"):
+        dedup.apply(make_pairs([SKY], [0.1]))

@@ -73,7 +73,7 @@ class SemanticDedup(PairFilter):
     Raises:
         [`InvalidConfigError`]: `threshold` is not in (0, 1].
 
-    Example:
+    Example (with the default model, which comes from the Hub once):
 
     ```py
     >>> from datasets import Dataset
