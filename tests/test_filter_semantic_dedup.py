@@ -7,6 +7,9 @@ import pytest
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
+pytest.importorskip("semhash", reason='the [filters] extra: pip install "genstruct-datasets[filters]"')
+pytest.importorskip("model2vec", reason="the [filters] extra")
+
 from genstruct_datasets.errors import (
     InvalidConfigError,
     MissingDependencyError,
@@ -252,3 +255,46 @@ def test_a_hub_dataset_to_deduplicate_against_that_cannot_be_had_offline(tiny_em
     dedup = SemanticDedup(embedding_model=tiny_embedding_model, against=["nobody/no-such-set"])
     with pytest.raises(SourceError, match=r"^'nobody/no-such-set' is not a local file or folder, and the Hub dataset"):
         dedup.apply(make_pairs([SKY], [0.1]))
+
+
+def test_the_cli_runs_semantic_dedup_on_the_kept_pairs(tiny_embedding_model, recipe, tmp_path):
+    from datasets import load_dataset
+
+    from genstruct_datasets.cli import main
+
+    source = tmp_path / "passages.jsonl"
+    rows = [{"title": f"Topic {i}", "content": f"Passage {i} says something of its own about topic {i}."}
+            for i in range(3)]  # fmt: skip
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    args = [
+        "run",
+        str(source),
+        "--model",
+        recipe["model"],
+        "--reward-model",
+        recipe["reward_model"],
+        "--num-samples",
+        "2",
+        "--max-new-tokens",
+        "24",
+        "--seed",
+        "0",
+        "--cache-dir",
+        recipe["cache_dir"],
+        "--semantic-dedup",
+        "--embedding-model",
+        tiny_embedding_model,
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    assert main(args) == 0
+    # The taught generator writes one instruction for every passage: one pair is kept, the two others repeat it.
+    train = load_dataset(str(tmp_path / "out"), split="train")
+    candidates = load_dataset(str(tmp_path / "out"), split="candidates")
+    assert train.num_rows == 1
+    dropped = [detail for by, detail in zip(candidates["filtered_by"], candidates["filter_detail"]) if by]
+    assert dropped == [f"semantic_duplicate: {train['passage_id'][0]}"] * 2
+    report = json.loads((tmp_path / "out" / "genstruct-report.json").read_text())
+    assert report["stages"][-1] == {"name": "semantic_dedup", "unit": "pairs", "seen": 3, "kept": 1,
+                                    "dropped": {"semantic_duplicate": 2}}  # fmt: skip
+    assert report["filters"]["semantic_dedup"]["threshold"] == 0.9

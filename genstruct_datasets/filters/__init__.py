@@ -8,6 +8,7 @@ from .base import FILTER_COLUMNS, Drop, FilterOutcome, PairFilter, mark_drops, o
 from .decontaminate import Decontaminate, parse_benchmark
 from .minhash_dedup import MinHashDedup
 from .rip import RIPFilter, reward_spread
+from .semantic_dedup import SemanticDedup
 
 __all__ = [
     "FILTER_COLUMNS",
@@ -17,6 +18,7 @@ __all__ = [
     "MinHashDedup",
     "PairFilter",
     "RIPFilter",
+    "SemanticDedup",
     "mark_drops",
     "outcome",
     "parse_benchmark",
