@@ -283,7 +283,8 @@ def _finish(
 
     best, candidates = pairs["train"], pairs.get("candidates")  # no candidates without best-of-n
     stats = RunStats.of(best)  # None: not measured
-    best, candidates, outcomes = _filter(recipe, best, candidates)
+    filtered = _filter(recipe, best, candidates)
+    best, candidates, outcomes = filtered.kept, filtered.candidates, filtered.outcomes
     # Measured once: the summary, the card, the picture and the saved report are renderings of it.
     report = run_report(
         best,
@@ -292,6 +293,7 @@ def _finish(
         recipe=recipe.recipe(),
         filters=[o.count for o in outcomes],
         filters_figures={o.count.name: o.figures for o in outcomes},
+        selection=filtered.selection,
     )
     if best.num_rows == 0:
         raise NothingKeptError(nothing_kept(report))
@@ -314,9 +316,18 @@ def _finish(
     return RunResult(best, candidates, report, destinations, engine, cached)
 
 
-def _filter(
-    recipe: GenstructConfig, best: Dataset, candidates: Dataset | None
-) -> tuple[Dataset, Dataset | None, list[FilterOutcome]]:
+@dataclass
+class _Filtered:
+    """The pairs as selection kept them (with their reward spread), as the filters kept them, every candidate (marked
+    with why a filter dropped it), and the filters' outcomes."""
+
+    selection: Dataset
+    kept: Dataset
+    candidates: Dataset | None
+    outcomes: list[FilterOutcome]
+
+
+def _filter(recipe: GenstructConfig, best: Dataset, candidates: Dataset | None) -> _Filtered:
     """Run the recipe's filters on the kept pairs, each on what the one before kept; the pairs they drop stay in the
     candidates, with the filter's name and why (`filtered_by`, `filter_detail`: both splits get the columns).
 
@@ -333,10 +344,10 @@ def _filter(
         outcomes.append(found.apply(kept, candidates))
         kept = outcomes[-1].kept
     if not outcomes:
-        return best, candidates, outcomes
+        return _Filtered(best, best, candidates, outcomes)
     # Without best-of-n the kept pairs were every candidate: the rows dropped now stay in a candidates split.
     candidates = mark_drops(best if candidates is None else candidates, outcomes)
-    return mark_drops(kept, []), candidates, outcomes
+    return _Filtered(best, mark_drops(kept, []), candidates, outcomes)
 
 
 def nothing_kept(report: RunReport) -> str:

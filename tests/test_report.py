@@ -349,3 +349,22 @@ def test_the_filters_figures_round_trip(tmp_path):
     assert RunReport.load(tmp_path).filters == {"rip": rip.figures}
     assert RunReport.from_dict({"counts": {"kept": 1}}).filters == {}  # a report written before filters had figures
     assert run_report(rip.kept).filters == {}
+
+
+def test_the_reward_spread_is_drawn_as_the_filters_saw_it():
+    from datasets import Dataset
+
+    selection = Dataset.from_dict(
+        {
+            "passage_id": ["a", "b", "c", "d"],
+            "instruction": ["Why?", "How?", "What?", "When?"],
+            "response": ["Because.", "Thus.", "That.", "Then."],
+            "reward": [1.0, 2.0, 3.0, 4.0],
+            "reward_min": [0.1, 0.5, 0.9, 1.3],
+            "reward_gap": [0.9, 1.5, 2.1, 2.7],
+        }
+    )
+    kept = selection.select([2, 3])  # what a filter kept
+    report = run_report(kept, selection=selection, filters_figures={"rip": {"reward_min_cut": 0.7}})
+    assert sum(report.distributions["reward_min"]["counts"]) == 4  # the selection's, cut point and all
+    assert sum(report.distributions["reward"]["counts"]) == 2  # the rest: what is published

@@ -226,6 +226,10 @@ def _distinct(ids: list[pa.Array]) -> int:
     return pc.count_distinct(pa.chunked_array(ids), mode="all").as_py() if ids else 0
 
 
+SPREAD_PANELS = ("reward_min", "reward_gap")
+"""The distributions of the reward spread, drawn from the pairs before the filters (see [`run_report`])."""
+
+
 def distributions(
     ds: Dataset, *, sample_size: int | None = DEFAULT_SAMPLE_SIZE, seed: int = 0, bins: int = 30
 ) -> dict[str, dict[str, Any]]:
@@ -392,6 +396,7 @@ def run_report(
     recipe: Mapping[str, Mapping[str, Any]] | None = None,
     filters: Sequence[StageCount] = (),
     filters_figures: Mapping[str, Mapping[str, Any]] | None = None,
+    selection: Dataset | None = None,
     sample_size: int | None = DEFAULT_SAMPLE_SIZE,
     seed: int = 0,
 ) -> RunReport:
@@ -415,6 +420,9 @@ def run_report(
         filters_figures (`Mapping[str, Mapping]`, *optional*): the figures of the filters that ran, by name
             (``{outcome.count.name: outcome.figures}`` of each [`FilterOutcome`]): their settings and thresholds,
             kept as they are in [`RunReport.filters`].
+        selection (`datasets.Dataset`, *optional*): the pairs as selection kept them, before the filters: the
+            picture draws their reward spread (`reward_min`, `reward_gap`), on which RIP placed its cut points; the
+            other distributions are of `best`.
         sample_size (`int`, *optional*, defaults to 10000): rows that the sampled figures measure; see
             [`sample_rows`].
         seed (`int`, *optional*, defaults to 0): seed of the sample.
@@ -452,6 +460,9 @@ def run_report(
         report.quality = quality_report(best, candidates=candidates, sample_size=sample_size, seed=seed)
         report.validity_over_candidates = candidates is not None
         report.distributions = distributions(best, sample_size=sample_size, seed=seed)
+        if selection is not None and selection is not best:  # the spread as the filters saw it, cut points and all
+            before = distributions(selection, sample_size=sample_size, seed=seed)
+            report.distributions |= {name: before[name] for name in SPREAD_PANELS if name in before}
     return report
 
 
