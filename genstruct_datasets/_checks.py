@@ -41,7 +41,8 @@ def check_number(
         hint (`str`, *optional*): what to do, appended to the message.
 
     Raises:
-        [`InvalidConfigError`]: `value` is out of range, not finite, or not a number of the right kind.
+        [`InvalidConfigError`]: `value` is out of range, not finite, or not a number of the right kind; its `setting`
+            is `name`, so that a caller that knows the setting by another name can say that one.
 
     Example:
 
@@ -61,9 +62,13 @@ def check_number(
     if ok:
         return
     rule = rule or _rule(integer=integer, minimum=minimum, maximum=maximum, above=above, below=below)
+    if isinstance(value, float) and math.isinf(value) and "finite" not in rule:
+        rule = f"finite and {rule}"
     detail = f" {detail}" if detail else ""
     tail = f" {hint}" if hint else ""
-    raise InvalidConfigError(f"{name} must be {rule}{detail}, got {value!r}.{tail}")
+    error = InvalidConfigError(f"{name} must be {rule}{detail}, got {value!r}.{tail}")
+    error.setting = name
+    raise error
 
 
 def _rule(

@@ -17,9 +17,9 @@ class Flag:
 
     Args:
         field (`dataclasses.Field`): the setting; its metadata may hold ``help``, ``flag`` (the flag's name, e.g.
-            ``"--name"``; a name that starts with ``--no-`` stores False), ``metavar``, ``choices``, and ``nargs`` with
-            ``const`` (a flag whose value may be left out). A `list` field is a flag given once per value. A bool that
-            defaults to False is a switch (``--overwrite``); one that defaults to True or None takes ``--no-`` too.
+            ``"--name"``; a name that starts with ``--no-`` stores False), ``metavar``, ``choices``, ``nargs`` with
+            ``const`` (a flag whose value may be left out) and ``switch`` (a bool given as ``--name`` alone; other
+            bools take ``--no-name`` too). A `list` field is a flag given once per value.
         hint (`Any`): the field's type, resolved.
         dest (`str`): where the value goes among the parsed arguments (the recipe's flat name of the setting).
         default (`Any`): the default the help shows (the dataclass's, or the recipe's where it differs).
@@ -42,7 +42,7 @@ class Flag:
         kind = _value_type(self.hint)
         if flag.startswith("--no-"):
             options["action"] = "store_false"
-        elif kind is bool and self.field.default is False:
+        elif kind is bool and metadata.get("switch"):
             options["action"] = "store_true"
         elif kind is bool:
             options["action"] = argparse.BooleanOptionalAction
@@ -58,7 +58,7 @@ class Flag:
         group.add_argument(flag, **options)
 
     def _default_text(self) -> str:
-        switch = self.default is False or self.field.metadata.get("flag", "").startswith("--no-")
+        switch = self.field.metadata.get("switch") or self.field.metadata.get("flag", "").startswith("--no-")
         if switch or self.default in (None, dataclasses.MISSING):
             return ""
         return f"(default: {self.default})"

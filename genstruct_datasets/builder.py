@@ -277,7 +277,7 @@ def build_genstruct(
         `datasets.DatasetDict` or None: see [`load_genstruct`].
     """
     started = time.perf_counter()
-    recipe.resolve(token=token, cache_dir=cache_dir)  # nothing to do for a recipe from resolve_recipe
+    recipe.resolve(token=token, cache_dir=cache_dir)  # a recipe from resolve_recipe resolves to itself
     if isinstance(push_shards_to, (str, os.PathLike)):
         push_shards_to = (
             FolderStore(push_shards_to)

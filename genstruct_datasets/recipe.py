@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +125,7 @@ class GenstructConfig(datasets.BuilderConfig):
     rip: bool = field(
         default=False,
         metadata={
+            "switch": True,
             "group": "selection",
             "help": "drop passages by the RIP rule (arXiv 2501.18578): lowest reward below the run's median of "
             "lowest rewards, or best-minus-lowest gap above its median gap; needs best-of-n and a reward model",
@@ -236,7 +238,13 @@ class GenstructConfig(datasets.BuilderConfig):
         # Validate every stage's settings now, before anything is read or loaded.
         self.splitter()
         self.generator()
-        self.scorer()
+        try:
+            self.scorer()
+        except InvalidConfigError as err:  # the scorer's `batch_size` is the recipe's `reward_batch_size`
+            setting = getattr(err, "setting", None)
+            if setting is None:
+                raise
+            raise InvalidConfigError(str(err).replace(setting, SCORER_PREFIX + setting, 1)) from None
 
     def resolve(
         self, *, token: str | bool | None = None, cache_dir: str | os.PathLike | None = None
@@ -247,8 +255,9 @@ class GenstructConfig(datasets.BuilderConfig):
         that every process that builds one (a Ray worker on another machine too) runs the same recipe: the local
         files' fingerprint (edited files make a new recipe); the text column and `split_documents`, where they were
         left out (a source with a ``content`` column and no ``text`` one holds passages, see [`passage_columns`]);
-        and ``backend="auto"``, turned into the engine this machine runs. A resolved recipe is resolved again at no
-        cost.
+        and ``backend="auto"``, turned into the engine this machine runs. A resolved recipe resolves to itself
+        again (its files are fingerprinted anew; its columns are not looked at again). The recipe is changed in place:
+        [`run_recipe`] and [`load_genstruct`] resolve the recipe they are given.
 
         Args:
             token (`str` or `bool`, *optional*): a Hub token, to look at a Hub source's columns.
@@ -272,7 +281,9 @@ class GenstructConfig(datasets.BuilderConfig):
                 self.split_documents = columns.get("split_documents", True)
         if self.split_documents is None:
             self.split_documents = True
+        self.__dict__.pop("_stages", None)  # made from the settings before they were resolved
         self.generation["backend"] = self.generator().backend
+        self.__dict__.pop("_stages", None)  # and made again from the settings as they are now
         return self
 
     def filters(self) -> list[PairFilter]:
@@ -302,19 +313,31 @@ class GenstructConfig(datasets.BuilderConfig):
         return found
 
     def splitter(self) -> passages.PassageSplitter:
-        """The passage stage of this recipe (counting in the generator's tokenizer)."""
+        """The passage stage of this recipe (counting in the generator's tokenizer), made once per recipe."""
         generation = self.generation
-        return passages.PassageSplitter(
-            generation.get("model", generate.DEFAULT_GENERATOR), revision=generation.get("revision"), **self.splitting
+        return self._made(
+            "splitter",
+            lambda: passages.PassageSplitter(
+                generation.get("model", generate.DEFAULT_GENERATOR),
+                revision=generation.get("revision"),
+                **self.splitting,
+            ),
         )
 
     def generator(self) -> generate.GenstructGenerator:
-        """The generation stage of this recipe."""
-        return generate.GenstructGenerator(**self.generation)
+        """The generation stage of this recipe, made once per recipe."""
+        return self._made("generator", lambda: generate.GenstructGenerator(**self.generation))
 
     def scorer(self) -> score.RewardScorer | None:
-        """The scoring stage of this recipe, or None without a reward model."""
-        return None if self.scoring is None else score.RewardScorer(**self.scoring)
+        """The scoring stage of this recipe, or None without a reward model; made once per recipe."""
+        return None if self.scoring is None else self._made("scorer", lambda: score.RewardScorer(**self.scoring))
+
+    def _made(self, stage: str, make: Callable[[], Any]) -> Any:
+        """A stage made from the settings once and kept (settings only: no model) until [`resolve`] changes them."""
+        made = self.__dict__.setdefault("_stages", {})
+        if stage not in made:
+            made[stage] = make()
+        return made[stage]
 
     def check_models(self, *, token: str | bool | None = None) -> None:
         """Check the recipe's models without loading them: local folders that exist and hold a model, and a reward
@@ -359,16 +382,9 @@ class GenstructConfig(datasets.BuilderConfig):
                 "revision": self.source_revision,
                 "limit": self.limit,
             },
-            "passages": {
-                "split_documents": self.split_documents,
-                "min_tokens": splitter.min_tokens,
-                "max_tokens": splitter.max_tokens,
-            },
+            "passages": {"split_documents": self.split_documents} | _shown(splitter, {"tokenizer", "revision"}),
             "generator": generator.settings() | {"engine": generator.engine.version()},
-            "reward model": {
-                "model": scorer.model if scorer else None,
-                "revision": scorer.revision if scorer else None,
-            },
+            "reward model": _shown(scorer, set(SCORER_RUN_OPTIONS)) if scorer else {"model": None, "revision": None},
             "selection": {
                 "best_of_n": self.best_of_n,
                 "min_reward": self.min_reward,
@@ -418,6 +434,13 @@ SCORER_PREFIX = "reward_"
 """A [`RewardScorer`] field is named with this prefix among the recipe's flat settings (``reward_model``)."""
 
 
+def _shown(stage: Any, hidden: set[str]) -> dict[str, Any]:
+    """A stage's settings for the card: every field of its dataclass but `hidden` (what does not change the rows, or
+    is shown elsewhere), so that a field added to a stage is on the card with nothing else to change."""
+    hidden = hidden | {"_", "instruction_column", "response_column"}
+    return {f.name: getattr(stage, f.name) for f in dataclasses.fields(stage) if f.init and f.name not in hidden}
+
+
 def recipe_names() -> dict[str, tuple[str, str]]:
     """Every flat setting the recipe takes, as ``{flat name: (stage, the stage's name for it)}``.
 
@@ -457,8 +480,8 @@ def _route(settings: dict[str, Any]) -> dict[str, Any]:
         routed["scoring"] = None
     unknown = []
     for key, value in settings.items():
-        if key in STAGE_FIELDS or (key == "reward_model" and value is None):
-            continue
+        if key in STAGE_FIELDS or (key == "reward_model" and value is None) or key.startswith("_"):
+            continue  # a private attribute (the stages a recipe made) is no setting
         if key == "engine_options":
             routed["generation"].update(value or {})
             continue

@@ -54,7 +54,7 @@ class RunOptions:
         token (`str`, *optional*): a Hub token (defaults to the saved login or `HF_TOKEN`).
 
     Raises:
-        [`InvalidConfigError`]: `num_proc` is not a positive integer, or `ray_address` without the Ray executor.
+        [`InvalidConfigError`]: `num_proc` is not a positive integer.
     """
 
     output: str | None = field(
@@ -69,6 +69,7 @@ class RunOptions:
     overwrite: bool = field(
         default=False,
         metadata={
+            "switch": True,
             "group": "output",
             "help": "allow --output to replace a non-empty folder that genstruct-datasets did not write",
         },
@@ -82,7 +83,9 @@ class RunOptions:
             "a re-run (on any machine) continues from them",
         },
     )
-    private: bool = field(default=False, metadata={"group": "output", "help": "create the Hub repository as private"})
+    private: bool = field(
+        default=False, metadata={"switch": True, "group": "output", "help": "create the Hub repository as private"}
+    )
     license: str | None = field(
         default=None, metadata={"group": "output", "help": "license id for the dataset card (mind the source's terms)"}
     )
@@ -93,6 +96,7 @@ class RunOptions:
     force: bool = field(
         default=False,
         metadata={
+            "switch": True,
             "group": "output",
             "help": "build anew: split, generate and score again, even where this recipe was built (or partly "
             "built) before, e.g. after a model's main branch moved; an interrupted forced run is resumed without "
@@ -130,19 +134,23 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         check_number("num_proc", self.num_proc, integer=True, minimum=1, optional=True, detail="(worker processes)")
-        if self.ray_address is not None and self.executor != "ray":
+
+    def make_executor(self) -> Executor:
+        """The executor these options name, given the cluster's address where there is one (an executor that takes
+        no address refuses it).
+
+        Raises:
+            [`InvalidConfigError`]: an unknown executor, or `ray_address` for an executor that connects to no cluster.
+        """
+        if self.ray_address is None:
+            return make_executor(self.executor)
+        try:
+            return make_executor(self.executor, address=self.ray_address)
+        except InvalidConfigError:
             raise InvalidConfigError(
                 f"--ray-address {self.ray_address} connects to a Ray cluster; add --executor ray (got --executor "
                 f"{self.executor or 'default'})."
-            )
-
-    def make_executor(self) -> Executor:
-        """The executor these options name, with the Ray cluster's address for Ray.
-
-        Raises:
-            [`InvalidConfigError`]: an unknown executor.
-        """
-        return make_executor(self.executor, **({"address": self.ray_address} if self.executor == "ray" else {}))
+            ) from None
 
     def shard_store(self) -> HubShards | None:
         """Where finished shards go as they finish: the Hub repository of `push_to_hub`, else none (a crash there
@@ -280,6 +288,7 @@ def _finish(
     """Filter the built pairs, measure the run once, and write it where the options say."""
     from .report import CardInfo, run_report
     from .runstats import RunStats
+    from .sources import is_local
 
     best, candidates = pairs["train"], pairs.get("candidates")  # no candidates without best-of-n
     stats = RunStats.of(best)  # None: not measured
@@ -297,8 +306,7 @@ def _finish(
     )
     if best.num_rows == 0:
         raise NothingKeptError(nothing_kept(report))
-    local = recipe.source_fingerprint is not None  # a local source has files to fingerprint; a Hub id has none
-    card = CardInfo(license=options.license, source_datasets=None if local else [recipe.source])
+    card = CardInfo(license=options.license, source_datasets=None if is_local(recipe.source) else [recipe.source])
     destinations = []
     if options.output:
         from .publish import save_local

@@ -16,6 +16,7 @@ RUN_FLAGS_BEFORE = [
     "--seed", "--shard-size", "--split", "--temperature", "--text-column", "--title-column", "--top-p",
     # engine options, made from the engines' fields before too
     "--batch-size", "--quantization", "--base-url", "--gpu-memory-utilization", "--max-model-len",
+    "--enforce-eager", "--no-enforce-eager", "--enable-prefix-caching", "--no-enable-prefix-caching",
 ]  # fmt: skip
 
 
@@ -75,7 +76,7 @@ def test_a_setting_added_to_a_stage_is_a_flag_the_recipe_takes(monkeypatch):
         pytest.param(0, {"integer": True, "minimum": 1}, "n must be a positive integer, got 0.", id="positive"),
         pytest.param(True, {"integer": True, "minimum": 1}, "n must be a positive integer, got True.", id="bool"),
         pytest.param(2.5, {"integer": True, "minimum": 0}, "n must be a non-negative integer, got 2.5.", id="float"),
-        pytest.param(float("inf"), {"minimum": 0}, "n must be >= 0, got inf.", id="inf"),
+        pytest.param(float("inf"), {"minimum": 0}, "n must be finite and >= 0, got inf.", id="inf"),
         pytest.param(float("nan"), {}, "n must be a finite number, got nan.", id="nan"),
         pytest.param(1.5, {"above": 0, "maximum": 1}, r"n must be in \(0, 1\], got 1.5.", id="open-range"),
         pytest.param(0, {"above": 0, "detail": "seconds"}, "n must be > 0 seconds, got 0.", id="detail"),
@@ -91,3 +92,29 @@ def test_a_number_in_range_passes():
     check_number("n", 3, integer=True, minimum=1)
     check_number("n", None, minimum=0, optional=True)
     check_number("n", 1, above=0, maximum=1)
+
+
+def test_a_stage_setting_is_refused_by_the_name_the_recipe_gives_it():
+    with pytest.raises(InvalidConfigError, match="reward_batch_size must be a positive integer, got 0."):
+        GenstructConfig(source="x.jsonl", reward_batch_size=0)
+    with pytest.raises(InvalidConfigError, match=r"temperature must be finite and >= 0 \(0 for greedy decoding\)"):
+        GenstructConfig(source="x.jsonl", temperature=float("inf"))
+
+
+def test_the_recipe_makes_each_stage_once_until_it_is_resolved(monkeypatch):
+    from genstruct_datasets import generate
+
+    made = []
+    real = generate.GenstructGenerator.__init__
+
+    def init(self, *args, **kwargs):
+        made.append(kwargs.get("backend"))
+        real(self, *args, **kwargs)
+
+    config = GenstructConfig(source="org/corpus", backend="transformers", split_documents=True)
+    monkeypatch.setattr(generate.GenstructGenerator, "__init__", init)
+    config.settings(), config.recipe(), config.generator(), config.check_models()
+    assert made == []  # made once, when the recipe was checked, and kept
+    config.generation["temperature"] = 0.5  # settings changed by hand: resolve makes the stages again
+    config.resolve()
+    assert config.generator().temperature == 0.5 and len(made) == 2
