@@ -186,6 +186,10 @@ def test_filters_run_on_the_cached_build_and_changing_one_generates_nothing(docu
     assert decontamination.dropped == {} and near_miss.report.filters["rip"]["quantile"] == 0.5
     card = (tmp_path / "near" / "README.md").read_text()
     assert "### Filtering" in card and "| rip | quantile 0.5;" in card
+    from genstruct_datasets.report import RunReport, format_run_report
+
+    shown = format_run_report(RunReport.load(tmp_path / "near"))  # what `genstruct-datasets report` prints
+    assert "filters\n  rip: removed 0 (quantile 0.5;" in shown and "decontamination: removed 0 (ngram 8;" in shown
     assert {"reward_min", "reward_gap", "rejected_words"} <= set(near_miss.train.column_names)
     with pytest.raises(NothingKeptError):  # every pair holds the taught instruction: a 7-gram removes them all
         run_recipe(settings(recipe, documents, decontaminate=[str(benchmark)], decontamination_ngram=7),

@@ -160,6 +160,8 @@ def format_run_report(report: RunReport) -> str:
         lines += ["", "counts", *_table([(name, str(value)) for name, value in report.counts.items()])]
     if report.stages:
         lines += ["", format_stages(report)]
+    if report.filters:
+        lines += ["", format_filters(report)]
     if report.stats is not None:
         lines += ["", format_cost(report.stats)]
     return "\n".join(lines)
