@@ -25,6 +25,8 @@ from .errors import (
     ModelUnreachableError,
     NothingKeptError,
     OutputExistsError,
+    ServerRefusedError,
+    ServerUnreachableError,
     SourceError,
 )
 from .executors import Executor, LocalExecutor, RayExecutor, TorchrunExecutor
@@ -85,6 +87,8 @@ __all__ = [
     "RunReport",
     "RunResult",
     "RunStats",
+    "ServerRefusedError",
+    "ServerUnreachableError",
     "ShardStore",
     "SourceError",
     "StageCount",

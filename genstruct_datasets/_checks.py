@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from .errors import InvalidConfigError
@@ -69,6 +70,32 @@ def check_number(
     error = InvalidConfigError(f"{name} must be {rule}{detail}, got {value!r}.{tail}")
     error.setting = name
     raise error
+
+
+def check_workers(name: str, value: Any) -> None:
+    """Raise [`InvalidConfigError`] unless `value` is None or a number of worker processes this machine can run: a
+    positive integer no larger than its CPUs (`os.cpu_count()`), since each worker is a process with a model of its
+    own.
+
+    Example:
+
+    ```py
+    >>> check_workers("num_proc", 2)
+    >>> check_workers("num_proc", 10**9)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    genstruct_datasets.errors.InvalidConfigError: num_proc must be at most ... (worker processes, ...), got 1000000000.
+    ```
+    """
+    check_number(name, value, integer=True, minimum=1, optional=True, detail="(worker processes)")
+    cpus = os.cpu_count() or 1
+    check_number(
+        name,
+        value,
+        maximum=cpus,
+        optional=True,
+        rule=f"at most {cpus}",
+        detail=f"(worker processes, one model each: this machine has {cpus} CPUs)",
+    )
 
 
 def _rule(

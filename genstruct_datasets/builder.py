@@ -14,7 +14,7 @@ from typing import Any
 
 import datasets
 
-from ._checks import check_number
+from ._checks import check_workers
 from ._memory import release_freed_memory, system_memory_pool
 from ._paths import is_local_path
 from .columns import FEATURES
@@ -247,7 +247,7 @@ def load_genstruct(
     })
     ```
     """
-    check_number("num_proc", num_proc, integer=True, minimum=1, optional=True, detail="(worker processes)")
+    check_workers("num_proc", num_proc)
     recipe = resolve_recipe(source, name, split=split, revision=revision, token=token, cache_dir=cache_dir, **config)
     return build_genstruct(
         recipe,

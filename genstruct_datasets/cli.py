@@ -20,6 +20,7 @@ from .errors import (
     FailedPassagesError,
     GenstructError,
     NothingKeptError,
+    ServerUnreachableError,
     SourceError,
 )
 from .generate import GenerationSettings
@@ -159,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         # flush at exit does not complain again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (FailedPassagesError, EngineStartError, ExecutorError, NothingKeptError) as err:  # not bad input
+    # Not bad input: the world failed (a server down, a worker lost). A refused key (ServerRefusedError) is the
+    # user's to fix, so it is a GenstructError like the others: 2.
+    except (FailedPassagesError, EngineStartError, ExecutorError, NothingKeptError, ServerUnreachableError) as err:
         print(f"genstruct-datasets: error: {err}", file=sys.stderr)
         return 1
     except GenstructError as err:

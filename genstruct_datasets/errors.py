@@ -66,6 +66,17 @@ class FailedPassagesError(GenstructError, RuntimeError):
         )
 
 
+class ServerRefusedError(GenstructError, PermissionError):
+    """An OpenAI-compatible server refused the run's key (401 or 403): no request can succeed, so the run stops at
+    once. The message names the server and the key's settings (``OPENAI_API_KEY``, ``api_key``)."""
+
+
+class ServerUnreachableError(GenstructError, ConnectionError):
+    """An OpenAI-compatible server could not be reached for any request of a batch, past the client's retries: the
+    run stops there rather than try every shard in turn. Finished shards are kept; the message says what to check
+    (the address, that the server is up)."""
+
+
 class NothingKeptError(GenstructError, RuntimeError):
     """A run kept no pair, so nothing was written; the message says why, from the candidates' outcomes."""
 

@@ -40,6 +40,12 @@ BACKEND_HELP = (
 )
 
 
+MAX_SAMPLES = 64
+"""The most completions a passage may ask for (`num_samples`, a server request's `n`). Each one is generated and
+scored, so a run's cost grows with it while the best reward grows ever more slowly; 64 is well past the best-of-4 the
+recipe uses, and a typo (an extra digit or several) is refused before it sends requests no server should get."""
+
+
 @dataclass
 class GenerationSettings:
     """The generation stage's settings, each with its default and its checks; [`GenstructGenerator`] takes them,
@@ -93,6 +99,14 @@ class GenerationSettings:
 
     def __post_init__(self) -> None:
         check_number("num_samples", self.num_samples, integer=True, minimum=1)
+        check_number(
+            "num_samples",
+            self.num_samples,
+            maximum=MAX_SAMPLES,
+            rule=f"at most {MAX_SAMPLES}",
+            detail="(completions per passage: each is generated and scored, and best-of-n gains little past a few "
+            "dozen)",
+        )
         check_number("max_new_tokens", self.max_new_tokens, integer=True, minimum=1)
         check_number("max_prompt_tokens", self.max_prompt_tokens, integer=True, minimum=1, optional=True)
         check_number("temperature", self.temperature, minimum=0, detail="(0 for greedy decoding)")

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._checks import check_number
+from ._checks import check_workers
 from .errors import InvalidConfigError, MissingTokenError, NothingKeptError
 from .executors import EXECUTORS, Executor, make_executor
 
@@ -133,7 +133,7 @@ class RunOptions:
     token: str | None = field(default=None, repr=False, metadata={"cli": False})
 
     def __post_init__(self) -> None:
-        check_number("num_proc", self.num_proc, integer=True, minimum=1, optional=True, detail="(worker processes)")
+        check_workers("num_proc", self.num_proc)
 
     def make_executor(self) -> Executor:
         """The executor these options name, given the cluster's address where there is one (an executor that takes

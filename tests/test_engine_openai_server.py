@@ -134,3 +134,47 @@ def test_a_stalled_server_is_reported_while_it_stalls(caplog):
         server.close()
     assert f"No answer from {server.base_url} for 0.2 s: 1 request(s) in flight, 0 of 1 answered" in caplog.text
     assert out["finish_reason"] == ["stop"]
+
+
+@pytest.mark.parametrize(
+    ("choices", "expected", "requests"),
+    [
+        pytest.param(1, ["stop"] * 3, 3, id="one-choice-a-reply"),
+        pytest.param(0, ["error"] * 3, 3, id="no-choices-ever"),
+    ],
+)
+def test_a_server_that_gives_fewer_choices_is_asked_a_bounded_number_of_times(choices, expected, requests, caplog):
+    server = FlakyServer(choices=choices)
+    try:
+        gen = GenstructGenerator("tiny", backend="openai", base_url=server.base_url, num_samples=3)
+        out = gen({"title": ["Moon"], "content": ["The Moon orbits Earth."]})
+    finally:
+        server.close()
+    assert out["finish_reason"] == expected
+    assert [body["n"] for body in server.requests] == ([3, 2, 1] if choices else [3, 3, 3])
+    assert len(server.requests) == requests
+    if not choices:
+        assert "gave 0 of the 3 samples asked for passage" in caplog.text
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_stops_at_once(status):
+    from genstruct_datasets import ServerRefusedError
+
+    server = FlakyServer(status=status, failing=lambda body: True)
+    try:
+        gen = GenstructGenerator("tiny", backend="openai", base_url=server.base_url, max_concurrency=1)
+        with pytest.raises(ServerRefusedError, match=rf"refused the API key \({status}: busy\); set OPENAI_API_KEY"):
+            gen({"title": [f"Passage {i}" for i in range(5)], "content": [f"Passage {i}." for i in range(5)]})
+    finally:
+        server.close()
+    # Not retried, and the passages not yet sent are not sent (one in flight at a time: at most the next one went).
+    assert len(server.requests) <= 2
+
+
+def test_a_server_that_cannot_be_reached_stops_the_batch():
+    from genstruct_datasets import ServerUnreachableError
+
+    gen = GenstructGenerator("tiny", backend="openai", base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0)
+    with pytest.raises(ServerUnreachableError, match=r"could not be reached for any of the 2 request\(s\)"):
+        gen({"title": ["Moon", "Tea"], "content": ["The Moon.", "Tea."]})

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._checks import check_number
-from ..errors import InvalidConfigError, MissingDependencyError
+from ..errors import InvalidConfigError, MissingDependencyError, ServerRefusedError, ServerUnreachableError
 from .base import FAILED, Decoding, Engine, ModelRef, PromptRequest, Sample, finish_reason
 
 logger = logging.getLogger(__name__)
@@ -22,8 +22,10 @@ class OpenAIServerEngine(Engine):
 
     Requests go through the official async client (`openai.AsyncOpenAI`), which retries timeouts, connection errors
     and 408, 409, 429 and 5xx answers with exponential backoff and the server's Retry-After. A request that still
-    fails gives samples with finish_reason ``"error"``. A server that ignores `n` (``transformers serve`` does) is
-    asked again for the missing samples. `model` is the name the server knows.
+    fails gives samples with finish_reason ``"error"``. A server that answers fewer choices than `n` (``transformers
+    serve`` ignores `n`) is asked again for the missing samples, at most `num_samples` requests a passage; samples
+    still missing then fail the same way. A server that refuses the key (401, 403) stops the run at once; one that
+    cannot be reached for any request of a batch stops it there. `model` is the name the server knows.
 
     Args:
         base_url (`str`, *optional*): the server's API root, e.g. ``"http://127.0.0.1:8000/v1"``; defaults to the
@@ -38,6 +40,8 @@ class OpenAIServerEngine(Engine):
 
     Raises:
         [`InvalidConfigError`]: no address, or a setting out of range.
+        [`ServerRefusedError`]: (when generating) the server answered 401 or 403.
+        [`ServerUnreachableError`]: (when generating) no request of a batch reached the server, past the retries.
 
     Example:
 
@@ -126,17 +130,31 @@ class OpenAIServerEngine(Engine):
             async with semaphore:
                 progress.in_flight += 1
                 try:
-                    return await self._complete(client, model, request, decoding)
+                    return await self._complete(client, model, request, decoding, progress)
                 finally:
                     progress.in_flight -= 1
                     progress.answered += 1
 
         async with client:
             watch = asyncio.create_task(self._watch(progress))
+            tasks = [asyncio.ensure_future(one(request)) for request in requests]
             try:
-                return list(await asyncio.gather(*(one(request) for request in requests)))
+                samples = list(await asyncio.gather(*tasks))
+            except BaseException:  # a refused key: the requests still in flight would only be refused too
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
             finally:
                 watch.cancel()
+        if requests and len(progress.unreachable) == len(requests):
+            raise ServerUnreachableError(
+                f"the server at {self.url} could not be reached for any of the {len(requests)} request(s) of this "
+                f"batch, after max_retries={self.max_retries} retries each ({progress.unreachable[-1]}): check the "
+                "address (--base-url or OPENAI_BASE_URL) and that the server is up and serving it. Finished shards "
+                "are kept; the same command resumes once it answers."
+            )
+        return samples
 
     async def _watch(self, progress: _Progress) -> None:
         """Every `stall_warning` seconds: a warning if no request was answered meanwhile, else the progress."""
@@ -155,14 +173,23 @@ class OpenAIServerEngine(Engine):
                             progress.in_flight)  # fmt: skip
             answered = progress.answered
 
-    async def _complete(self, client, model: ModelRef, request: PromptRequest, decoding: Decoding) -> list[Sample]:
+    async def _complete(
+        self, client, model: ModelRef, request: PromptRequest, decoding: Decoding, progress: _Progress
+    ) -> list[Sample]:
+        """The samples of one passage. A server that answers fewer choices than `n` is asked again for the rest, at
+        most `num_samples` requests in all (enough for a server that answers one at a time, as ``transformers
+        serve`` does); what is still missing then fails (finish_reason ``"error"``), so the next run asks again.
+
+        Raises:
+            [`ServerRefusedError`]: the server refused the key (401 or 403); no other request can succeed.
+        """
         import openai
 
         from .._sampling import row_seed
 
         samples: list[Sample] = []
         seed = None if decoding.seed is None else row_seed(decoding.seed, request.passage_id, 0) % 2**31
-        while len(samples) < decoding.num_samples:
+        for _ in range(decoding.num_samples):
             wanted = decoding.num_samples - len(samples)
             settings: dict[str, Any] = {
                 "model": model.name,
@@ -176,6 +203,11 @@ class OpenAIServerEngine(Engine):
                 settings["seed"] = seed + len(samples)
             try:
                 raw = await client.completions.with_raw_response.create(**settings)
+            except (openai.AuthenticationError, openai.PermissionDeniedError) as err:
+                raise ServerRefusedError(
+                    f"the server at {self.url} refused the API key ({err.status_code}: {err.response.text:.200}); "
+                    "set OPENAI_API_KEY (or the engine's api_key) to a key it accepts."
+                ) from None
             except openai.APIStatusError as err:
                 logger.warning("The server refused a request (%d): %.300s", err.status_code, err.response.text)
                 return samples + [FAILED] * wanted
@@ -183,12 +215,22 @@ class OpenAIServerEngine(Engine):
                 logger.warning(
                     "A request failed after %d retries (%s: %s).", self.max_retries, type(err).__name__, err
                 )
+                if isinstance(err, openai.APIConnectionError) and not samples:
+                    progress.unreachable.append(f"{type(err).__name__}: {err}")
                 return samples + [FAILED] * wanted
             new = _samples(raw.http_response, wanted)
-            if not new:
+            if new is None:  # not a completion: asking again would get the same
                 return samples + [FAILED] * wanted
             samples.extend(new)
-        return samples
+            if len(samples) == decoding.num_samples:
+                return samples
+        missing = decoding.num_samples - len(samples)
+        logger.warning(
+            "The server at %s gave %d of the %d samples asked for passage %s in %d requests (it answers fewer "
+            "choices than n); the %d missing fail, and the next run asks for them again.",
+            self.url, len(samples), decoding.num_samples, request.passage_id, decoding.num_samples, missing,
+        )  # fmt: skip
+        return samples + [FAILED] * missing
 
 
 @dataclass
@@ -198,19 +240,22 @@ class _Progress:
     total: int
     answered: int = 0
     in_flight: int = 0
+    unreachable: list[str] = field(default_factory=list)
+    """Why each request that never reached the server failed (a connection error or a timeout past the retries)."""
 
 
-def _samples(response, wanted: int) -> list[Sample]:
-    """The samples of a completions reply, or none (with a warning that quotes it) when it has another shape."""
+def _samples(response, wanted: int) -> list[Sample] | None:
+    """The samples of a completions reply (at most `wanted`; an empty list where it has no choices), or None (with
+    a warning that quotes it) when it has another shape."""
     try:
         reply = response.json()
         choices = sorted(reply["choices"], key=lambda choice: choice.get("index", 0))[:wanted]
         texts = [choice["text"] for choice in choices]
-        if not texts or not all(isinstance(text, str) for text in texts):
+        if not isinstance(reply["choices"], list) or not all(isinstance(text, str) for text in texts):
             raise TypeError
     except (ValueError, TypeError, KeyError, AttributeError):
         logger.warning("The server's reply is not a completion: %.300s", response.text)
-        return []
+        return None
     texts = [text.lstrip(" ") for text in texts]
     total = (reply.get("usage") or {}).get("completion_tokens")
     if total is None:
