@@ -690,3 +690,75 @@ def test_a_run_whose_pairs_all_score_below_the_floor_says_so():
         "genstruct-datasets: error: no pair was kept: all 120 pairs scored below --min-reward 0.5, so nothing was "
         "written. Lower --min-reward, or leave it out to keep every best pair."
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--temperature", "inf"], r"temperature must be finite and >= 0 .*, got inf\.$", id="temp"),
+        pytest.param(["--top-p", "inf"], r"top_p must be finite and in \(0, 1\], got inf\.$", id="top-p"),
+        pytest.param(["--min-reward", "inf"], r"min_reward must be a finite number, got inf\.", id="min-reward"),
+        pytest.param(
+            ["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--request-timeout", "inf"],
+            r"request_timeout must be finite and > 0 seconds, got inf\.$", id="request-timeout",
+        ),
+        pytest.param(
+            ["--num-samples", "99999999999"],
+            r"num_samples must be at most 64 \(completions per passage.*\), got 9+\.$", id="num-samples",
+        ),
+        pytest.param(
+            ["--num-proc", "99999999999"], rf"num_proc must be at most {os.cpu_count()} \(.*this machine has "
+            rf"{os.cpu_count()} CPUs\), got 9+\.$", id="num-proc",
+        ),
+    ],
+)  # fmt: skip
+def test_numbers_out_of_bounds_are_one_line_and_exit_2(cli, no_model_loads, tmp_path, tiny_generator,
+                                                       tiny_reward_model, args, message):  # fmt: skip
+    (tmp_path / "c.jsonl").write_text(ROW)
+    models = ["--model", tiny_generator, "--reward-model", tiny_reward_model]
+    status, lines = cli("run", str(tmp_path / "c.jsonl"), *models, *args, "--cache-dir", str(tmp_path / "cache"))
+    assert status == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("genstruct-datasets: error: ") and re.search(message, lines[0]), lines[0]
+
+
+def test_a_refused_key_stops_the_run_at_once_with_exit_2(cli, tmp_path, taught_generator, tiny_reward_model):
+    from completion_server import FlakyServer
+
+    corpus = passages_corpus(tmp_path / "passages.jsonl", 3)
+    server = FlakyServer(status=401, failing=lambda body: True)
+    try:
+        status, lines = cli(
+            *sharded_run_args(corpus, taught_generator, tiny_reward_model), "--backend", "openai",
+            "--base-url", server.base_url, "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "out"),
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert status == 2 and len(lines) == 1, lines
+    assert re.fullmatch(
+        rf"genstruct-datasets: error: the server at {re.escape(server.base_url)} refused the API key \(401: busy\); "
+        r"set OPENAI_API_KEY \(or the engine's api_key\) to a key it accepts\.",
+        lines[0],
+    ), lines[0]
+    assert len(server.requests) == 1  # one shard, one request: not every shard in turn
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_server_that_cannot_be_reached_stops_the_run_after_one_shard(cli, tmp_path, taught_generator,
+                                                                        tiny_reward_model, caplog):  # fmt: skip
+    from completion_server import free_port
+
+    corpus = passages_corpus(tmp_path / "passages.jsonl", 3)
+    address = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    with caplog.at_level(logging.WARNING, logger="genstruct_datasets"):
+        status, lines = cli(
+            *sharded_run_args(corpus, taught_generator, tiny_reward_model), "--backend", "openai",
+            "--base-url", address, "--max-retries", "0", "--cache-dir", str(tmp_path / "cache"),
+            "--output", str(tmp_path / "out"),
+        )  # fmt: skip
+    assert status == 1 and len(lines) == 1, lines
+    assert lines[0].startswith(
+        f"genstruct-datasets: error: the server at {address} could not be reached for any of the 1 request(s)"
+    ), lines[0]
+    assert "check the address (--base-url or OPENAI_BASE_URL) and that the server is up" in lines[0]
+    assert caplog.text.count("A request failed after 0 retries") == 1  # the first shard's passage, not all three
+    assert not (tmp_path / "out").exists()
