@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
+import threading
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import __version__
@@ -144,10 +148,38 @@ def engine_flags() -> list[Flag]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 done, 2 bad input, 1 another failure)."""
+    """Run the command line; returns the exit status (0 done, 2 bad input, 1 another failure, 130 interrupted by
+    Ctrl-C, 143 by SIGTERM). SIGTERM is handled as Ctrl-C is while the command runs: one line, finished shards kept."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)
+    with _sigterm_as_interrupt():
+        return _main(args)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, `kill`), raised in the main thread so that the run ends as on Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Raise [`_Terminated`] in the main thread on SIGTERM for the time of the block; the previous handler after."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers are the main thread's alone
+        yield
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace) -> int:
+    """`main` after the parsing: the command run, each way it can end turned into its exit status and one line."""
     try:
         if args.command == "demo":
             from .demo import run_demo
@@ -165,10 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     except GenstructError as err:
         print(f"genstruct-datasets: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback of every frame in flight
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: one line, not a traceback of every frame in flight
         resume = " Finished shards are kept: run the same command again to resume." if args.command == "run" else ""
-        print(f"genstruct-datasets: interrupted.{resume}", file=sys.stderr)
-        return 130
+        how = " by SIGTERM" if isinstance(err, _Terminated) else ""
+        print(f"genstruct-datasets: interrupted{how}.{resume}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(err, _Terminated) else signal.SIGINT)
     except OSError as err:  # a model or file that cannot be read, a full disk, a network failure
         print(f"genstruct-datasets: error: {err}", file=sys.stderr)
         return 1
