@@ -23,6 +23,7 @@ from .errors import (
     ExecutorError,
     FailedPassagesError,
     GenstructError,
+    InvalidSourceError,
     NothingKeptError,
     SourceError,
 )
@@ -32,7 +33,7 @@ from .recipe import RECIPE_DEFAULTS, SCORER_PREFIX, GenstructConfig
 from .report import REPORT_FILE, RunReport, format_run_report, run_report
 from .run import RunOptions, run_recipe
 from .score import RewardScorer
-from .sources import STRUCTURED_FORMATS, TEXT_FORMATS, not_here_nor_reachable
+from .sources import STRUCTURED_FORMATS, TEXT_FORMATS, not_here_nor_reachable, structured_file_problem
 
 logger = logging.getLogger("genstruct_datasets")
 
@@ -109,6 +110,8 @@ RUN_GROUPS = {
     "output": "output",
 }
 """The groups of `run`'s flags, in the order --help shows them."""
+PAIR_COLUMNS = ("instruction", "response")
+"""The columns without which `report` has no pairs to measure."""
 
 
 def run_flags() -> dict[str, list[Flag]]:
@@ -229,7 +232,16 @@ def _report(args: argparse.Namespace) -> int:
     # The run's own report when the output holds it for this config and split; else the data is measured.
     report = _saved_report(args.dataset, local=local, config_name=args.config, split=args.split)
     if report is None:
-        report = run_report(_read_split(args, local=local))
+        rows = _read_split(args, local=local)
+        missing = [column for column in PAIR_COLUMNS if column not in rows.column_names]
+        if missing:
+            raise SourceError(
+                f"{args.dataset!r} holds no pairs: its {args.split!r} split has {rows.num_rows} rows with the "
+                f"column(s) {', '.join(rows.column_names) or '(none)'}, and no {' or '.join(missing)}. `report` "
+                "measures a dataset of pairs, as `run --output` writes it; to make pairs of these documents, run "
+                f"`genstruct-datasets run {args.dataset} --output FOLDER`."
+            )
+        report = run_report(rows)
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else format_run_report(report))
     return 0
 
@@ -245,7 +257,13 @@ def _read_split(args: argparse.Namespace, *, local: bool):
             # datasets caches a folder by its name and card, not its files: read a folder afresh.
             download_mode="force_redownload" if local else None,
         )
-    except ValueError as err:  # an unknown split or config
+    except (ValueError, datasets.exceptions.DatasetGenerationError) as err:  # a malformed file, an unknown split
+        problem = structured_file_problem(args.dataset) if local else None
+        if problem:
+            raise InvalidSourceError(problem) from err
+        if isinstance(err, datasets.exceptions.DatasetGenerationError):
+            cause = err.__cause__ or err
+            raise InvalidSourceError(f"cannot read {args.dataset!r}: {str(cause).strip().splitlines()[0]}") from err
         raise SourceError(f"cannot read {args.dataset!r}: {err}") from err
     except ConnectionError as err:  # no such folder here, and the Hub cannot be asked
         raise not_here_nor_reachable(args.dataset, err) from err

@@ -540,6 +540,33 @@ def test_ctrl_c_is_one_line_that_says_how_to_resume(cli, monkeypatch, tmp_path):
     ]
 
 
+def test_report_on_plain_documents_exits_2_and_says_what_it_found(cli, tmp_path):
+    folder = tmp_path / "documents"
+    folder.mkdir()
+    rows = [{"title": "Moon", "text": "The Moon orbits Earth."}, {"title": "Bees", "text": "Bees dance."}]
+    (folder / "documents.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    status, lines = cli("report", str(folder))
+    assert status == 2
+    assert lines == [
+        f"genstruct-datasets: error: {str(folder)!r} holds no pairs: its 'train' split has 2 rows with the column(s) "
+        "title, text, and no instruction or response. `report` measures a dataset of pairs, as `run --output` "
+        f"writes it; to make pairs of these documents, run `genstruct-datasets run {folder} --output FOLDER`."
+    ]
+
+
+def test_report_on_a_malformed_jsonl_names_the_file_and_the_line(cli, tmp_path):
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    good = json.dumps({"instruction": "Why?", "response": "Because."})
+    (folder / "pairs.jsonl").write_text(f'{good}\n{good}\n{{"instruction": \n')
+    status, lines = cli("report", str(folder))
+    assert status == 2
+    assert lines == [
+        f"genstruct-datasets: error: {str(folder / 'pairs.jsonl')!r}, line 3: not valid JSON (Expecting value); "
+        "fix or remove that line."
+    ]
+
+
 def test_sigterm_is_one_line_exit_143_and_the_handler_is_restored(cli, monkeypatch, tmp_path):
     def terminated(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler or `kill` sends
