@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
+import threading
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import __version__
@@ -19,6 +23,7 @@ from .errors import (
     ExecutorError,
     FailedPassagesError,
     GenstructError,
+    InvalidSourceError,
     NothingKeptError,
     ServerUnreachableError,
     SourceError,
@@ -29,7 +34,7 @@ from .recipe import RECIPE_DEFAULTS, SCORER_PREFIX, GenstructConfig
 from .report import REPORT_FILE, RunReport, format_run_report, run_report
 from .run import RunOptions, run_recipe
 from .score import RewardScorer
-from .sources import STRUCTURED_FORMATS, TEXT_FORMATS, not_here_nor_reachable
+from .sources import STRUCTURED_FORMATS, TEXT_FORMATS, not_here_nor_reachable, structured_file_problem
 
 logger = logging.getLogger("genstruct_datasets")
 
@@ -106,6 +111,8 @@ RUN_GROUPS = {
     "output": "output",
 }
 """The groups of `run`'s flags, in the order --help shows them."""
+PAIR_COLUMNS = ("instruction", "response")
+"""The columns without which `report` has no pairs to measure."""
 
 
 def run_flags() -> dict[str, list[Flag]]:
@@ -145,10 +152,38 @@ def engine_flags() -> list[Flag]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 done, 2 bad input, 1 another failure)."""
+    """Run the command line; returns the exit status (0 done, 2 bad input, 1 another failure, 130 interrupted by
+    Ctrl-C, 143 by SIGTERM). SIGTERM is handled as Ctrl-C is while the command runs: one line, finished shards kept."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)
+    with _sigterm_as_interrupt():
+        return _main(args)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, `kill`), raised in the main thread so that the run ends as on Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Raise [`_Terminated`] in the main thread on SIGTERM for the time of the block; the previous handler after."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers are the main thread's alone
+        yield
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace) -> int:
+    """`main` after the parsing: the command run, each way it can end turned into its exit status and one line."""
     try:
         if args.command == "demo":
             from .demo import run_demo
@@ -168,10 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     except GenstructError as err:
         print(f"genstruct-datasets: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback of every frame in flight
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: one line, not a traceback of every frame in flight
         resume = " Finished shards are kept: run the same command again to resume." if args.command == "run" else ""
-        print(f"genstruct-datasets: interrupted.{resume}", file=sys.stderr)
-        return 130
+        how = " by SIGTERM" if isinstance(err, _Terminated) else ""
+        print(f"genstruct-datasets: interrupted{how}.{resume}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(err, _Terminated) else signal.SIGINT)
     except OSError as err:  # a model or file that cannot be read, a full disk, a network failure
         print(f"genstruct-datasets: error: {err}", file=sys.stderr)
         return 1
@@ -199,7 +235,16 @@ def _report(args: argparse.Namespace) -> int:
     # The run's own report when the output holds it for this config and split; else the data is measured.
     report = _saved_report(args.dataset, local=local, config_name=args.config, split=args.split)
     if report is None:
-        report = run_report(_read_split(args, local=local))
+        rows = _read_split(args, local=local)
+        missing = [column for column in PAIR_COLUMNS if column not in rows.column_names]
+        if missing:
+            raise SourceError(
+                f"{args.dataset!r} holds no pairs: its {args.split!r} split has {rows.num_rows} rows with the "
+                f"column(s) {', '.join(rows.column_names) or '(none)'}, and no {' or '.join(missing)}. `report` "
+                "measures a dataset of pairs, as `run --output` writes it; to make pairs of these documents, run "
+                f"`genstruct-datasets run {args.dataset} --output FOLDER`."
+            )
+        report = run_report(rows)
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else format_run_report(report))
     return 0
 
@@ -215,7 +260,13 @@ def _read_split(args: argparse.Namespace, *, local: bool):
             # datasets caches a folder by its name and card, not its files: read a folder afresh.
             download_mode="force_redownload" if local else None,
         )
-    except ValueError as err:  # an unknown split or config
+    except (ValueError, datasets.exceptions.DatasetGenerationError) as err:  # a malformed file, an unknown split
+        problem = structured_file_problem(args.dataset) if local else None
+        if problem:
+            raise InvalidSourceError(problem) from err
+        if isinstance(err, datasets.exceptions.DatasetGenerationError):
+            cause = err.__cause__ or err
+            raise InvalidSourceError(f"cannot read {args.dataset!r}: {str(cause).strip().splitlines()[0]}") from err
         raise SourceError(f"cannot read {args.dataset!r}: {err}") from err
     except ConnectionError as err:  # no such folder here, and the Hub cannot be asked
         raise not_here_nor_reachable(args.dataset, err) from err

@@ -230,6 +230,36 @@ def _read_structured(path: Path, files: list[Path], kind: str, cache_dir) -> dat
     return documents
 
 
+def structured_file_problem(path: str | Path) -> str | None:
+    """What is wrong with the structured files of a folder (or a file), in a sentence that names the first file to
+    blame and its line; None when each one reads.
+
+    Args:
+        path (`str` or `Path`): a file, or a folder whose .jsonl/.json/.csv/.parquet files are looked at.
+
+    Returns:
+        `str` or `None`: the problem (a malformed line, a file not UTF-8, an empty file), or None.
+
+    Example:
+
+    ```py
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> bad = Path(tempfile.mkdtemp()) / "rows.jsonl"
+    >>> _ = bad.write_text('{"a": 1}\\n{"a": \\n')
+    >>> structured_file_problem(bad).endswith("line 2: not valid JSON (Expecting value); fix or remove that line.")
+    True
+
+    ```
+    """
+    for file in _source_files(Path(path)):
+        kind = STRUCTURED_FORMATS.get(file.suffix)
+        problem = _file_problem(file, kind) if kind else None
+        if problem:
+            return problem
+    return None
+
+
 def _file_problem(file: Path, kind: str) -> str | None:
     """What is wrong with one structured file, in a sentence that names it (and the line), or None."""
     if kind == "parquet":

@@ -540,6 +540,82 @@ def test_ctrl_c_is_one_line_that_says_how_to_resume(cli, monkeypatch, tmp_path):
     ]
 
 
+def test_report_on_plain_documents_exits_2_and_says_what_it_found(cli, tmp_path):
+    folder = tmp_path / "documents"
+    folder.mkdir()
+    rows = [{"title": "Moon", "text": "The Moon orbits Earth."}, {"title": "Bees", "text": "Bees dance."}]
+    (folder / "documents.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    status, lines = cli("report", str(folder))
+    assert status == 2
+    assert lines == [
+        f"genstruct-datasets: error: {str(folder)!r} holds no pairs: its 'train' split has 2 rows with the column(s) "
+        "title, text, and no instruction or response. `report` measures a dataset of pairs, as `run --output` "
+        f"writes it; to make pairs of these documents, run `genstruct-datasets run {folder} --output FOLDER`."
+    ]
+
+
+def test_report_on_a_malformed_jsonl_names_the_file_and_the_line(cli, tmp_path):
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    good = json.dumps({"instruction": "Why?", "response": "Because."})
+    (folder / "pairs.jsonl").write_text(f'{good}\n{good}\n{{"instruction": \n')
+    status, lines = cli("report", str(folder))
+    assert status == 2
+    assert lines == [
+        f"genstruct-datasets: error: {str(folder / 'pairs.jsonl')!r}, line 3: not valid JSON (Expecting value); "
+        "fix or remove that line."
+    ]
+
+
+def test_sigterm_is_one_line_exit_143_and_the_handler_is_restored(cli, monkeypatch, tmp_path):
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler or `kill` sends
+        time.sleep(30)  # the handler raises here
+        pytest.fail("SIGTERM was not handled")
+
+    monkeypatch.setattr("genstruct_datasets.builder.build_genstruct", terminated)
+    previous = signal.getsignal(signal.SIGTERM)
+    models = ["--model", str(tmp_path / "gen"), "--reward-model", str(tmp_path / "rm")]  # never loaded
+    status, lines = cli("run", str(DATA / "plain_essay.txt"), *models)
+    assert status == 143
+    assert lines == [
+        "genstruct-datasets: interrupted by SIGTERM. Finished shards are kept: run the same command again to resume."
+    ]
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+@pytest.mark.slow
+def test_sigterm_in_a_real_run_keeps_its_shards_and_the_same_command_resumes(
+    tmp_path, taught_generator, tiny_reward_model
+):
+    corpus = passages_corpus(tmp_path / "passages.jsonl", 3)
+    output = tmp_path / "out"
+    args = [*sharded_run_args(corpus, taught_generator, tiny_reward_model), "--output", str(output)]
+    environment = offline_environment(tmp_path / "cache")
+    paused, calls = tmp_path / "paused", tmp_path / "calls.txt"
+    with (tmp_path / "first.log").open("w") as log:
+        first = subprocess.Popen([*DRIVER, "--calls", str(calls), "--pause-at", "Passage 1", "--paused", str(paused),
+                                  *args], env=environment, stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+        deadline = time.monotonic() + 300
+        while not paused.exists():
+            assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
+            time.sleep(0.2)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 143
+    stderr = (tmp_path / "first.log").read_text()
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.splitlines()[-1] == (
+        "genstruct-datasets: interrupted by SIGTERM. Finished shards are kept: run the same command again to resume."
+    )
+    assert not output.exists()
+    assert generated(calls) == ["Passage 0"]  # Passage 1 was paused before the generator ran
+    second = subprocess.run([*DRIVER, "--calls", str(calls), *args], env=environment, capture_output=True,
+                            text=True, timeout=600)  # fmt: skip
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert generated(calls) == ["Passage 0", "Passage 1", "Passage 2"]  # Passage 0's shard reused, not rebuilt
+    assert load_dataset(str(output), split="train").num_rows == 3
+
+
 @pytest.mark.slow
 def test_ctrl_c_in_a_real_run_resumes_with_the_same_command(tmp_path, taught_generator, tiny_reward_model):
     corpus = passages_corpus(tmp_path / "passages.jsonl", 3)

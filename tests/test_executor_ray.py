@@ -211,3 +211,18 @@ def test_without_ray_the_error_gives_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails, as where it is not installed
     with pytest.raises(MissingDependencyError, match=r'pip install "genstruct-datasets\[ray\]"'):
         RayExecutor().connect()
+
+
+def test_ray_failing_at_the_driver_is_our_error_that_says_what_to_check(tmp_path, recipe, local_ray, monkeypatch):
+    # Killing the raylet under a test takes the local Ray down for the tests after it: Ray's own error type, raised
+    # where the driver waits, stands for it. The CLI prints an ExecutorError as its one last line, exit 1.
+    def raylet_died(*args, **kwargs):
+        raise ray.exceptions.RaySystemError("The raylet died unexpectedly.")
+
+    monkeypatch.setattr(ray, "wait", raylet_died)
+    message = (
+        r"Ray stopped answering while 2 shard\(s\) were being built \(RaySystemError: System error: The raylet died "
+        r"unexpectedly.\)\. Check that the Ray cluster is up \(`ray status`\)"
+    )
+    with pytest.raises(ExecutorError, match=message):
+        load_genstruct(**recipe, cache_dir=str(tmp_path / "ray"), executor=RayExecutor())

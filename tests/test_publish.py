@@ -1,7 +1,9 @@
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -440,3 +442,43 @@ def test_a_card_without_a_recipe_names_no_model(best):
     card = build_card(best, repo_id="me/pairs")
     assert "Grounded instruction pairs written by a Genstruct model from text passages" in card.text
     assert "Genstruct-7B" not in card.text
+
+
+KILLED_SAVE = """
+import importlib, sys, time
+from pathlib import Path
+from datasets import Dataset
+folder = importlib.import_module("genstruct_datasets.publish.folder")  # `genstruct_datasets.publish` is a function
+
+def held(staging, target):  # the new folder is whole, not yet swapped in: killed here
+    Path(sys.argv[2]).write_text(str(staging))
+    time.sleep(600)
+
+folder._swap_in = held
+folder.save_local(Dataset.from_dict({"instruction": ["Why?"], "response": ["Because."]}), sys.argv[1])
+"""
+
+
+def test_a_save_killed_before_its_swap_leaves_a_staging_folder_that_the_next_save_removes(tmp_path, best):
+    output = save_local(best, tmp_path / "pairs")
+    before = {p.relative_to(output): p.read_bytes() for p in output.rglob("*") if p.is_file()}
+    paused = tmp_path / "paused"
+    killed = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(output), str(paused)])
+    try:
+        deadline = time.monotonic() + 120
+        while not paused.exists():
+            assert killed.poll() is None and time.monotonic() < deadline, "the save did not get to its swap"
+            time.sleep(0.1)
+    finally:
+        killed.kill()
+        killed.wait()
+    left = Path(paused.read_text())
+    assert left.parent == tmp_path and left.name.startswith(f".genstruct-staging-{killed.pid}@") and left.is_dir()
+    assert {p.relative_to(output): p.read_bytes() for p in output.rglob("*") if p.is_file()} == before  # intact
+    # A staging folder of a save that is still running (this process's parent, say) is left alone.
+    alive = tmp_path / f".genstruct-staging-{os.getppid()}@{socket.gethostname()}-abcd1234"
+    alive.mkdir()
+    save_local(best.select([0]), output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["pairs", "paused", alive.name])
+    assert not [p.name for p in output.iterdir() if p.name.startswith(".genstruct-staging-")]
+    assert load_dataset(str(output), split="train").num_rows == 1

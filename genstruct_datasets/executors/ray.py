@@ -96,13 +96,31 @@ class RayExecutor(Executor):
         logger.info("Submitted %d shard tasks to Ray (%s GPU each).", len(pending), options["num_gpus"])
         try:
             while pending:
-                (done,), _ = ray.wait(list(pending), num_returns=1)
+                done = self._wait(ray, list(pending))
                 yield self._outcome(ray, done, pending.pop(done))
         finally:
             # A failed shard (or a caller that stops early) ends the run: the tasks not finished are cancelled, the
             # shards already written are kept for the next run.
             for ref in pending:
-                ray.cancel(ref)
+                try:
+                    ray.cancel(ref)
+                except Exception:  # noqa: BLE001  Ray itself is gone (its raylet died): nothing left to cancel
+                    break
+
+    def _wait(self, ray: ModuleType, refs: list[Any]) -> Any:
+        """The next finished task of `refs`; Ray's own failure (a raylet or the cluster gone) as an [`ExecutorError`]
+        that says what to check, after Ray's messages, not as a traceback from inside Ray."""
+        try:
+            (done,), _ = ray.wait(refs, num_returns=1)
+        except (ray.exceptions.RayError, ConnectionError, RuntimeError) as err:
+            why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ExecutorError(
+                f"Ray stopped answering while {len(refs)} shard(s) were being built ({type(err).__name__}: {why}). "
+                "Check that the Ray cluster is up (`ray status`) and the raylet's log (/tmp/ray/session_latest/logs/"
+                "raylet.out) for why it died; the shards finished meanwhile are kept: run the same command again to "
+                "build the rest."
+            ) from err
+        return done
 
     def _outcome(self, ray: ModuleType, ref: Any, k: int) -> ShardOutcome:
         """Shard `k`'s outcome; the stages' own exception when they raised one (a full disk, a missing model), not

@@ -6,8 +6,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +32,11 @@ rows are a selection (best-of-n's kept rows): the peak memory of writing grew wi
 CANDIDATES_SPLIT = "candidates"
 """The split that holds every candidate, beside the kept pairs, when `save_local` or `publish` is given them."""
 STAGING_PREFIX = ".genstruct-staging-"
-"""The folders in which `save_local` makes a new output before it swaps it in."""
+"""The folders in which `save_local` makes a new output before it swaps it in (and puts the old one aside): named
+``.genstruct-staging-{pid}@{host}-{random}``, so that a later save removes those whose process is gone."""
+_STAGING_NAME = re.compile(re.escape(STAGING_PREFIX) + r"(?P<pid>\d+)@(?P<host>.+)-[^-]+$")
+STALE_UNNAMED_SECONDS = 24 * 3600
+"""Age past which a staging folder without a process in its name (named before #23) is removed."""
 
 
 def save_local(
@@ -120,7 +127,8 @@ def save_local(
     target.parent.mkdir(parents=True, exist_ok=True)
     # Beside the folder, so that it can be renamed into place; inside it where the folder itself cannot be renamed.
     inside = _held_in_place(target)
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=target if inside else target.parent))
+    remove_stale_staging(target)
+    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(), dir=target if inside else target.parent))
     os.chmod(staging, target.stat().st_mode & 0o7777 if target.exists() else 0o777 & ~_umask())
     try:
         splits = {split: ds, **({written: candidates} if written else {})}
@@ -223,9 +231,69 @@ def _umask() -> int:
     return mask
 
 
+def _staging_prefix() -> str:
+    return f"{STAGING_PREFIX}{os.getpid()}@{socket.gethostname()}-"
+
+
+def remove_stale_staging(folder: str | Path) -> list[Path]:
+    """Remove the staging folders that a save of `folder` killed midway (SIGKILL, a power cut) left beside it or in it.
+
+    A staging folder is removed when the process named in it is gone (on this machine), or, for one that names no
+    process, when it is older than `STALE_UNNAMED_SECONDS`. Those of a save still running, here or on another
+    machine, are left alone.
+
+    Args:
+        folder (`str` or `Path`): the output folder.
+
+    Returns:
+        `list[Path]`: the folders removed.
+
+    Example:
+
+    ```py
+    >>> remove_stale_staging("pairs/")  # nothing left behind: nothing removed
+    []
+    ```
+    """
+    folder = Path(folder).resolve()
+    places = [folder.parent, folder] if folder.is_dir() else [folder.parent]
+    removed = []
+    for place in places:
+        if not place.is_dir():
+            continue
+        for entry in place.iterdir():
+            if entry.name.startswith(STAGING_PREFIX) and entry.is_dir() and _is_stale(entry):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    if removed:
+        logger.info("Removed %d staging folder(s) left by a save that was killed: %s", len(removed), removed)
+    return removed
+
+
+def _is_stale(staging: Path) -> bool:
+    named = _STAGING_NAME.match(staging.name)
+    if named is None:
+        try:
+            return time.time() - staging.stat().st_mtime > STALE_UNNAMED_SECONDS
+        except OSError:
+            return False
+    if named["host"] != socket.gethostname():
+        return False  # another machine's save, on a shared file system: its process cannot be asked from here
+    pid = int(named["pid"])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 def _swap_contents(staging: Path, folder: Path) -> None:
     """Put what the finished `staging` (inside `folder`) holds in place of what `folder` holds, entry by entry."""
-    old = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+    old = Path(tempfile.mkdtemp(prefix=_staging_prefix(), dir=folder))
     for entry in list(folder.iterdir()):
         if entry not in (staging, old):
             os.replace(entry, old / entry.name)
@@ -240,7 +308,8 @@ def _swap_in(staging: Path, folder: Path) -> None:
     if not folder.exists():
         os.replace(staging, folder)
         return
-    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+    old = Path(tempfile.mkdtemp(prefix=_staging_prefix(), dir=folder.parent))
+    old.rmdir()  # a free name beside `folder`, that a later save removes if this one is killed before the end
     os.replace(folder, old)
     os.replace(staging, folder)
     shutil.rmtree(old, ignore_errors=True)
