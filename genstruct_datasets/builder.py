@@ -303,6 +303,7 @@ def build_genstruct(
             builder.build_shards()
         if not builder.executor.assembles:
             return None
+        say_if_locked(builder._output_dir + "_builder.lock")  # the lock download_and_prepare takes
         builder.download_and_prepare(download_mode=download_mode)
     # The build is in the cache now: the shards it was made of are no longer needed, unless the shard store still
     # lacks some (an upload failed); a later run reads the build from the cache and uploads those then.
@@ -332,6 +333,33 @@ def build_genstruct(
             for name, info in builder.info.splits.items()
         }
     )
+
+
+def say_if_locked(lock_path: str) -> bool:
+    """Say, in a warning, that this run waits for another run of the same recipe, when that one holds the recipe's
+    lock (`datasets` takes it while it builds); return whether it does. A remote cache has no lock.
+
+    Example:
+
+    ```py
+    >>> say_if_locked("/tmp/no-such-build_builder.lock")
+    False
+    ```
+    """
+    from filelock import FileLock, Timeout
+
+    if "://" in lock_path or not Path(lock_path).parent.is_dir():
+        return False
+    try:
+        with FileLock(lock_path, timeout=0):
+            return False
+    except Timeout:
+        logger.warning(
+            "Waiting for %s: another run of the same recipe is building it (or was killed with the lock held, which "
+            "the system frees); this run goes on when that one ends, and reuses what it built.",
+            lock_path,
+        )
+        return True
 
 
 def _slug(source: str) -> str:

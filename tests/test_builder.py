@@ -324,3 +324,17 @@ def test_generations_read_from_the_cache_cost_nothing(documents, recipe):
     # Another floor is another recipe, but its generations are those of the first build, read from the cache.
     again = RunStats.of(load_genstruct(str(documents), **recipe, min_reward=-1e9)["train"])
     assert again.generated_passages == 0 and again.generated_tokens == 0 and again.tokens_per_second is None
+
+
+def test_a_run_that_waits_for_another_of_the_same_recipe_says_so(tmp_path, caplog):
+    from filelock import FileLock
+
+    from genstruct_datasets.builder import say_if_locked
+
+    lock = str(tmp_path / "build_builder.lock")
+    assert not say_if_locked(lock) and not caplog.records  # free: nothing to say
+    held = FileLock(lock)
+    with held:  # another run of the same recipe builds it
+        assert say_if_locked(lock)
+    assert f"Waiting for {lock}: another run of the same recipe is building it" in caplog.text
+    assert not say_if_locked(lock)  # freed again
