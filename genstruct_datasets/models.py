@@ -284,8 +284,10 @@ def check_model_reachable(
         timeout (`float`, *optional*, defaults to [`HUB_PROBE_TIMEOUT`]): seconds to wait for the Hub.
 
     Raises:
-        [`ModelUnreachableError`]: the model's ``config.json`` is not in the local cache, and the Hub is off
-            (``HF_HUB_OFFLINE=1``) or does not answer within `timeout`.
+        [`ModelUnreachableError`]: the model is no folder here and its ``config.json`` is not in the local cache, and
+            the Hub is off (``HF_HUB_OFFLINE=1``) or does not answer within `timeout`; the message names both
+            possibilities (a mistyped folder such as ``models/nope``, or a Hub id).
+        [`ModelNotFoundError`]: the model is no folder here and the Hub has no model of that name.
 
     Example:
 
@@ -307,15 +309,27 @@ def check_model_reachable(
         return
     if isinstance(cached, str):
         return
+    # Not a folder here, nor cached: `models/nope` may be a mistyped folder as well as a Hub id, so say both.
+    here = f"there is no folder {name!r} here ({os.getcwd()})"
     if huggingface_hub.is_offline_mode():
         why = "the Hub is off (HF_HUB_OFFLINE=1)"
     else:
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
         try:
             huggingface_hub.model_info(
                 name, revision=revision, token=token, timeout=HUB_PROBE_TIMEOUT if timeout is None else timeout
             )
             return
-        except HfHubHTTPError:  # the Hub answered (not found, gated, a bad revision): loading says why
+        except RepositoryNotFoundError as err:
+            if isinstance(err, GatedRepoError):
+                return  # gated: loading says how to ask for access
+            raise ModelNotFoundError(
+                f"model {name} is neither a local folder nor a model on the Hub: {here}, and the Hub has no model "
+                f"of that name (or it is private: hf auth login). Check the path ({option} ./PATH for a folder) or "
+                "the model id."
+            ) from None
+        except HfHubHTTPError:  # the Hub answered (gated, a bad revision): loading says why
             return
         except Exception as err:  # a network error or a timeout, of whichever HTTP client huggingface_hub uses
             logger.debug("The Hub did not answer about %s: %r", name, err)
@@ -323,12 +337,87 @@ def check_model_reachable(
     raise ModelUnreachableError(
         f"model {name} is not in the local Hugging Face cache and {why}; pass {option} PATH to a local model folder, "
         f"download it once where there is a network (hf download {name}), or try `genstruct-datasets demo`, which "
-        "runs offline with tiny stand-in models."
+        f"runs offline with tiny stand-in models. If it is meant as a folder: {here}; check the path."
+    )
+
+
+_HEADS = (
+    ("ForCausalLM", "a causal LM"),
+    ("LMHeadModel", "a causal LM"),
+    ("ForSequenceClassification", "a sequence classifier"),
+    ("ForMaskedLM", "a masked LM"),
+    ("ForConditionalGeneration", "a conditional generator (sequence-to-sequence or multimodal)"),
+    ("ForTokenClassification", "a token classifier"),
+    ("ForQuestionAnswering", "a question-answering model"),
+    ("Model", "a base model without a head"),
+)
+
+
+def _read_config(name: str, revision: str | None, token: str | bool | None) -> Any:
+    """The model's config (no weights), or None where it cannot be read now: loading the model then says why."""
+    check_model_path(name)
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name, revision=revision, token=token)
+    except (OSError, ValueError) as err:
+        logger.debug("Cannot read the config of %s now (%s); its kind is checked when it loads.", name, err)
+        return None
+
+
+def _what_it_is(config: Any) -> str:
+    """What a config says its model is, for a message: ``MistralForCausalLM, a causal LM``."""
+    architectures = list(getattr(config, "architectures", None) or [])
+    if not architectures:
+        return f"a {config.model_type} model"
+    name = architectures[0]
+    kind = next((kind for suffix, kind in _HEADS if name.endswith(suffix)), "a model of another kind")
+    return f"{name}, {kind}"
+
+
+def check_generator(name: str, *, revision: str | None = None, token: str | bool | None = None) -> None:
+    """Check, from its config alone, that a generator is a causal LM; weights are not loaded.
+
+    A config that cannot be read now (a Hub id while offline, a model of a type transformers does not know) is not
+    an error here: loading the model says why.
+
+    Args:
+        name (`str`): a Hub model id or a local folder.
+        revision (`str`, *optional*): branch, tag or commit of the model on the Hub.
+        token (`str` or `bool`, *optional*): a Hub token, for private or gated models.
+
+    Raises:
+        [`ModelNotFoundError`]: a local folder that is missing or holds no model (see [`check_model_path`]).
+        [`InvalidConfigError`]: the model is not a causal LM (a reward model's folder, say), named by its architecture.
+
+    Example:
+
+    ```py
+    >>> check_generator("./reward-model")  # doctest: +SKIP
+    Traceback (most recent call last):
+    InvalidConfigError: model ./reward-model is DebertaV2ForSequenceClassification, a sequence classifier, not a ...
+    ```
+    """
+    config = _read_config(name, revision, token)
+    if config is None:
+        return
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    architectures = list(getattr(config, "architectures", None) or [])
+    if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and (
+        not architectures or any(a in causal or a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+    ):
+        return
+    raise InvalidConfigError(
+        f"model {name} is {_what_it_is(config)}, not a causal LM: the generator writes the pairs. Pass a causal LM "
+        "such as NousResearch/Genstruct-7B as --model (model=); a reward model goes to --reward-model."
     )
 
 
 def check_reward_model(name: str, *, revision: str | None = None, token: str | bool | None = None) -> None:
-    """Check, from its config alone, that a reward model has one label (a scalar score); weights are not loaded.
+    """Check, from its config alone, that a reward model is a sequence classifier with one label (a scalar score);
+    weights are not loaded.
 
     A config that cannot be fetched now (a Hub id while offline) is not an error here: loading the model says why.
 
@@ -339,20 +428,26 @@ def check_reward_model(name: str, *, revision: str | None = None, token: str | b
 
     Raises:
         [`ModelNotFoundError`]: a local folder that is missing or holds no model (see [`check_model_path`]).
-        [`InvalidConfigError`]: the model has more (or fewer) than one label.
+        [`InvalidConfigError`]: the model is not a sequence classifier (a generator's folder, say: its architecture
+            is named), or has more (or fewer) than one label.
     """
-    check_model_path(name)
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(name, revision=revision, token=token)
-    except (OSError, ValueError) as err:
-        logger.debug("Cannot read the config of %s now (%s); its label count is checked when it loads.", name, err)
+    config = _read_config(name, revision, token)
+    if config is None:
         return
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    classifiers = set(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.values())
+    architectures = list(getattr(config, "architectures", None) or [])
+    pick = "Pick one such as OpenAssistant/reward-model-deberta-v3-large-v2 (--reward-model)."
+    if architectures and not any(a in classifiers or a.endswith("ForSequenceClassification") for a in architectures):
+        raise InvalidConfigError(
+            f"reward model {name} is {_what_it_is(config)}, not a sequence classifier with one label (a scalar "
+            f"score); a generator goes to --model. {pick}"
+        )
     if config.num_labels != 1:
         raise InvalidConfigError(
             f"reward model {name} has {config.num_labels} labels; a reward model has exactly one (a scalar score). "
-            "Pick one such as OpenAssistant/reward-model-deberta-v3-large-v2 (--reward-model)."
+            f"{pick}"
         )
 
 

@@ -9,10 +9,10 @@ import re
 from dataclasses import KW_ONLY, dataclass, field
 
 from ._checks import check_number
-from .errors import InvalidConfigError, check_columns
+from .errors import InvalidConfigError, InvalidSourceError, check_columns
 from .generate import DEFAULT_GENERATOR
 from .models import load_tokenizer
-from .prompt import passage_id
+from .prompt import as_text, passage_id
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ class PassageSplitter:
     Raises:
         [`InvalidConfigError`]: sizes out of range.
         [`MissingColumnsError`]: (on call) the batch lacks the title or text column.
+        [`InvalidSourceError`]: (on call) a title or text that is not text (a boolean, a list, an object); a number
+            is read as text.
 
     Example:
 
@@ -119,7 +121,8 @@ class PassageSplitter:
         output.update({column: [] for column in OUTPUT_COLUMNS})
         empty = too_short = 0
         for row, (title, text) in enumerate(zip(batch[self.title_column], batch[self.text_column])):
-            if not isinstance(text, str) or not text.strip():
+            title, text = self._as_text(title, self.title_column, row), self._as_text(text, self.text_column, row)
+            if text is None or not text.strip():
                 empty += 1
                 continue
             passages = self.split(text, tokenizer)
@@ -138,11 +141,22 @@ class PassageSplitter:
         if too_short:
             logger.warning(
                 "%d document(s) are shorter than min_tokens=%d in all and gave no passage; "
-                "lower min_tokens to keep them.",
+                "lower min_tokens (--min-tokens) to keep them.",
                 too_short,
                 self.min_tokens,
             )
         return output
+
+    @staticmethod
+    def _as_text(value, column: str, row: int) -> str | None:
+        """A title or a text as text (a number read as one, see [`as_text`]); another type refused, named."""
+        try:
+            return as_text(value)
+        except TypeError as err:
+            raise InvalidSourceError(
+                f"PassageSplitter: {column!r} holds {err} in row {row} of a batch, not text; a title or a text is a "
+                "string (a number is read as one)."
+            ) from None
 
     def split(self, text: str, tokenizer) -> list[str]:
         """Split one document's text into passages (see the class docstring for the rules)."""

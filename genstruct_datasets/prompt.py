@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -93,6 +94,42 @@ def passage_id(title: str | None, content: str | None) -> str:
         digest.update(b"\x00" if part is None else b"\x01" + part.encode("utf-8"))
         digest.update(b"\xff")
     return digest.hexdigest()[:16]
+
+
+def as_text(value: object) -> str | None:
+    """A value of a text column (a title, a document, a passage) as text: a number is read as the text it is written
+    as, since that is what a numeric title means; None (a missing value) stays None.
+
+    Args:
+        value (`object`): what the column holds in one row.
+
+    Returns:
+        `str` or `None`: the text; an integer as its digits, a float as its shortest form (``1000.0`` as ``"1000"``),
+        a float NaN (a missing value in a CSV or parquet file) as None.
+
+    Raises:
+        `TypeError`: a value that is not text: a boolean, a list, an object (its message is the type's name, for the
+            caller to place in its own message with the column and the row).
+
+    Example:
+
+    ```py
+    >>> as_text(1000), as_text(2.5), as_text("Moon"), as_text(None)
+    ('1000', '2.5', 'Moon', None)
+    ```
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):  # before int: a bool is an int in Python
+        raise TypeError("a boolean")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        return str(int(value)) if value.is_integer() else repr(value)
+    kinds = {list: "a list", tuple: "a list", dict: "an object"}
+    raise TypeError(kinds.get(type(value), f"a value of type {type(value).__name__}"))
 
 
 def passage_ids(passages: Dataset) -> list[str]:

@@ -340,19 +340,20 @@ class GenstructConfig(datasets.BuilderConfig):
         return made[stage]
 
     def check_models(self, *, token: str | bool | None = None) -> None:
-        """Check the recipe's models without loading them: local folders that exist and hold a model, and a reward
-        model with one label, read from its config. A server's model is the server's name for it (its tokenizer,
-        where one is needed, is checked as it loads).
+        """Check the recipe's models without loading them: local folders that exist and hold a model, a generator
+        that is a causal LM and a reward model that is a sequence classifier with one label, read from their configs.
+        A server's model is the server's name for it (its tokenizer, where one is needed, is checked as it loads).
 
         Raises:
             [`ModelNotFoundError`]: a model given as a local folder that is missing or holds no model.
-            [`InvalidConfigError`]: the reward model has more than one label.
+            [`InvalidConfigError`]: a generator that is not a causal LM, a reward model that is not a sequence
+                classifier or has more than one label.
         """
-        from .models import check_model_path, check_reward_model
+        from .models import check_generator, check_reward_model
 
         generator, scorer = self.generator(), self.scorer()
         if generator.engine.loads_model:
-            check_model_path(generator.model)
+            check_generator(generator.model, revision=generator.revision, token=token)
         if scorer is not None:
             check_reward_model(scorer.model, revision=scorer.revision, token=token)
 

@@ -243,7 +243,8 @@ def run_recipe(
 
 
 def _check_before_work(recipe: GenstructConfig, options: RunOptions) -> None:
-    """What can be refused before the source is read: the output folder, the token, the models."""
+    """What can be refused before the source is read: the output folder, the token, the models (reachable, and of
+    the right kind)."""
     if options.output:
         from .publish import check_output_folder
 
@@ -259,6 +260,7 @@ def _check_before_work(recipe: GenstructConfig, options: RunOptions) -> None:
     # A Hub model that cannot be had now (offline, not downloaded) is said before the source is read; so is a
     # filter's model or dataset.
     recipe.check_models_reachable(token=options.token)
+    recipe.check_models(token=options.token)  # their kind, from their configs: before the source is read
     for found in recipe.filters():
         found.check()
 

@@ -19,7 +19,7 @@ import datasets
 
 from ._paths import is_local_path
 from .errors import InvalidSourceError, MissingColumnsError, SourceError
-from .prompt import passage_id
+from .prompt import as_text, passage_id
 from .stage_counts import StageCount
 
 if TYPE_CHECKING:
@@ -134,7 +134,8 @@ def read_source(
             documents.column_names,
             "Name yours with title_column= and text_column= (--title-column, --text-column).",
         )
-    return documents
+    files = _source_files(Path(config.source)) if is_local(config.source) else None
+    return _text_columns(documents, (title_column, text_column), config.source, files)
 
 
 def source_fingerprint(source: str) -> str | None:
@@ -196,6 +197,57 @@ def read_local(
         titles.append(heading.group(1) if heading else file.stem.replace("_", " "))
         texts.append(text)
     return datasets.Dataset.from_dict({title_column: titles, text_column: texts})
+
+
+def _text_columns(
+    documents: datasets.Dataset, columns: tuple[str, ...], source: str, files: list[Path] | None
+) -> datasets.Dataset:
+    """The documents with their title and text columns as text: numbers read as text ([`as_text`]); a boolean, a
+    list or an object refused, with the column, the file and line (else the row) and the type. A CSV file has no
+    types: its reader's booleans were words of the file (``True``), and are read back as text."""
+    csv = bool(files) and STRUCTURED_FORMATS.get(files[0].suffix) == "csv"
+    for column in dict.fromkeys(columns):
+        feature = documents.features[column]
+        if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string", "null"):
+            continue
+        texts = []
+        for row, value in enumerate(documents[column]):
+            try:
+                texts.append(str(value) if csv and isinstance(value, bool) else as_text(value))
+            except TypeError as err:
+                shown = json.dumps(value, ensure_ascii=False, default=str)
+                shown = shown if len(shown) <= 40 else f"{shown[:37]}..."
+                raise InvalidSourceError(
+                    f"{_row_place(source, files, row)}: {column!r} holds {err} ({shown}), not text; a title or a text "
+                    "is a string (a number is read as one): write it as one, or name other columns "
+                    "(--title-column, --text-column)."
+                ) from None
+        order = documents.column_names
+        documents = documents.remove_columns(column).add_column(column, texts, feature=datasets.Value("string"))
+        documents = documents.select_columns(order)
+    return documents
+
+
+def _row_place(source: str, files: list[Path] | None, row: int) -> str:
+    """Where the documents' row `row` (from 0) was read: a JSON-lines file and its line, else the row's index."""
+    left = row
+    for file in files or ():
+        text = file.read_text(encoding="utf-8") if file.suffix in (".jsonl", ".json") else None
+        if text is None or (file.suffix == ".json" and _one_json_document(text)):
+            break  # a CSV or parquet file, or one JSON document: its rows have no line of their own
+        lines = [number for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+        if left < len(lines):
+            return f"{str(file)!r}, line {lines[left]}"
+        left -= len(lines)
+    return f"{source!r}, row index {row}"
+
+
+def _one_json_document(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def _source_files(path: Path) -> list[Path]:
@@ -412,7 +464,8 @@ def _no_passages(config: GenstructConfig, documents: int) -> str:
     return (
         f"none of the {documents} document(s) of {config.source!r} gave a passage: their {splitter.text_column!r} "
         f"is empty, or shorter than min_tokens={splitter.min_tokens} tokens. Check the text column (--text-column), "
-        "or lower min_tokens."
+        f"or lower the shortest passage: --min-tokens N (min_tokens=N from Python), at most max_tokens="
+        f"{splitter.max_tokens}."
     )
 
 

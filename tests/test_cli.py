@@ -527,6 +527,79 @@ def test_a_mistyped_path_offline_is_bad_input(cli, no_model_loads, tmp_path, tin
     assert status == 2 and len(lines) == 1 and re.search(message, lines[0]), lines
 
 
+ESSAY = (DATA / "plain_essay.txt").read_text()
+
+
+@pytest.mark.parametrize(
+    ("rows", "args", "message"),
+    [
+        pytest.param(
+            [{"title": True, "text": ESSAY}], [], r"'.*c\.jsonl', line 1: 'title' holds a boolean \(true\), not text",
+            id="bool-title",
+        ),
+        pytest.param(
+            [{"title": "Bees", "text": ESSAY}, {"title": "Wasps", "text": ["a", "b"]}], [],
+            r"'.*c\.jsonl', line 2: 'text' holds a list \(\[\"a\", \"b\"\]\), not text", id="list-text",
+        ),
+        pytest.param(
+            [{"title": "Bees", "content": {"a": 1}}], ["--no-split", "--text-column", "content"],
+            r"line 1: 'content' holds an object \(\{\"a\": 1\}\), not text", id="object-content",
+        ),
+        pytest.param(
+            [{"title": "Bees", "text": "Short."}], [],
+            r"shorter than min_tokens=32 tokens\. .* --min-tokens N \(min_tokens=N from Python\)", id="all-too-short",
+        ),
+    ],
+)  # fmt: skip
+def test_text_columns_that_are_not_text_are_one_line_and_exit_2(
+    cli, no_model_loads, tmp_path, tiny_generator, tiny_reward_model, rows, args, message
+):
+    source = tmp_path / "c.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    output = tmp_path / "out"
+    models = ["--model", tiny_generator, "--reward-model", tiny_reward_model]
+    status, lines = cli("run", str(source), *models, *args, "--output", str(output), "--cache-dir", f"{tmp_path}/c")
+    assert status == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("genstruct-datasets: error: ") and re.search(message, lines[0]), lines[0]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["c", "c.jsonl"]  # no output, no staging folder
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            ["--model", "REWARD", "--reward-model", "REWARD"],
+            r"model .*reward\S* is DebertaV2ForSequenceClassification, a sequence classifier, not a causal LM",
+            id="reward-model-as-generator",
+        ),
+        pytest.param(
+            ["--model", "GENERATOR", "--reward-model", "GENERATOR"],
+            r"reward model .* is MistralForCausalLM, a causal LM, not a sequence classifier with one label",
+            id="generator-as-reward-model",
+        ),
+        pytest.param(
+            ["--model", "models/nope", "--reward-model", "REWARD"],
+            r"model models/nope is not in the local Hugging Face cache .* If it is meant as a folder: there is no "
+            r"folder 'models/nope' here",
+            id="relative-path-that-does-not-exist",
+        ),
+    ],
+)  # fmt: skip
+def test_models_of_the_wrong_kind_are_refused_before_the_source_is_read(
+    cli, no_model_loads, monkeypatch, tmp_path, tiny_generator, tiny_reward_model, args, message
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    source = tmp_path / "c.jsonl"
+    source.write_text('{"title": "x",\n')  # malformed: had the source been read first, the line would say so
+    names = {"REWARD": tiny_reward_model, "GENERATOR": tiny_generator}
+    args = [names.get(arg, arg) for arg in args]
+    status, lines = cli("run", str(source), *args, "--output", "out", "--cache-dir", "cache")
+    assert status == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("genstruct-datasets: error: ") and re.search(message, lines[0]), lines[0]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["c.jsonl", "models"]
+
+
 def test_ctrl_c_is_one_line_that_says_how_to_resume(cli, monkeypatch, tmp_path):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

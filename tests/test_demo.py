@@ -137,7 +137,8 @@ def test_a_hub_model_that_cannot_be_had_is_one_line_before_the_source_is_read(tm
     assert result.stderr == (
         f"genstruct-datasets: error: model {model} is not in the local Hugging Face cache and {why}; pass {option} "
         f"PATH to a local model folder, download it once where there is a network (hf download {model}), or try "
-        "`genstruct-datasets demo`, which runs offline with tiny stand-in models.\n"
+        "`genstruct-datasets demo`, which runs offline with tiny stand-in models. If it is meant as a folder: "
+        f"there is no folder {model!r} here ({tmp_path}); check the path.\n"
     )
 
 

@@ -204,3 +204,23 @@ def test_a_hub_model_is_reachable_offline_only_from_the_local_cache(tmp_path, mo
         check_model_reachable("me/tiny", revision="v2", option="--reward-model")
     with pytest.raises(ConnectionError, match=r"hf download me/other\), or try `genstruct-datasets demo`"):
         check_model_reachable("me/other")
+
+
+def test_a_name_that_is_no_folder_here_nor_on_the_hub_says_both(monkeypatch, tmp_path):
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from genstruct_datasets.errors import ModelNotFoundError
+
+    def not_found(*args, **kwargs):
+        error = RepositoryNotFoundError.__new__(RepositoryNotFoundError)  # as the Hub's 404 raises it, no response
+        Exception.__init__(error, "404 Repository Not Found")
+        raise error
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(huggingface_hub, "model_info", not_found)
+    match = r"^model models/nope is neither a local folder nor a model on the Hub: there is no folder 'models/nope'"
+    with pytest.raises(ModelNotFoundError, match=match):
+        check_model_reachable("models/nope")

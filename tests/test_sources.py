@@ -181,3 +181,63 @@ def test_the_fingerprint_follows_the_files(tmp_path):
     assert source_fingerprint(str(path)) == first and source_fingerprint("someone/corpus") is None
     path.write_text(GOOD + GOOD)
     assert source_fingerprint(str(path)) != first
+
+
+ESSAY = (DATA / "plain_essay.txt").read_text()
+JSON_TYPES = [
+    pytest.param(1000, "1000", id="int"),
+    pytest.param(2.5, "2.5", id="float"),
+    pytest.param(1000.0, "1000", id="integral-float"),
+    pytest.param(True, "a boolean", id="bool"),
+    pytest.param(None, None, id="null"),
+    pytest.param(["Bees", "Wasps"], "a list", id="list"),
+    pytest.param({"name": "Bees"}, "an object", id="object"),
+    pytest.param("Bees", "Bees", id="string"),
+]
+REFUSED = ("a boolean", "a list", "an object")
+
+
+@pytest.mark.parametrize(("value", "read_as"), JSON_TYPES)
+@pytest.mark.parametrize(
+    ("column", "settings"),
+    [
+        pytest.param("title", {"split_documents": True}, id="title"),
+        pytest.param("text", {"split_documents": True}, id="text"),
+        pytest.param("title", {"text_column": "content", "split_documents": False}, id="passage-title"),
+        pytest.param("content", {"text_column": "content", "split_documents": False}, id="content"),
+    ],
+)
+def test_each_json_type_in_each_text_column(tmp_path, tiny_generator, column, settings, value, read_as):
+    from genstruct_datasets.sources import read_passages
+
+    text_column = settings.get("text_column", "text")
+    good = {"title": "Essay", text_column: ESSAY}
+    source = tmp_path / "c.jsonl"
+    source.write_text(json.dumps(good) + "\n" + json.dumps(good | {column: value}) + "\n")
+    config = GenstructConfig(source=str(source), model=tiny_generator, reward_model=None, best_of_n=False, **settings)
+    if read_as in REFUSED:
+        shown = json.dumps(value).replace("[", r"\[").replace("{", r"\{")
+        match = rf"'.*c\.jsonl', line 2: '{column}' holds {read_as} \({shown}\), not text; .*\(--title-column"
+        with pytest.raises(InvalidSourceError, match=match):
+            read_passages(config, cache_dir=tmp_path / "cache")
+        return
+    passages = read_passages(config, cache_dir=tmp_path / "cache").rows
+    rows = passages.filter(lambda row: row["document_id"] != passages[0]["document_id"])
+    if column == "title":  # the second document's passages, under the title read as text
+        assert rows.num_rows and set(rows["title"]) == {read_as}
+    elif column == "content":  # a passage as it is: text, or None (an invalid input for the generator)
+        assert rows["content"] == [read_as] and rows["title"] == ["Essay"]
+    else:  # a short or missing text gives no passage; the other document's passages are all there
+        assert rows.num_rows == 0 and set(passages["title"]) == {"Essay"}
+
+
+def test_numbers_in_a_csv_and_its_booleans_are_text(tmp_path):
+    source = tmp_path / "c.csv"
+    source.write_text(f"title,text\n1000,{json.dumps(ESSAY)}\nTrue,{json.dumps(ESSAY)}\n")
+    assert read(source)["title"] == ["1000", "True"]
+
+
+def test_a_hub_like_source_names_the_row_index(tmp_path):
+    Dataset.from_dict({"title": [["a"], ["b"]], "text": ["x", "y"]}).to_parquet(tmp_path / "c.parquet")
+    with pytest.raises(InvalidSourceError, match=r"'.*c\.parquet', row index 0: 'title' holds a list"):
+        read(tmp_path / "c.parquet")
