@@ -260,7 +260,6 @@ def _check_before_work(recipe: GenstructConfig, options: RunOptions) -> None:
     # A Hub model that cannot be had now (offline, not downloaded) is said before the source is read; so is a
     # filter's model or dataset.
     recipe.check_models_reachable(token=options.token)
-    recipe.check_models(token=options.token)  # their kind, from their configs: before the source is read
     for found in recipe.filters():
         found.check()
 

@@ -585,19 +585,19 @@ def test_text_columns_that_are_not_text_are_one_line_and_exit_2(
         ),
     ],
 )  # fmt: skip
-def test_models_of_the_wrong_kind_are_refused_before_the_source_is_read(
+def test_models_of_the_wrong_kind_are_refused_before_any_model_loads(
     cli, no_model_loads, monkeypatch, tmp_path, tiny_generator, tiny_reward_model, args, message
 ):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
     source = tmp_path / "c.jsonl"
-    source.write_text('{"title": "x",\n')  # malformed: had the source been read first, the line would say so
+    source.write_text(json.dumps({"title": "Moon", "text": (DATA / "moon_wikipedia.txt").read_text()}) + "\n")
     names = {"REWARD": tiny_reward_model, "GENERATOR": tiny_generator}
     args = [names.get(arg, arg) for arg in args]
     status, lines = cli("run", str(source), *args, "--output", "out", "--cache-dir", "cache")
     assert status == 2 and len(lines) == 1, lines
     assert lines[0].startswith("genstruct-datasets: error: ") and re.search(message, lines[0]), lines[0]
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["c.jsonl", "models"]
+    assert not (tmp_path / "out").exists()  # nothing written; `no_model_loads` saw no model load
 
 
 def test_ctrl_c_is_one_line_that_says_how_to_resume(cli, monkeypatch, tmp_path):
