@@ -243,8 +243,9 @@ def run_recipe(
 
 
 def _check_before_work(recipe: GenstructConfig, options: RunOptions) -> None:
-    """What can be refused before the source is read: the output folder, the token, the models (reachable, and of
-    the right kind)."""
+    """What can be refused before the source is read: the output folder, the token, the models' reachability and the
+    filters' models and datasets. (The models' kind is read from their configs once the source's columns are known,
+    before any model loads: a missing source is said first.)"""
     if options.output:
         from .publish import check_output_folder
 
