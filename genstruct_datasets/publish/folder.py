@@ -242,7 +242,11 @@ def _swap_in(staging: Path, folder: Path) -> None:
         return
     old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
     os.replace(folder, old)
-    os.replace(staging, folder)
+    try:
+        os.replace(staging, folder)
+    except BaseException:
+        os.replace(old, folder)  # the old output back in place: a failed swap changes nothing
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 
