@@ -20,8 +20,9 @@ class FlakyServer:
     """Answers `status` to the first `failures` requests and to those that `failing(body)` picks, then completes.
 
     Every request body is kept in `requests`. `answer` replaces the completion with raw text (a malformed reply).
-    Set `failing` to None to make a failing server recover. While `holding` is true, requests are accepted and not
-    answered (a stalled server).
+    `completion(body, index)` writes the text of the request's `index`th choice (default: `COMPLETION` for all), so
+    that samples can differ. Set `failing` to None to make a failing server recover. While `holding` is true,
+    requests are accepted and not answered (a stalled server).
     """
 
     def __init__(
@@ -30,8 +31,10 @@ class FlakyServer:
         status: int = 503,
         answer: str | None = None,
         failing: Callable[[dict], bool] | None = None,
+        completion: Callable[[dict, int], str] | None = None,
     ) -> None:
         self.failures, self.status, self.answer, self.failing = failures, status, answer, failing
+        self.completion = completion or (lambda body, index: COMPLETION)
         self.requests: list[dict] = []
         self.holding = False
         self.port = free_port()
@@ -54,7 +57,10 @@ class FlakyServer:
                 return web.Response(status=self.status, headers={"Retry-After": "0"}, text="busy")
             if self.answer is not None:
                 return web.Response(status=200, text=self.answer)
-            choices = [{"index": i, "text": COMPLETION, "finish_reason": "stop"} for i in range(body.get("n", 1))]
+            choices = [
+                {"index": i, "text": self.completion(body, i), "finish_reason": "stop"}
+                for i in range(body.get("n", 1))
+            ]
             return web.json_response({"choices": choices, "usage": {"completion_tokens": 9 * len(choices)}})
 
         app = web.Application()
