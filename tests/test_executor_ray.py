@@ -91,6 +91,22 @@ def test_ray_builds_the_same_rows_as_the_local_executor(tmp_path, recipe, local_
 
 
 @pytest.mark.slow
+def test_ray_samples_the_same_rows_as_the_local_executor(tmp_path, recipe, local_ray, tiny_generator):
+    # Sampled, three samples a passage, from a random model whose samples differ: the seeds are per passage and
+    # sample, so where a shard is built does not change its rows.
+    sampled = {**recipe, "model": tiny_generator, "num_samples": 3, "temperature": 1.0, "seed": 0, "max_new_tokens": 8}
+    local = load_genstruct(**sampled, cache_dir=str(tmp_path / "local"), executor="local")
+    on_ray = load_genstruct(**sampled, cache_dir=str(tmp_path / "ray"), executor=RayExecutor())
+    assert on_ray["candidates"].num_rows == 4 * 3
+    for split in ("train", "candidates"):
+        assert on_ray[split].to_list() == local[split].to_list()
+    samples = {}
+    for row in local["candidates"]:
+        samples.setdefault(row["title"], set()).add(row["completion"])
+    assert all(len(texts) == 3 for texts in samples.values())  # sampled: no two samples of a passage alike
+
+
+@pytest.mark.slow
 def test_a_worker_that_dies_mid_shard_is_retried_and_every_passage_is_built_once(tmp_path, recipe, faults):
     died, calls = tmp_path / "died", tmp_path / "calls.txt"
     faults(die_once_at="P2", died=died, calls=calls)
