@@ -173,7 +173,7 @@ class ShardJob:
 
         expected = set(passage_ids(self.block(k)))
         try:
-            shard = pq.ParquetFile(path)  # opened once: its schema, then the two columns the check reads
+            shard = pq.ParquetFile(path)  # opened once: its schema, then the three columns the check reads
             table = shard.read(columns=["passage_id", "sample_index", "finish_reason"])
             ids = table.column("passage_id").to_pylist()
             found = set(ids)
