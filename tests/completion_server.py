@@ -20,8 +20,10 @@ class FlakyServer:
     """Answers `status` to the first `failures` requests and to those that `failing(body)` picks, then completes.
 
     Every request body is kept in `requests`. `answer` replaces the completion with raw text (a malformed reply).
-    Set `failing` to None to make a failing server recover. While `holding` is true, requests are accepted and not
-    answered (a stalled server). `choices` caps the choices of a reply, whatever `n` asks (a server that gives fewer).
+    `completion(body, index)` writes the text of the request's `index`th choice (default: `COMPLETION` for all), so
+    that samples can differ. Set `failing` to None to make a failing server recover. While `holding` is true,
+    requests are accepted and not answered (a stalled server). `choices` caps the choices of a reply, whatever `n`
+    asks (a server that gives fewer).
     """
 
     def __init__(
@@ -31,9 +33,11 @@ class FlakyServer:
         answer: str | None = None,
         failing: Callable[[dict], bool] | None = None,
         choices: int | None = None,
+        completion: Callable[[dict, int], str] | None = None,
     ) -> None:
         self.failures, self.status, self.answer, self.failing = failures, status, answer, failing
         self.choices = choices
+        self.completion = completion or (lambda body, index: COMPLETION)
         self.requests: list[dict] = []
         self.holding = False
         self.port = free_port()
@@ -56,9 +60,10 @@ class FlakyServer:
                 return web.Response(status=self.status, headers={"Retry-After": "0"}, text="busy")
             if self.answer is not None:
                 return web.Response(status=200, text=self.answer)
-            choices = [{"index": i, "text": COMPLETION, "finish_reason": "stop"} for i in range(body.get("n", 1))][
-                : self.choices
-            ]
+            choices = [
+                {"index": i, "text": self.completion(body, i), "finish_reason": "stop"}
+                for i in range(body.get("n", 1))
+            ][: self.choices]
             return web.json_response({"choices": choices, "usage": {"completion_tokens": 9 * len(choices)}})
 
         app = web.Application()

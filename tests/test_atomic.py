@@ -108,3 +108,25 @@ def test_a_shard_whose_rename_fails_is_not_finished_and_the_next_build_makes_it(
     builder = GenstructBuilder(**two_shards)
     builder.build_shards()
     assert second.exists() and builder.built.stats.shards_reused == 1
+
+
+def test_a_shard_whose_write_fails_midway_leaves_no_file_under_its_name(two_shards, monkeypatch):
+    from datasets import Dataset
+
+    real_to_parquet = Dataset.to_parquet
+
+    def half_then_full_disk(self, path, *args, **kwargs):
+        real_to_parquet(self, path, *args, **kwargs)
+        if "candidates-00001-of-00002" in str(path):
+            with open(path, "r+b") as half:  # half of the file is on disk when the disk fills up
+                half.truncate(os.path.getsize(path) // 2)
+            raise OSError("No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Dataset, "to_parquet", half_then_full_disk)
+        builder = GenstructBuilder(**two_shards)
+        with pytest.raises(OSError, match="No space left"):
+            builder.build_shards()
+    first, second = builder.shard_job().paths
+    assert first.exists() and not second.exists()
+    assert not [path.name for path in first.parent.iterdir() if "00001-of" in path.name]  # nor a partial one

@@ -15,6 +15,8 @@ import transformers
 from datasets import load_dataset
 from huggingface_hub import DatasetCard
 
+from genstruct_datasets import RunReport, RunStats
+
 DATA = Path(__file__).parent / "data"
 COMMAND = shutil.which("genstruct-datasets")
 pytestmark = pytest.mark.skipif(COMMAND is None, reason="the console script is installed by `pip install -e .`")
@@ -116,6 +118,19 @@ def generated(calls: Path) -> list[str]:
     return sorted(calls.read_text().splitlines())
 
 
+def forget_map_caches(cache: Path) -> None:
+    """Delete the `datasets` map caches under `cache`, keeping the work folder's finished shards: a shard built
+    again then calls the generator, which the log of calls shows, instead of reading its generation back."""
+    for path in cache.rglob("cache-*.arrow"):
+        if "genstruct-work" not in path.parts:
+            path.unlink()
+
+
+def run_stats(folder: Path) -> RunStats:
+    """The figures of the run that wrote `folder`, from its ``genstruct-report.json``."""
+    return RunReport.load(folder).stats
+
+
 @pytest.mark.slow
 def test_a_killed_run_resumes_from_its_finished_shards(tmp_path, taught_generator, tiny_reward_model):
     corpus = passages_corpus(tmp_path / "passages.jsonl", 6)
@@ -126,6 +141,7 @@ def test_a_killed_run_resumes_from_its_finished_shards(tmp_path, taught_generato
     command = [*DRIVER, "--calls", str(first_calls), *args]
     finished = kill_after_two_shards(command, environment, shards, tmp_path / "killed.log")
     assert finished == [0, 1]
+    forget_map_caches(tmp_path / "cache")  # reuse is then seen in the generator's calls, not hidden by the caches
 
     second = subprocess.run(
         [*DRIVER, "--calls", str(calls), *args], env=environment, capture_output=True, text=True, timeout=600
@@ -135,6 +151,8 @@ def test_a_killed_run_resumes_from_its_finished_shards(tmp_path, taught_generato
     # The generator ran on the passages of unfinished shards (one passage each) only, each once.
     assert generated(first_calls) == ["Passage 0", "Passage 1"]
     assert generated(calls) == [f"Passage {k}" for k in range(2, 6)]
+    stats = run_stats(tmp_path / "pairs")
+    assert (stats.shards_reused, stats.generated_passages) == (2, 4)
     pairs = load_dataset(str(tmp_path / "pairs"), split="train", download_mode="force_redownload")
     assert sorted(pairs["title"]) == [f"Passage {i}" for i in range(6)]  # every passage exactly once
     assert not list(shards.glob("*/*"))  # the finished build's shards are cleaned up
@@ -709,9 +727,16 @@ def test_ctrl_c_in_a_real_run_resumes_with_the_same_command(tmp_path, taught_gen
     assert stderr.splitlines()[-1] == (
         "genstruct-datasets: interrupted. Finished shards are kept: run the same command again to resume."
     )
-    second = subprocess.run([*DRIVER, *args], env=environment, capture_output=True, text=True, timeout=600)
+    forget_map_caches(tmp_path / "cache")  # reuse is then seen in the generator's calls, not hidden by the caches
+    calls = tmp_path / "calls.txt"
+    second = subprocess.run(
+        [*DRIVER, "--calls", str(calls), *args], env=environment, capture_output=True, text=True, timeout=600
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Resuming: 1 of 3 shards were finished by an earlier run and are reused." in second.stderr
+    assert generated(calls) == ["Passage 1", "Passage 2"]  # Passage 0's shard is reused, not generated again
+    stats = run_stats(tmp_path / "out")
+    assert (stats.shards_reused, stats.generated_passages) == (1, 2)
 
 
 def test_passages_in_title_and_content_are_read_as_passages(cli, tmp_path, caplog, taught_generator,

@@ -20,6 +20,7 @@ from genstruct_datasets import (
     GenstructBuilder,
     InvalidConfigError,
     RayExecutor,
+    RunReport,
     RunStats,
     load_genstruct,
 )
@@ -90,6 +91,22 @@ def test_ray_builds_the_same_rows_as_the_local_executor(tmp_path, recipe, local_
 
 
 @pytest.mark.slow
+def test_ray_samples_the_same_rows_as_the_local_executor(tmp_path, recipe, local_ray, tiny_generator):
+    # Sampled, three samples a passage, from a random model whose samples differ: the seeds are per passage and
+    # sample, so where a shard is built does not change its rows.
+    sampled = {**recipe, "model": tiny_generator, "num_samples": 3, "temperature": 1.0, "seed": 0, "max_new_tokens": 8}
+    local = load_genstruct(**sampled, cache_dir=str(tmp_path / "local"), executor="local")
+    on_ray = load_genstruct(**sampled, cache_dir=str(tmp_path / "ray"), executor=RayExecutor())
+    assert on_ray["candidates"].num_rows == 4 * 3
+    for split in ("train", "candidates"):
+        assert on_ray[split].to_list() == local[split].to_list()
+    samples = {}
+    for row in local["candidates"]:
+        samples.setdefault(row["title"], set()).add(row["completion"])
+    assert all(len(texts) == 3 for texts in samples.values())  # sampled: no two samples of a passage alike
+
+
+@pytest.mark.slow
 def test_a_worker_that_dies_mid_shard_is_retried_and_every_passage_is_built_once(tmp_path, recipe, faults):
     died, calls = tmp_path / "died", tmp_path / "calls.txt"
     faults(die_once_at="P2", died=died, calls=calls)
@@ -150,6 +167,10 @@ def test_a_killed_driver_started_again_reuses_the_finished_shards(tmp_path, taug
     # The shards of the passages that came before P2 in the tasks' order (the first, at least), and nothing else.
     before = {line for line in first_calls.read_text().splitlines() if line != "P2"}
     assert finished and sorted(f"P{k}" for k in finished) == sorted(before)
+    # Without the maps' caches a shard built again calls the generator: reuse is seen in the calls, not hidden.
+    for path in (tmp_path / "cache").rglob("cache-*.arrow"):
+        if "genstruct-work" not in path.parts:
+            path.unlink()
 
     second = subprocess.run(
         [*DRIVER, "--ray", "--calls", str(calls), *args], env=environment, capture_output=True, text=True, timeout=600
@@ -159,6 +180,8 @@ def test_a_killed_driver_started_again_reuses_the_finished_shards(tmp_path, taug
     # The generator ran on the passages of the unfinished shards only, and the finished shards' rows are in the output
     # as the killed run wrote them.
     assert sorted(calls.read_text().splitlines()) == sorted({"P0", "P1", "P2", "P3"} - before)
+    stats = RunReport.load(tmp_path / "pairs").stats
+    assert (stats.shards_reused, stats.generated_passages) == (len(finished), 4 - len(finished))
     pairs = load_dataset(str(tmp_path / "pairs"), split="train", download_mode="force_redownload")
     assert sorted(pairs["title"]) == ["P0", "P1", "P2", "P3"]  # every passage exactly once
     columns = ["title", "completion", "instruction", "response", "reward"]

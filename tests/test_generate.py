@@ -260,3 +260,8 @@ def test_temperature_zero_is_greedy(tiny_generator, passages):
     greedy = GenstructGenerator(tiny_generator, max_new_tokens=6, do_sample=False)
     zero = GenstructGenerator(tiny_generator, max_new_tokens=6, temperature=0, do_sample=None)
     assert not zero.sampling and zero(passages) == greedy(passages)
+    # With one sample, do_sample=None decodes greedily at any temperature; the rule shows where sampling would be
+    # chosen: several samples a passage at temperature 0 are greedy, hence identical, hence refused.
+    assert GenstructGenerator(tiny_generator, max_new_tokens=6, num_samples=2).sampling
+    with pytest.raises(InvalidConfigError, match="num_samples=2 with temperature=0 would give 2 identical greedy"):
+        GenstructGenerator(tiny_generator, max_new_tokens=6, num_samples=2, temperature=0, do_sample=None)

@@ -2,9 +2,10 @@
 
 import json
 
+from completion_server import FlakyServer
 from datasets import load_dataset
 
-from genstruct_datasets import GenstructGenerator, RewardScorer, parse_pairs, select_best, testing
+from genstruct_datasets import GenstructGenerator, RewardScorer, load_genstruct, parse_pairs, select_best, testing
 
 
 def test_passages_to_best_pairs_and_back_from_parquet(tmp_path, taught_generator, tiny_reward_model, passages):
@@ -53,3 +54,43 @@ def test_run_pipeline_is_the_three_maps_timed(tmp_path, taught_generator, tiny_r
     # The empty passage is never prompted: it costs nothing and does not count as generated.
     assert stats.generated_passages == 4
     assert stats.generated_tokens == sum(by_hand["completion_tokens"]) > 0
+
+
+# Three samples of each passage that differ, so that their rewards differ: the best-of-n choice is visible.
+ANSWERS = [
+    " Why does the Moon show phases?\n[[[Assistant]]] Because sunlight lights the half facing the Sun.",
+    " What is it?\n[[[Assistant]]] No idea, ask someone else.",
+    " Explain the passage in detail.\n[[[Assistant]]] The passage says many things about many topics at length.",
+]
+
+
+def test_best_of_n_end_to_end_keeps_each_passages_highest_reward(tmp_path, tiny_reward_model, passages):
+    corpus = tmp_path / "passages.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"title": t, "content": c}) + "\n" for t, c in zip(passages["title"], passages["content"]))
+    )
+    # Each request's samples differ, and where the passage is asked again (seed moved on) they come in another order.
+    server = FlakyServer(completion=lambda body, i: ANSWERS[(i + body.get("seed", 0)) % len(ANSWERS)])
+    try:
+        ds = load_genstruct(
+            source=str(corpus),
+            split_documents=False,
+            text_column="content",
+            model="tiny",
+            backend="openai",
+            base_url=server.base_url,
+            reward_model=tiny_reward_model,
+            num_samples=3,
+            seed=0,
+            cache_dir=str(tmp_path / "builds"),
+        )
+    finally:
+        server.close()
+    candidates = {}
+    for row in ds["candidates"]:
+        candidates.setdefault(row["passage_id"], []).append(row)
+    assert sorted(ds["train"]["title"]) == sorted(passages["title"])
+    for row in ds["train"]:
+        rewards = [candidate["reward"] for candidate in candidates[row["passage_id"]]]
+        assert len(set(rewards)) == 3  # the samples differ, and so do their rewards
+        assert row["reward"] == max(rewards) and row["instruction"] in {a.split("\n")[0].strip() for a in ANSWERS}

@@ -1,5 +1,6 @@
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -482,3 +483,49 @@ def test_a_save_killed_before_its_swap_leaves_a_staging_folder_that_the_next_sav
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["pairs", "paused", alive.name])
     assert not [p.name for p in output.iterdir() if p.name.startswith(".genstruct-staging-")]
     assert load_dataset(str(output), split="train").num_rows == 1
+
+
+def _fail_the_nth_move(folder: Path, n: int, patch) -> list:
+    """Make the `n`th rename or copy that takes something out of `folder` or puts something in it (the swap of a new
+    output for the old, however it is done) raise OSError; the writes inside a staging folder do not count."""
+    from genstruct_datasets.publish.folder import STAGING_PREFIX
+
+    folder, calls = folder.resolve(), []
+
+    def touches(*paths) -> bool:
+        for path in map(Path, paths):
+            path = path.resolve()
+            if (path == folder or folder in path.parents) and not any(
+                part.startswith(STAGING_PREFIX) for part in path.relative_to(folder).parts
+            ):
+                return True
+        return False
+
+    def faulty(real):
+        def call(source, target, *args, **kwargs):
+            if touches(source, target):
+                calls.append((source, target))
+                if len(calls) == n:
+                    raise OSError(28, "No space left on device")
+            return real(source, target, *args, **kwargs)
+
+        return call
+
+    for module, name in [(os, "replace"), (os, "rename"), (shutil, "copy2"), (shutil, "copyfile"), (shutil, "move")]:
+        patch.setattr(module, name, faulty(getattr(module, name)))
+    return calls
+
+
+@pytest.mark.parametrize("n", [pytest.param(1, id="first-move"), pytest.param(2, id="second-move")])
+def test_a_failure_during_the_swap_leaves_the_old_output_or_the_new_one_whole(tmp_path, best, candidates, n):
+    folder = save_local(candidates, tmp_path / "out" / "pairs")
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    with pytest.MonkeyPatch.context() as patch:
+        calls = _fail_the_nth_move(folder, n, patch)
+        with pytest.raises(OSError, match="No space left on device"):
+            save_local(best.select([0]), folder)
+    assert len(calls) >= n  # the failure happened in the swap, after the new folder was written whole
+    after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert after == before
+    assert load_dataset(str(folder), split="train").num_rows == candidates.num_rows
+    assert [p.name for p in folder.parent.iterdir()] == ["pairs"]  # no staging folder, no old output beside it

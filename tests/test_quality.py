@@ -34,6 +34,12 @@ def test_distinct_n_counts_repeats_across_texts():
     assert distinct_n(["one"], 2) == 0.0
 
 
+def test_distinct_n_counts_repeats_inside_one_text():
+    assert distinct_n(["the moon the moon the moon"], 1) == pytest.approx(2 / 6)
+    assert distinct_n(["the moon the moon the moon"], 2) == pytest.approx(2 / 5)  # "the moon" thrice, "moon the" twice
+    assert distinct_n(["go go go", "stop"], 1) == pytest.approx(2 / 4)
+
+
 @pytest.mark.parametrize(
     ("response", "passage", "expected"),
     [

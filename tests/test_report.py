@@ -143,19 +143,21 @@ def test_distributions_are_drawn_on_a_sample():
 
 
 def test_a_re_run_read_from_the_cache_says_the_cost_is_the_earlier_builds(candidates, capsys):
-    from datetime import datetime, timezone
+    from datetime import datetime, timedelta, timezone
 
     from genstruct_datasets.report import format_summary
 
+    # Relative to now, not a fixed date: the test reads the same on any day.
+    built = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=3)
     stats = RunStats(engine="transformers 5.19.0 on cpu", generated_tokens=400, seconds={"generate": 4.0},
-                     finished_at="2026-11-30T10:00:00+00:00")  # fmt: skip
-    assert stats.measured_before(datetime.now(timezone.utc))
-    assert not stats.measured_before(datetime(2026, 11, 30, 9, tzinfo=timezone.utc))
+                     finished_at=built.isoformat())  # fmt: skip
+    assert stats.measured_before(built + timedelta(hours=1))
+    assert not stats.measured_before(built - timedelta(hours=1))
     print(format_summary(run_report(candidates, stats=stats), [], engine=stats.engine, cached=True))
     printed = capsys.readouterr().out
     assert (
-        "read from the cache: nothing was generated now; the cost below is that of the build of 2026-11-30T10"
-        in printed
+        "read from the cache: nothing was generated now; the cost below is that of the build of "
+        f"{built.isoformat()[:13]}" in printed
     )
 
 

@@ -86,6 +86,24 @@ def test_a_shard_of_other_passages_is_rebuilt(three_shards, caplog):
     assert f"Rebuilding {paths[2].name}: it holds 1 passage(s) from another block and lacks 1" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("rows", "repeated"),
+    [
+        pytest.param([0, 0], 1, id="one-sample-twice"),  # as many rows as samples: no count can see it
+        pytest.param([0, 1, 0, 1], 2, id="every-row-twice"),
+    ],
+)
+def test_a_shard_that_holds_a_sample_twice_is_rebuilt(three_shards, caplog, rows, repeated):
+    import pyarrow.parquet as pq
+
+    paths = build(three_shards)
+    pq.write_table(pq.read_table(paths[1]).take(rows), paths[1])
+    with caplog.at_level("WARNING", logger="genstruct_datasets"):
+        build(three_shards)
+    assert f"Rebuilding {paths[1].name}: it holds {repeated} repeated row(s)" in caplog.text
+    assert pq.read_table(paths[1]).column("sample_index").to_pylist() == [0, 1]
+
+
 def test_more_ranks_than_shards(three_shards, monkeypatch):
     settings = {**three_shards, "shard_size": 3}  # one shard
     monkeypatch.setenv("WORLD_SIZE", "3")

@@ -311,7 +311,11 @@ def _swap_in(staging: Path, folder: Path) -> None:
     old = Path(tempfile.mkdtemp(prefix=_staging_prefix(), dir=folder.parent))
     old.rmdir()  # a free name beside `folder`, that a later save removes if this one is killed before the end
     os.replace(folder, old)
-    os.replace(staging, folder)
+    try:
+        os.replace(staging, folder)
+    except BaseException:
+        os.replace(old, folder)  # the old output back in place: a failed swap changes nothing
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -164,7 +164,8 @@ class ShardJob:
 
     def verified(self, k: int) -> bool:
         """Whether shard `k` is written and can be reused: readable, with a row for every passage of its block and
-        no other, and no failed generation. One that is not is deleted, with a warning, so that it is built again."""
+        no other, no sample twice and no failed generation. One that is not is deleted, with a warning, so that it
+        is built again."""
         path = self.paths[k]
         if not path.exists():
             return False
@@ -172,9 +173,11 @@ class ShardJob:
 
         expected = set(passage_ids(self.block(k)))
         try:
-            shard = pq.ParquetFile(path)  # opened once: its schema, then the two columns the check reads
-            table = shard.read(columns=["passage_id", "finish_reason"])
-            found = set(table.column("passage_id").to_pylist())
+            shard = pq.ParquetFile(path)  # opened once: its schema, then the three columns the check reads
+            table = shard.read(columns=["passage_id", "sample_index", "finish_reason"])
+            ids = table.column("passage_id").to_pylist()
+            found = set(ids)
+            repeated = len(ids) - len(set(zip(ids, table.column("sample_index").to_pylist())))
             reasons = set(table.column("finish_reason").to_pylist())
             problem = None
             lacking = sorted(set(FEATURES) - set(shard.schema_arrow.names))
@@ -186,6 +189,8 @@ class ShardJob:
                 )
             elif "error" in reasons:
                 problem = "it holds failed generations"
+            elif repeated:  # a shard written twice into one file: its passages would be counted, and picked, twice
+                problem = f"it holds {repeated} repeated row(s) (the same passage_id and sample_index)"
             elif not len(expected) <= table.num_rows <= len(expected) * self.config.generator().num_samples:
                 problem = f"it has {table.num_rows} rows for {len(expected)} passages"
         except Exception as err:  # truncated, not parquet, columns missing: whatever it is, it cannot be reused
