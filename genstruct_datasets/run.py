@@ -23,7 +23,7 @@ from .executors import EXECUTORS, Executor, make_executor
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from .filters import FilterOutcome
+    from .filters import FilterOutcome, PairFilter
     from .hub_shards import HubShards
     from .recipe import GenstructConfig
     from .report import RunReport
@@ -234,15 +234,17 @@ def run_recipe(
     recipe = recipe if isinstance(recipe, GenstructConfig) else GenstructConfig(**recipe)
     started = datetime.now(timezone.utc)
     executor = options.make_executor()
-    _check_before_work(recipe, options)
+    # Made once: a filter's check reads what it needs (a benchmark's index), and its apply uses it.
+    filters = recipe.filters()
+    _check_before_work(recipe, options, filters)
     store = options.shard_store()
     pairs = _build(recipe, options, executor, store)
     if pairs is None:  # a rank other than 0 under torchrun: its shards are done, rank 0 writes the output
         return None
-    return _finish(recipe, options, pairs, store, started)
+    return _finish(recipe, options, pairs, filters, store, started)
 
 
-def _check_before_work(recipe: GenstructConfig, options: RunOptions) -> None:
+def _check_before_work(recipe: GenstructConfig, options: RunOptions, filters: list[PairFilter]) -> None:
     """What can be refused before the source is read: the output folder, the token, the models' reachability and the
     filters' models and datasets. (The models' kind is read from their configs once the source's columns are known,
     before any model loads: a missing source is said first.)"""
@@ -261,7 +263,7 @@ def _check_before_work(recipe: GenstructConfig, options: RunOptions) -> None:
     # A Hub model that cannot be had now (offline, not downloaded) is said before the source is read; so is a
     # filter's model or dataset.
     recipe.check_models_reachable(token=options.token)
-    for found in recipe.filters():
+    for found in filters:
         found.check()
 
 
@@ -285,7 +287,12 @@ def _build(recipe: GenstructConfig, options: RunOptions, executor: Executor, sto
 
 
 def _finish(
-    recipe: GenstructConfig, options: RunOptions, pairs, store: HubShards | None, started: datetime
+    recipe: GenstructConfig,
+    options: RunOptions,
+    pairs,
+    filters: list[PairFilter],
+    store: HubShards | None,
+    started: datetime,
 ) -> RunResult:
     """Filter the built pairs, measure the run once, and write it where the options say."""
     from .report import CardInfo, run_report
@@ -294,7 +301,7 @@ def _finish(
 
     best, candidates = pairs["train"], pairs.get("candidates")  # no candidates without best-of-n
     stats = RunStats.of(best)  # None: not measured
-    filtered = _filter(recipe, best, candidates)
+    filtered = _filter(filters, best, candidates)
     best, candidates, outcomes = filtered.kept, filtered.candidates, filtered.outcomes
     # Measured once: the summary, the card, the picture and the saved report are renderings of it.
     report = run_report(
@@ -337,8 +344,8 @@ class _Filtered:
     outcomes: list[FilterOutcome]
 
 
-def _filter(recipe: GenstructConfig, best: Dataset, candidates: Dataset | None) -> _Filtered:
-    """Run the recipe's filters on the kept pairs, each on what the one before kept; the pairs they drop stay in the
+def _filter(filters: list[PairFilter], best: Dataset, candidates: Dataset | None) -> _Filtered:
+    """Run the recipe's `filters` on the kept pairs, each on what the one before kept; the pairs they drop stay in the
     candidates, with the filter's name and why (`filtered_by`, `filter_detail`: both splits get the columns).
 
     With best-of-n, every row first gets its passage's reward spread (`reward_min`, `reward_gap`, `rejected_words`),
@@ -350,7 +357,7 @@ def _filter(recipe: GenstructConfig, best: Dataset, candidates: Dataset | None) 
         best, candidates = reward_spread(best, candidates)
     outcomes = []
     kept = best
-    for found in recipe.filters():
+    for found in filters:
         outcomes.append(found.apply(kept, candidates))
         kept = outcomes[-1].kept
     if not outcomes:

@@ -214,3 +214,15 @@ def test_bad_filter_settings_are_one_line_before_any_work(documents, recipe, gen
     with pytest.raises(GenstructError, match=message):
         run_recipe(settings(recipe, documents, **more), cache_dir=recipe["cache_dir"])
     assert generated == []
+
+
+def test_a_benchmark_is_read_once_for_the_check_and_the_filter(documents, recipe, monkeypatch, tmp_path):
+    from genstruct_datasets.filters import decontaminate
+
+    benchmark = tmp_path / "bench.jsonl"
+    benchmark.write_text(json.dumps({"question": "Nothing here repeats a taught pair."}) + "\n")
+    reads = []
+    real = decontaminate.read_benchmark
+    monkeypatch.setattr(decontaminate, "read_benchmark", lambda spec: reads.append(spec.label) or real(spec))
+    run_recipe(settings(recipe, documents, decontaminate=[str(benchmark)]), cache_dir=recipe["cache_dir"])
+    assert reads == [str(benchmark)]
