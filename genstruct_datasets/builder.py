@@ -20,7 +20,7 @@ from ._paths import is_local_path
 from .columns import FEATURES
 from .errors import GenstructError
 from .executors import BuiltShards, Executor, make_executor
-from .recipe import GenstructConfig, resolve_recipe
+from .recipe import GenstructConfig
 from .runstats import RunStats, package_versions
 from .select import select_best
 from .shards import FolderStore, HubShards, ShardJob, ShardStore, upload_leftovers
@@ -248,7 +248,10 @@ def load_genstruct(
     ```
     """
     check_workers("num_proc", num_proc)
-    recipe = resolve_recipe(source, name, split=split, revision=revision, token=token, cache_dir=cache_dir, **config)
+    # The settings are checked now; build_genstruct resolves the recipe (the source's columns, the engine), once.
+    recipe = GenstructConfig(
+        source=str(source), source_name=name, source_split=split, source_revision=revision, **config
+    )
     return build_genstruct(
         recipe,
         cache_dir=cache_dir,
@@ -270,14 +273,15 @@ def build_genstruct(
     push_shards_to: str | os.PathLike | ShardStore | None = None,
     executor: str | Executor | None = None,
 ) -> datasets.DatasetDict | None:
-    """Build (or read back from the cache) the dataset of a resolved recipe ([`resolve_recipe`]): what
-    [`load_genstruct`] and [`run_recipe`] run once they have the recipe. The arguments are [`load_genstruct`]'s.
+    """Build (or read back from the cache) the dataset of a recipe: what [`load_genstruct`] and [`run_recipe`] run once
+    they have the recipe, which is resolved here ([`GenstructConfig.resolve`]) before its cache key is made. The
+    arguments are [`load_genstruct`]'s.
 
     Returns:
         `datasets.DatasetDict` or None: see [`load_genstruct`].
     """
     started = time.perf_counter()
-    recipe.resolve(token=token, cache_dir=cache_dir)  # a recipe from resolve_recipe resolves to itself
+    recipe.resolve(token=token, cache_dir=cache_dir)
     if isinstance(push_shards_to, (str, os.PathLike)):
         push_shards_to = (
             FolderStore(push_shards_to)
