@@ -96,6 +96,7 @@ def run_pipeline(
     started = time.time()
     with stats.timed("generate"):
         candidates = passages.map(generator, batched=True, desc="Generating", **workers)
+    stats.concurrency = generator.engine.take_concurrency()
     outcomes = list(zip(candidates["passage_id"], candidates["finish_reason"]))
     if not _read_from_cache(candidates, started):
         # A passage that could not be prompted (empty, say) costs nothing: it does not count as generated.

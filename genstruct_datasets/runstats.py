@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +21,51 @@ RUN_STATS_FILE = "genstruct-run.json"
 
 STAGES = ("passages", "generate", "parse", "score", "select")
 """The stages a run times, in order."""
+
+
+@dataclass
+class Concurrency:
+    """How the requests in flight to a server moved during a run (the ``"openai"`` engine's throttle).
+
+    Args:
+        start (`int`): requests allowed in flight when the first request went.
+        lowest (`int`): the fewest allowed at any moment.
+        end (`int`): allowed at the end.
+        rate_limited (`int`): answers 429 (too many requests); each request was sent again, or failed.
+        overloaded (`int`): answers 503 (the server is overloaded), the same way.
+        timeouts (`int`): requests that got no answer in time, past the client's retries.
+        retry_after_seconds (`float`): time during which no request was sent because the server asked to wait
+            (Retry-After).
+
+    Example:
+
+    ```py
+    >>> first = Concurrency(start=32, lowest=4, end=8, rate_limited=30, retry_after_seconds=2.0)
+    >>> first.add(Concurrency(start=8, lowest=8, end=19, rate_limited=7, retry_after_seconds=10.0))
+    Concurrency(start=32, lowest=4, end=19, rate_limited=37, overloaded=0, timeouts=0, retry_after_seconds=12.0)
+    ```
+    """
+
+    start: int = 0
+    lowest: int = 0
+    end: int = 0
+    rate_limited: int = 0
+    overloaded: int = 0
+    timeouts: int = 0
+    retry_after_seconds: float = 0.0
+
+    def add(self, later: Concurrency) -> Concurrency:
+        """The figures of two spans of requests (two shards), `later` the one that ended last: the first's start,
+        the lowest of both, the later's end, the counts and waits summed."""
+        return Concurrency(
+            start=self.start,
+            lowest=min(self.lowest, later.lowest),
+            end=later.end,
+            rate_limited=self.rate_limited + later.rate_limited,
+            overloaded=self.overloaded + later.overloaded,
+            timeouts=self.timeouts + later.timeouts,
+            retry_after_seconds=self.retry_after_seconds + later.retry_after_seconds,
+        )
 
 
 @dataclass
@@ -44,6 +89,8 @@ class RunStats:
         stages (`list[StageCount]`): the accounts of the stages whose outcome is not in the output, in pipeline order
             (the ``passages`` stage: the passages split from the documents, kept or dropped by reason); [`run_report`]
             puts them first in its stages.
+        concurrency ([`Concurrency`], *optional*): how the requests in flight to a server moved; None for an engine
+            that sends none.
 
     Example:
 
@@ -66,9 +113,13 @@ class RunStats:
     executor: str = "local"
     finished_at: str = ""
     stages: list[StageCount] = field(default_factory=list)
+    concurrency: Concurrency | None = None
 
     def __post_init__(self) -> None:
         self.stages = stages_from(self.stages)
+        if isinstance(self.concurrency, Mapping):  # read back from JSON; keys of a later version are ignored
+            names = {f.name for f in dataclasses.fields(Concurrency)}
+            self.concurrency = Concurrency(**{k: v for k, v in self.concurrency.items() if k in names})
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -105,10 +156,17 @@ class RunStats:
         for stage, seconds in other.seconds.items():
             self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
         self.stages = add_stages(self.stages, other.stages)
+        if self.concurrency is None:
+            self.concurrency = other.concurrency
+        elif other.concurrency is not None:
+            self.concurrency = self.concurrency.add(other.concurrency)
 
     def to_dict(self) -> dict[str, Any]:
-        """The figures as plain JSON types, derived speeds included."""
-        return dataclasses.asdict(self) | {
+        """The figures as plain JSON types, derived speeds included; `concurrency` only where a server was asked."""
+        figures = dataclasses.asdict(self)
+        if self.concurrency is None:
+            del figures["concurrency"]
+        return figures | {
             "stages": [stage.to_dict() for stage in self.stages],
             "tokens_per_second": self.tokens_per_second,
             "passages_per_second": self.passages_per_second,

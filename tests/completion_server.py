@@ -24,6 +24,10 @@ class FlakyServer:
     that samples can differ. Set `failing` to None to make a failing server recover. While `holding` is true,
     requests are accepted and not answered (a stalled server). `choices` caps the choices of a reply, whatever `n`
     asks (a server that gives fewer).
+
+    A rate-limited server: with `concurrent`, a request that arrives while that many are being answered is refused
+    with `status` and ``Retry-After: {retry_after}``, among the first `limited` requests (all, by default); each
+    answer then takes `delay` seconds, so that requests overlap. `answered` lists the bodies answered 200.
     """
 
     def __init__(
@@ -34,9 +38,16 @@ class FlakyServer:
         failing: Callable[[dict], bool] | None = None,
         choices: int | None = None,
         completion: Callable[[dict, int], str] | None = None,
+        concurrent: int | None = None,
+        limited: int | None = None,
+        retry_after: str = "0",
+        delay: float = 0.0,
     ) -> None:
         self.failures, self.status, self.answer, self.failing = failures, status, answer, failing
         self.choices = choices
+        self.concurrent, self.limited, self.retry_after, self.delay = concurrent, limited, retry_after, delay
+        self.answering = 0
+        self.answered: list[dict] = []
         self.completion = completion or (lambda body, index: COMPLETION)
         self.requests: list[dict] = []
         self.holding = False
@@ -58,6 +69,18 @@ class FlakyServer:
                 await asyncio.sleep(0.01)
             if len(self.requests) <= self.failures or (self.failing is not None and self.failing(body)):
                 return web.Response(status=self.status, headers={"Retry-After": "0"}, text="busy")
+            if (
+                self.concurrent is not None
+                and self.answering >= self.concurrent
+                and (self.limited is None or len(self.requests) <= self.limited)
+            ):
+                return web.Response(status=self.status, headers={"Retry-After": self.retry_after}, text="slow down")
+            self.answering += 1
+            try:
+                await asyncio.sleep(self.delay)
+            finally:
+                self.answering -= 1
+            self.answered.append(body)
             if self.answer is not None:
                 return web.Response(status=200, text=self.answer)
             choices = [

@@ -178,3 +178,36 @@ def test_a_server_that_cannot_be_reached_stops_the_batch():
     gen = GenstructGenerator("tiny", backend="openai", base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0)
     with pytest.raises(ServerUnreachableError, match=r"could not be reached for any of the 2 request\(s\)"):
         gen({"title": ["Moon", "Tea"], "content": ["The Moon.", "Tea."]})
+
+
+@pytest.mark.parametrize(
+    ("status", "wait"),
+    [
+        pytest.param(429, "0.05", id="429-retry-after-seconds"),
+        pytest.param(503, "Thu, 01 Jan 1970 00:00:00 GMT", id="503-retry-after-date"),
+    ],
+)
+def test_a_rate_limited_server_gets_fewer_requests_then_more_and_every_passage_once(status, wait, caplog):
+    from collections import Counter
+
+    from genstruct_datasets import run_pipeline
+
+    # Two requests at a time during its first 30 requests; above that it refuses, then it takes all.
+    server = FlakyServer(status=status, concurrent=2, limited=30, retry_after=wait, delay=0.05)
+    titles = [f"Passage {i}" for i in range(40)]
+    passages = Dataset.from_dict({"title": titles, "content": [f"Passage {i} says little." for i in titles]})
+    gen = GenstructGenerator("tiny", backend="openai", base_url=server.base_url, max_concurrency=8)
+    try:
+        with caplog.at_level(logging.INFO, logger="genstruct_datasets"):
+            result = run_pipeline(passages, gen, load_from_cache_file=False)
+    finally:
+        server.close()
+    assert result.failed == 0 and result.rows["finish_reason"] == ["stop"] * 40
+    answered = Counter(body["prompt"] for body in server.answered)
+    assert len(answered) == 40 and set(answered.values()) == {1}  # each prompt answered once: none lost or doubled
+    refused = len(server.requests) - len(server.answered)
+    figures = result.stats.concurrency
+    assert refused > 0 and figures.rate_limited + figures.overloaded == refused  # the client retried none itself
+    assert figures.start == 8 and figures.lowest <= 2 and figures.end > figures.lowest  # lowered, then raised again
+    assert f"The server at {server.base_url} answered {status}: 8 → 4 requests in flight." in caplog.messages
+    assert any("answers again: up to" in message for message in caplog.messages)

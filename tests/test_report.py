@@ -292,6 +292,26 @@ def test_the_builds_stages_travel_with_its_figures(tmp_path):
     assert stats.stages == [StageCount("passages", "passages", 9, 7, {"too_short": 1, "empty": 1})]
 
 
+def test_how_the_requests_in_flight_moved_travels_adds_up_over_shards_and_shows_for_a_server_only():
+    from genstruct_datasets.report import format_summary
+    from genstruct_datasets.runstats import Concurrency
+
+    assert "concurrency" not in STATS.to_dict() and "requests in flight" not in dict(cost(STATS))
+    stats = RunStats(engine="the OpenAI-compatible server at http://h/v1", concurrency=Concurrency(32, 8, 8, 30))
+    stats.add(RunStats(concurrency=Concurrency(8, 4, 19, 7, overloaded=2, timeouts=1, retry_after_seconds=12.0)))
+    stats.add(RunStats())  # a shard read back: nothing sent
+    assert stats.concurrency == Concurrency(32, 4, 19, 37, overloaded=2, timeouts=1, retry_after_seconds=12.0)
+    assert RunStats.from_dict(json.loads(json.dumps(stats.to_dict()))) == stats
+    assert dict(cost(stats))["requests in flight"] == (
+        "32 → 4 (min) → 19 at the end; 37 requests throttled (429), 2 answered overloaded (503), 1 timed out; "
+        "waited 12.0 s on Retry-After"
+    )
+    summary = format_summary(RunReport(counts={"kept": 1}, stats=stats), [], engine=stats.engine)
+    assert "requests in flight  32 → 4 (min) → 19 at the end;" in summary
+    calm = RunStats(concurrency=Concurrency(64, 64, 64))
+    assert dict(cost(calm))["requests in flight"] == "64 throughout, never throttled"
+
+
 def _rip_run():
     from genstruct_datasets.filters.rip import RIPFilter, reward_spread
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from .._fingerprint import hash_only_results
+
+if TYPE_CHECKING:
+    from ..runstats import Concurrency
 
 FinishReason = Literal["stop", "length", "invalid_input", "error"]
 
@@ -143,6 +146,11 @@ class Engine(ABC):
         self, model: ModelRef, requests: list[PromptRequest], decoding: Decoding, rank: int | None = None
     ) -> list[list[Sample]]:
         """Complete every request `decoding.num_samples` times; one list of samples per request, in order."""
+
+    def take_concurrency(self) -> Concurrency | None:
+        """How the requests in flight to a server moved since the last call, for the run's figures; None for an
+        engine that sends none (every local one)."""
+        return None
 
     @abstractmethod
     def version(self) -> str:

@@ -7,13 +7,20 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._checks import check_number
 from ..errors import InvalidConfigError, MissingDependencyError, ServerRefusedError, ServerUnreachableError
+from ._throttle import MAX_RETRY_AFTER, Throttle, estimate_tokens, retry_after
 from .base import FAILED, Decoding, Engine, ModelRef, PromptRequest, Sample, finish_reason
 
+if TYPE_CHECKING:
+    from ..runstats import Concurrency
+
 logger = logging.getLogger(__name__)
+
+THROTTLED = (429, 503)
+"""The answers that say the server is asked too much: the throttle, not the client, sends those requests again."""
 
 
 @dataclass
@@ -21,8 +28,11 @@ class OpenAIServerEngine(Engine):
     """Send the prompts to an OpenAI-compatible completions server; no model loads here.
 
     Requests go through the official async client (`openai.AsyncOpenAI`), which retries timeouts, connection errors
-    and 408, 409, 429 and 5xx answers with exponential backoff and the server's Retry-After. A request that still
-    fails gives samples with finish_reason ``"error"``. A server that answers fewer choices than `n` (``transformers
+    and 408, 409 and 5xx answers with exponential backoff. Answers 429 and 503 go to the engine's throttle instead
+    (`engines/_throttle.py`): it halves the requests in flight, sends nothing until the server's Retry-After has
+    passed, and sends the request again (at most `max_retries` times); while requests are answered it lets one more
+    in flight per round, up to `max_concurrency`. A request that still fails gives samples with finish_reason
+    ``"error"``. A server that answers fewer choices than `n` (``transformers
     serve`` ignores `n`) is asked again for the missing samples, at most `num_samples` requests a passage; samples
     still missing then fail the same way. A server that refuses the key (401, 403) stops the run at once; one that
     cannot be reached for any request of a batch stops it there. `model` is the name the server knows.
@@ -32,11 +42,16 @@ class OpenAIServerEngine(Engine):
             `OPENAI_BASE_URL` environment variable.
         api_key (`str`, *optional*): defaults to the `OPENAI_API_KEY` environment variable. Never part of the
             fingerprint nor of the card.
-        max_concurrency (`int`, *optional*, defaults to 64): requests in flight at once, per map batch.
+        max_concurrency (`int`, *optional*, defaults to 64): the most requests in flight at once (those of every map
+            batch running in this process together); fewer while the server answers 429 or 503.
         request_timeout (`float`, *optional*, defaults to 600): seconds before a request is abandoned and retried.
         max_retries (`int`, *optional*, defaults to 5): retries of a request that failed in a way retrying can fix.
         stall_warning (`float`, *optional*, defaults to 60): seconds without any answer after which a warning says
             how many requests are in flight (and the progress is logged at that pace otherwise).
+        max_requests_per_minute (`int`, *optional*): no more requests sent in any minute; None: no such limit.
+        max_tokens_per_minute (`int`, *optional*): no more tokens in any minute, each request counting its prompt
+            (about 4 characters a token) and `max_new_tokens` for each sample before it goes, and the tokens the
+            server says it used once answered; None: no such limit.
 
     Raises:
         [`InvalidConfigError`]: no address, or a setting out of range.
@@ -55,16 +70,35 @@ class OpenAIServerEngine(Engine):
 
     name = "openai"
     loads_model = False
-    run_options = ("base_url", "api_key", "max_concurrency", "request_timeout", "max_retries", "stall_warning")
+    run_options = (
+        "base_url",
+        "api_key",
+        "max_concurrency",
+        "request_timeout",
+        "max_retries",
+        "stall_warning",
+        "max_requests_per_minute",
+        "max_tokens_per_minute",
+    )
 
     base_url: str | None = field(
         default=None, metadata={"help": "the server's API root, e.g. http://127.0.0.1:8000/v1 (or OPENAI_BASE_URL)"}
     )
     api_key: str | None = field(default=None, repr=False, metadata={"cli": False})
-    max_concurrency: int = field(default=64, metadata={"help": "requests in flight at once"})
+    max_concurrency: int = field(
+        default=64, metadata={"help": "the most requests in flight at once (fewer while the server throttles)"}
+    )
     request_timeout: float = field(default=600.0, metadata={"help": "seconds before a request is retried"})
     max_retries: int = field(default=5, metadata={"help": "retries of a failed request"})
     stall_warning: float = field(default=60.0, metadata={"help": "seconds without an answer before a warning says so"})
+    max_requests_per_minute: int | None = field(
+        default=None, metadata={"help": "the most requests sent in any minute (default: no limit)"}
+    )
+    max_tokens_per_minute: int | None = field(
+        default=None,
+        metadata={"help": "the most prompt and completion tokens in any minute, counted before and settled after "
+                  "each request (default: no limit)"},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         url = self.base_url or os.environ.get("OPENAI_BASE_URL")
@@ -82,6 +116,9 @@ class OpenAIServerEngine(Engine):
         check_number("max_concurrency", self.max_concurrency, integer=True, minimum=1)
         check_number("stall_warning", self.stall_warning, above=0, detail="seconds")
         check_number("request_timeout", self.request_timeout, above=0, detail="seconds")
+        check_number("max_requests_per_minute", self.max_requests_per_minute, integer=True, minimum=1, optional=True)
+        check_number("max_tokens_per_minute", self.max_tokens_per_minute, integer=True, minimum=1, optional=True)
+        self._throttle: Throttle | None = None
 
     @property
     def needs_token_ids(self) -> bool:
@@ -105,12 +142,29 @@ class OpenAIServerEngine(Engine):
     ) -> list[list[Sample]]:
         return run_coroutine(self.agenerate(model, requests, decoding))
 
+    def take_concurrency(self) -> Concurrency | None:
+        """How the requests in flight moved since the last call (the throttle keeps its limit across map batches
+        and shards); None when no request was sent since."""
+        return None if self._throttle is None else self._throttle.take()
+
+    @property
+    def throttle(self) -> Throttle:
+        """The throttle of this process's requests to the server, made on first use (settings only travel)."""
+        if self._throttle is None:
+            self._throttle = Throttle(
+                self.max_concurrency,
+                requests_per_minute=self.max_requests_per_minute,
+                tokens_per_minute=self.max_tokens_per_minute,
+                server=f"The server at {self.url}",
+            )
+        return self._throttle
+
     async def agenerate(
         self, model: ModelRef, requests: list[PromptRequest], decoding: Decoding
     ) -> list[list[Sample]]:
         """[`generate`] as a coroutine: every request, at most `max_concurrency` in flight at a time."""
         try:
-            from openai import AsyncOpenAI
+            from openai import AsyncOpenAI, DefaultAsyncHttpxClient
         except ImportError as err:
             raise MissingDependencyError(
                 "backend='openai' needs the openai client: pip install 'genstruct-datasets[openai]'"
@@ -123,6 +177,7 @@ class OpenAIServerEngine(Engine):
             api_key=self.api_key or os.environ.get("OPENAI_API_KEY") or "none",
             max_retries=self.max_retries,
             timeout=self.request_timeout,
+            http_client=DefaultAsyncHttpxClient(event_hooks={"response": [_leave_to_the_throttle]}),
         )
         progress = _Progress(len(requests))
 
@@ -202,7 +257,7 @@ class OpenAIServerEngine(Engine):
             if seed is not None:
                 settings["seed"] = seed + len(samples)
             try:
-                raw = await client.completions.with_raw_response.create(**settings)
+                raw = await self._send(client, settings)
             except (openai.AuthenticationError, openai.PermissionDeniedError) as err:
                 raise ServerRefusedError(
                     f"the server at {self.url} refused the API key ({err.status_code}: {err.response.text:.200}); "
@@ -232,6 +287,39 @@ class OpenAIServerEngine(Engine):
         )  # fmt: skip
         return samples + [FAILED] * missing
 
+    async def _send(self, client, settings: dict[str, Any]):
+        """One completions request, sent when the throttle lets it, and again after a 429 or 503 (at most
+        `max_retries` times, and not when the server asks to wait more than `MAX_RETRY_AFTER` seconds).
+
+        Returns:
+            The client's raw response of the answer.
+
+        Raises:
+            `openai.APIError`: the request's last failure.
+        """
+        import openai
+
+        tokens = estimate_tokens(settings["prompt"], settings["max_tokens"], settings["n"])
+        retries = 0
+        while True:
+            async with self.throttle.slot(tokens) as ticket:
+                try:
+                    raw = await client.completions.with_raw_response.create(**settings)
+                except openai.APITimeoutError:
+                    self.throttle.timed_out(ticket)
+                    raise
+                except openai.APIStatusError as err:
+                    if err.status_code not in THROTTLED:
+                        raise
+                    wait = retry_after(err.response.headers)
+                    self.throttle.throttled(ticket, err.status_code, wait)
+                    if retries == self.max_retries or (wait is not None and wait > MAX_RETRY_AFTER):
+                        raise
+                else:
+                    self.throttle.succeeded(ticket, _tokens_used(raw.http_response))
+                    return raw
+            retries += 1
+
 
 @dataclass
 class _Progress:
@@ -242,6 +330,22 @@ class _Progress:
     in_flight: int = 0
     unreachable: list[str] = field(default_factory=list)
     """Why each request that never reached the server failed (a connection error or a timeout past the retries)."""
+
+
+async def _leave_to_the_throttle(response) -> None:
+    """Tell the client not to retry a 429 or 503 itself (``x-should-retry``, a header it obeys): the engine's
+    throttle sends the request again, once fewer are in flight and the Retry-After has passed."""
+    if response.status_code in THROTTLED:
+        response.headers["x-should-retry"] = "false"
+
+
+def _tokens_used(response) -> int | None:
+    """The prompt and completion tokens a completions reply says it used, or None where it does not say."""
+    try:
+        usage = response.json().get("usage") or {}
+        return int(usage.get("total_tokens") or usage["prompt_tokens"] + usage["completion_tokens"])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 def _samples(response, wanted: int) -> list[Sample] | None:

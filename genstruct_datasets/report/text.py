@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from ..runstats import STAGES, RunStats, format_duration
+from ..runstats import STAGES, Concurrency, RunStats, format_duration
 from .data import RunReport
 
 
@@ -96,7 +96,35 @@ def cost(stats: RunStats) -> list[tuple[str, str]]:
         )
     )
     rows.append(("shards reused", f"{stats.shards_reused} of {stats.shards}"))
+    if stats.concurrency is not None:
+        rows.append(("requests in flight", format_concurrency(stats.concurrency)))
     return rows
+
+
+def format_concurrency(figures: Concurrency) -> str:
+    """How the requests in flight to a server moved, in a line.
+
+    Example:
+
+    ```py
+    >>> format_concurrency(Concurrency(start=32, lowest=4, end=19, rate_limited=37, retry_after_seconds=12.0))
+    '32 → 4 (min) → 19 at the end; 37 requests throttled (429); waited 12.0 s on Retry-After'
+    >>> format_concurrency(Concurrency(start=64, lowest=64, end=64))
+    '64 throughout, never throttled'
+    ```
+    """
+    signals = [
+        f"{figures.rate_limited:,} requests throttled (429)" if figures.rate_limited else "",
+        f"{figures.overloaded:,} answered overloaded (503)" if figures.overloaded else "",
+        f"{figures.timeouts:,} timed out" if figures.timeouts else "",
+    ]
+    said = ", ".join(signal for signal in signals if signal)
+    if figures.retry_after_seconds:
+        said += f"; waited {format_duration(figures.retry_after_seconds)} on Retry-After"
+    if figures.start == figures.lowest == figures.end:
+        return f"{figures.start} throughout, " + (said or "never throttled")
+    moved = f"{figures.start} → {figures.lowest} (min) → {figures.end} at the end"
+    return f"{moved}; {said}" if said else moved
 
 
 def format_cost(stats: RunStats) -> str:
