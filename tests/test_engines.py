@@ -57,6 +57,10 @@ def test_each_name_makes_its_engine_with_its_own_options():
         pytest.param("openai", {"base_url": "http://h/v1", "request_timeout": 0}, "timeout must be > 0", id="timeout"),
         pytest.param("openai", {"base_url": "http://h/v1", "max_concurrency": 0}, "concurrency must be", id="conc"),
         pytest.param("openai", {"base_url": "notaurl"}, "base_url='notaurl' is not an http", id="not-a-url"),
+        pytest.param("openai", {"base_url": "http://h/v1", "max_requests_per_minute": 0},
+                     "max_requests_per_minute must be a positive integer, got 0", id="rpm"),
+        pytest.param("openai", {"base_url": "http://h/v1", "max_tokens_per_minute": 1.5},
+                     "max_tokens_per_minute must be a positive integer, got 1.5", id="tpm"),
     ],
 )  # fmt: skip
 def test_options_are_checked_by_their_engine(backend, options, match):
@@ -179,6 +183,8 @@ def test_the_cli_has_one_flag_per_engine_option_and_passes_only_those_given(monk
         "--max-concurrency",
         "--request-timeout",
         "--max-retries",
+        "--max-requests-per-minute",
+        "--max-tokens-per-minute",
     ):
         assert flag in help_text
     assert "--api-key" not in help_text  # a key belongs in OPENAI_API_KEY, not in the shell's history

@@ -32,10 +32,10 @@ class OpenAIServerEngine(Engine):
     (`engines/_throttle.py`): it halves the requests in flight, sends nothing until the server's Retry-After has
     passed, and sends the request again (at most `max_retries` times); while requests are answered it lets one more
     in flight per round, up to `max_concurrency`. A request that still fails gives samples with finish_reason
-    ``"error"``. A server that answers fewer choices than `n` (``transformers
-    serve`` ignores `n`) is asked again for the missing samples, at most `num_samples` requests a passage; samples
-    still missing then fail the same way. A server that refuses the key (401, 403) stops the run at once; one that
-    cannot be reached for any request of a batch stops it there. `model` is the name the server knows.
+    ``"error"``. A server that answers fewer choices than `n` (``transformers serve`` ignores `n`) is asked again
+    for the missing samples, at most `num_samples` requests a passage; samples still missing then fail the same way.
+    A server that refuses the key (401, 403) stops the run at once; one that cannot be reached for any request of a
+    batch stops it there. `model` is the name the server knows.
 
     Args:
         base_url (`str`, *optional*): the server's API root, e.g. ``"http://127.0.0.1:8000/v1"``; defaults to the
@@ -149,7 +149,7 @@ class OpenAIServerEngine(Engine):
 
     @property
     def throttle(self) -> Throttle:
-        """The throttle of this process's requests to the server, made on first use (settings only travel)."""
+        """The throttle of this process's requests to the server, made on first use in each process."""
         if self._throttle is None:
             self._throttle = Throttle(
                 self.max_concurrency,
