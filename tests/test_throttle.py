@@ -143,6 +143,12 @@ def test_tokens_are_counted_before_sending_and_settled_on_the_real_usage(clock):
     assert throttle.wait(300) == 0 and throttle.wait(400) == 1.0  # the first left the window, the 700 still count
     clock.now += 1
     assert throttle.wait(5000) == 0  # a request above the budget goes alone
+    slow = throttle.admit(100)
+    clock.now += 61
+    assert throttle.wait(100) == 0
+    throttle.admit(100)
+    throttle.succeeded(slow, tokens=900)  # answered after it left the window: it counts no more
+    assert throttle.wait(900) == 0 and throttle.wait(901) == 60.0
 
 
 def test_estimated_tokens_count_the_prompt_and_every_sample():

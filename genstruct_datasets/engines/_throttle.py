@@ -104,6 +104,7 @@ class _Spent:
 
     at: float
     tokens: int
+    in_window: bool = True
 
 
 @dataclass
@@ -168,6 +169,8 @@ class Throttle:
         self._logged = max_concurrency
         self._sent: deque[float] = deque()
         self._spent: deque[_Spent] = deque()
+        self._tokens = 0
+        """The tokens of `_spent`, the requests of the last minute."""
         self._waiting: list[asyncio.Future] = []
         self._figures: Concurrency | None = None
 
@@ -186,18 +189,16 @@ class Throttle:
         while self._sent and self._sent[0] <= now - WINDOW:
             self._sent.popleft()
         while self._spent and self._spent[0].at <= now - WINDOW:
-            self._spent.popleft()
+            gone = self._spent.popleft()
+            gone.in_window = False
+            self._tokens -= gone.tokens
         if now < self.paused_until:
             return self.paused_until - now
         if self.in_flight >= self.concurrency:
             return math.inf
         if self.requests_per_minute is not None and len(self._sent) >= self.requests_per_minute:
             return self._sent[0] + WINDOW - now
-        if (
-            self.tokens_per_minute is not None
-            and self._spent
-            and sum(spent.tokens for spent in self._spent) + tokens > self.tokens_per_minute
-        ):
+        if self.tokens_per_minute is not None and self._spent and self._tokens + tokens > self.tokens_per_minute:
             return self._spent[0].at + WINDOW - now
         return 0.0
 
@@ -209,6 +210,7 @@ class Throttle:
         self._sent.append(now)
         spent = _Spent(now, tokens)
         self._spent.append(spent)
+        self._tokens += tokens
         return Ticket(spent, self._epoch)
 
     def succeeded(self, ticket: Ticket, tokens: int | None = None) -> None:
@@ -302,6 +304,8 @@ class Throttle:
         ticket.released = True
         self.in_flight -= 1
         if tokens is not None:
+            if ticket.spent.in_window:
+                self._tokens += tokens - ticket.spent.tokens
             ticket.spent.tokens = tokens
         waiting, self._waiting = self._waiting, []
         for woken in waiting:
