@@ -19,7 +19,7 @@ import datasets
 
 from ._paths import is_local_path
 from .errors import InvalidSourceError, MissingColumnsError, SourceError
-from .prompt import as_text, passage_id
+from .prompt import as_text
 from .stage_counts import StageCount
 
 if TYPE_CHECKING:
@@ -375,7 +375,8 @@ def read_passages(
     load_from_cache_file: bool = True,
 ) -> Passages:
     """The recipe's passages: its documents read ([`read_source`]) and split ([`PassageSplitter`]), or taken as
-    passages already (``split_documents=False``), then cut to `limit`.
+    passages already (``split_documents=False``; those shorter than `min_tokens` left out, see
+    [`PassageSplitter.read_as_is`]), then cut to `limit`.
 
     The recipe's models are checked before any of them runs ([`GenstructConfig.check_models`]): the splitter loads
     the generator's tokenizer.
@@ -406,9 +407,9 @@ def read_passages(
         )
     else:
         passages = documents.map(
-            _as_passages,
+            splitter.read_as_is,
             batched=True,
-            fn_kwargs={"title_column": splitter.title_column, "text_column": splitter.text_column},
+            remove_columns=documents.column_names,
             load_from_cache_file=load_from_cache_file,
             desc="Reading passages",
         )
@@ -467,14 +468,3 @@ def _no_passages(config: GenstructConfig, documents: int) -> str:
         f"or lower the shortest passage: --min-tokens N (min_tokens=N from Python), at most max_tokens="
         f"{splitter.max_tokens}."
     )
-
-
-def _as_passages(batch: dict[str, list], *, title_column: str, text_column: str) -> dict[str, list]:
-    """Treat each row as a passage already: `content` is its text, and it is its own document."""
-    ids = [passage_id(t, c) for t, c in zip(batch[title_column], batch[text_column])]
-    return {
-        "title": batch[title_column],
-        "content": batch[text_column],
-        "document_id": ids,
-        "passage_index": [0] * len(ids),
-    }

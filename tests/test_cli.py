@@ -754,6 +754,21 @@ def test_passages_in_title_and_content_are_read_as_passages(cli, tmp_path, caplo
     assert pairs["content"] == [first["content"]] and pairs["title"] == [first["title"]]  # whole, not split
 
 
+def test_a_passage_read_as_is_shorter_than_min_tokens_is_counted_not_generated(
+    cli, generated, tmp_path, taught_generator, tiny_reward_model
+):
+    corpus = passages_corpus(tmp_path / "passages.jsonl", 2)
+    with corpus.open("a") as file:
+        file.write(json.dumps({"title": "Stub", "content": "Too short."}) + "\n")
+    args = [*sharded_run_args(corpus, taught_generator, tiny_reward_model), "--cache-dir", str(tmp_path / "cache")]
+    status, errors = cli(*args, "--output", str(tmp_path / "out"))
+    assert status == 0, errors
+    assert sorted(generated) == ["Passage 0", "Passage 1"]  # "Too short." was never sent to the model
+    passages = RunReport.load(tmp_path / "out").stages[0]
+    assert (passages.name, passages.seen, passages.kept, passages.dropped) == ("passages", 3, 2, {"too_short": 1})
+    assert "Stub" not in load_dataset(str(tmp_path / "out"), split="candidates")["title"]
+
+
 def test_one_run_is_measured_once_and_writes_every_candidate(
     monkeypatch, capsys, tmp_path, taught_generator, tiny_reward_model
 ):
@@ -764,8 +779,10 @@ def test_one_run_is_measured_once_and_writes_every_candidate(
     from genstruct_datasets.cli import main
 
     corpus = passages_corpus(tmp_path / "passages.jsonl", 3)
-    with corpus.open("a") as file:  # a passage that cannot be prompted: an invalid_input candidate
-        file.write(json.dumps({"title": "Empty", "content": ""}) + "\n")
+    with corpus.open("a") as file:  # a passage that cannot be prompted (no title): an invalid_input candidate
+        file.write(
+            json.dumps({"title": "", "content": "A passage without a title is read, never prompted. " * 3}) + "\n"
+        )
     real_call = GenstructGenerator.__call__
 
     def second_samples_lose_their_answer(self, batch, rank=None):
