@@ -7,10 +7,12 @@ named, with its line, in an [`InvalidSourceError`], never left to a traceback fr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -264,7 +266,10 @@ def _read_structured(path: Path, files: list[Path], kind: str, cache_dir) -> dat
     level = readers.level
     readers.setLevel(logging.CRITICAL)
     try:
-        documents = datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train", cache_dir=cache_dir)
+        with quiet_loading_bars():
+            documents = datasets.load_dataset(
+                kind, data_files=[str(f) for f in files], split="train", cache_dir=cache_dir
+            )
         # The JSON and CSV readers let bytes that are not UTF-8 through, to fail when a row is read: check now.
         documents.data.table.validate(full=True)
     except (StopIteration, ValueError, datasets.exceptions.DatasetGenerationError) as err:
@@ -280,6 +285,32 @@ def _read_structured(path: Path, files: list[Path], kind: str, cache_dir) -> dat
     finally:
         readers.setLevel(level)
     return documents
+
+
+@contextlib.contextmanager
+def quiet_loading_bars() -> Iterator[None]:
+    """Hide `datasets`' progress bars for the time of the block: the "Generating train split" bar of local files read
+    in a second, which says nothing and would sit above the error line of a file that cannot be read. The bars are
+    shown again after it, unless they were hidden before; ``HF_DATASETS_DISABLE_PROGRESS_BARS=0`` keeps them.
+
+    Example:
+
+    ```py
+    >>> with quiet_loading_bars():
+    ...     datasets.utils.are_progress_bars_disabled()
+    True
+
+    ```
+    """
+    hidden = datasets.utils.are_progress_bars_disabled()
+    if hidden or datasets.config.HF_DATASETS_DISABLE_PROGRESS_BARS is False:
+        yield
+        return
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.enable_progress_bars()
 
 
 def structured_file_problem(path: str | Path) -> str | None:

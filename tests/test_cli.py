@@ -301,17 +301,56 @@ def test_run_with_two_worker_processes_gives_the_same_pairs(tmp_path, corpus, ta
         pytest.param(["CORPUS", "--num-samples", "0"], "num_samples must be a positive integer, got 0.", id="setting"),
         pytest.param(["CORPUS", "--push-to-hub", "me/x"], "--push-to-hub me/x needs a Hugging Face token", id="token"),
         pytest.param(["CORPUS", "--dedup-threshold", "1.5"], "dedup_threshold must be in (0, 1], got 1.5", id="dedup"),
+        pytest.param(["BROKEN"], "broken.jsonl', line 2: not valid JSON (Expecting value)", id="malformed"),
     ],
 )
 def test_bad_input_exits_with_one_line_before_any_model_loads(tmp_path, corpus, args, message):
-    args = [str(corpus) if a == "CORPUS" else a for a in args]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"title": "Moon", "text": "The Moon."}\n{"title": \n')
+    args = [{"CORPUS": str(corpus), "BROKEN": str(broken)}.get(a, a) for a in args]
     # Models that do not exist: reaching them would fail differently.
     models = ["--model", str(tmp_path / "no-model"), "--reward-model", str(tmp_path / "no-reward-model")]
     result = run("run", *args, *models, tmp_path=tmp_path, env={"HF_HOME": str(tmp_path)})
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("genstruct-datasets: error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
+    # The line alone: no "Generating train split" bar of the source's reading above it, no traceback.
+    assert result.stderr.splitlines() == errors
+
+
+@pytest.mark.parametrize(
+    ("args", "usage", "hint"),
+    [
+        pytest.param(
+            ["run", "docs.jsonl", "--num-sampels", "2"],
+            "usage: genstruct-datasets run SOURCE [options] (all of them: genstruct-datasets run --help)",
+            "genstruct-datasets run: error: unrecognized arguments: --num-sampels 2 (did you mean --num-samples?)",
+            id="run",
+        ),
+        pytest.param(
+            ["report", "pairs/", "--jsno", "--split=train", "--confg=x"],
+            "usage: genstruct-datasets report [-h]",
+            "genstruct-datasets report: error: unrecognized arguments: --jsno --confg=x "
+            "(did you mean --json?; did you mean --config?)",
+            id="report",
+        ),
+        pytest.param(
+            ["demo", "--frobnicate"],
+            "usage: genstruct-datasets demo [-h]",
+            "genstruct-datasets demo: error: unrecognized arguments: --frobnicate",
+            id="no-close-flag",
+        ),
+    ],
+)
+def test_a_mistyped_flag_gets_the_commands_usage_and_the_closest_flag(capsys, args, usage, hint):
+    from genstruct_datasets.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    lines = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 2
+    assert lines[0].startswith(usage) and lines[-1] == hint  # the command's usage, not the top level's
+    assert not any("Traceback" in line or "COMMAND ..." in line for line in lines)
 
 
 def test_help_reads_well(tmp_path):
