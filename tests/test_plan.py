@@ -113,3 +113,13 @@ def test_a_dry_run_of_a_built_recipe_reads_it_from_the_cache(corpus, settings, t
     plan = dry_run(corpus, settings, tmp_path)
     assert plan.cached and plan.generations_left == 0
     assert "  shards         3 of up to 2 passages: built before, read back from the cache" in plan.summary()
+
+
+def test_the_command_prints_the_plan(corpus, settings, tmp_path, capsys, no_model_loads):
+    from genstruct_datasets.cli import main
+
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in settings.items()]
+    assert main(["run", str(corpus), *flags, "--cache-dir", str(tmp_path / "cache"), "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"dry run of {corpus}: no model loaded, nothing generated or written"
+    assert out[-1] == "  output         none (no --output or --push-to-hub): the cache only"
