@@ -9,8 +9,8 @@ nothing.
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .stage_counts import StageCount
 
@@ -89,10 +89,6 @@ class RunPlan:
     def generations_left(self) -> int:
         """The completions this run would make: those of the shards left to build."""
         return self.passages_to_generate * self.num_samples
-
-    def to_dict(self) -> dict[str, Any]:
-        """The plan as plain data (with the generations), e.g. for JSON."""
-        return asdict(self) | {"generations": self.generations, "generations_left": self.generations_left}
 
     def summary(self) -> str:
         """The plan in a few lines, as ``genstruct-datasets run --dry-run`` prints it; see [`format_plan`]."""
