@@ -35,6 +35,7 @@ from .models import clear_model_cache
 from .parse import PARSE_ERRORS, ParsedPair, parse_completion, parse_pairs
 from .passages import PassageSplitter, split_passages
 from .pipeline import PipelineResult, run_pipeline
+from .plan import RunPlan
 from .prompt import format_prompt, passage_id
 from .publish import publish, save_local
 from .quality import quality_report
@@ -84,6 +85,7 @@ __all__ = [
     "RayExecutor",
     "RewardScorer",
     "RunOptions",
+    "RunPlan",
     "RunReport",
     "RunResult",
     "RunStats",

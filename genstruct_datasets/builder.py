@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import posixpath
 import re
 import shutil
 import time
@@ -154,6 +155,13 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         return upload_leftovers(self.shard_store, self.config_id, self.work_dir)
 
     @property
+    def cached(self) -> bool:
+        """Whether the recipe's dataset is in the cache, to be read back without building anything (as
+        `download_and_prepare` finds it; never for a forced build)."""
+        info = posixpath.join(self._output_dir, datasets.config.DATASET_INFO_FILENAME)
+        return self.reuse_work and self._fs.exists(info)
+
+    @property
     def work_dir(self) -> Path:
         """Where this recipe's finished shards wait until the build is done (next to the datasets cache)."""
         # Absolute: a Ray worker runs in a working folder of its own.
@@ -281,24 +289,14 @@ def build_genstruct(
         `datasets.DatasetDict` or None: see [`load_genstruct`].
     """
     started = time.perf_counter()
-    recipe.resolve(token=token, cache_dir=cache_dir)
-    if isinstance(push_shards_to, (str, os.PathLike)):
-        push_shards_to = (
-            FolderStore(push_shards_to)
-            if is_local_path(push_shards_to)
-            else HubShards(str(push_shards_to), token=token if isinstance(token, str) else None)
-        )
-    mode = datasets.DownloadMode(download_mode or datasets.DownloadMode.REUSE_DATASET_IF_EXISTS)
-    # The cache is keyed by the whole recipe, defaults included, so that passing a default changes nothing.
-    builder = GenstructBuilder(
+    builder = make_builder(
+        recipe,
         cache_dir=cache_dir,
-        config=recipe,
-        config_id=f"{_slug(recipe.source)}-{datasets.fingerprint.Hasher.hash(recipe.settings())}",
+        download_mode=download_mode,
         token=token,
-        executor=executor,
         num_proc=num_proc,
-        shard_store=push_shards_to,
-        reuse_work=mode != datasets.DownloadMode.FORCE_REDOWNLOAD,
+        push_shards_to=push_shards_to,
+        executor=executor,
     )
     with system_memory_pool():
         if builder.executor.builds_in_every_process:
@@ -336,6 +334,44 @@ def build_genstruct(
             else datasets.Dataset.from_dict({column: [] for column in FEATURES}, features=FEATURES)
             for name, info in builder.info.splits.items()
         }
+    )
+
+
+def make_builder(
+    recipe: GenstructConfig,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    download_mode: datasets.DownloadMode | str | None = None,
+    token: str | bool | None = None,
+    num_proc: int | None = None,
+    push_shards_to: str | os.PathLike | ShardStore | None = None,
+    executor: str | Executor | None = None,
+) -> GenstructBuilder:
+    """The builder of a recipe, which is resolved here ([`GenstructConfig.resolve`]) before its cache key is made: what
+    [`build_genstruct`] runs, and what a dry run ([`plan_run`]) looks at without building. The arguments are
+    [`load_genstruct`]'s.
+
+    Returns:
+        [`GenstructBuilder`]: keyed by the whole recipe; nothing is read or built yet.
+    """
+    recipe.resolve(token=token, cache_dir=cache_dir)
+    if isinstance(push_shards_to, (str, os.PathLike)):
+        push_shards_to = (
+            FolderStore(push_shards_to)
+            if is_local_path(push_shards_to)
+            else HubShards(str(push_shards_to), token=token if isinstance(token, str) else None)
+        )
+    mode = datasets.DownloadMode(download_mode or datasets.DownloadMode.REUSE_DATASET_IF_EXISTS)
+    # The cache is keyed by the whole recipe, defaults included, so that passing a default changes nothing.
+    return GenstructBuilder(
+        cache_dir=cache_dir,
+        config=recipe,
+        config_id=f"{_slug(recipe.source)}-{datasets.fingerprint.Hasher.hash(recipe.settings())}",
+        token=token,
+        executor=executor,
+        num_proc=num_proc,
+        shard_store=push_shards_to,
+        reuse_work=mode != datasets.DownloadMode.FORCE_REDOWNLOAD,
     )
 
 

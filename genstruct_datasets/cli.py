@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import difflib
 import logging
 import os
 import signal
@@ -34,7 +35,13 @@ from .recipe import RECIPE_DEFAULTS, SCORER_PREFIX, GenstructConfig
 from .report import REPORT_FILE, RunReport, format_run_report, run_report
 from .run import RunOptions, run_recipe
 from .score import RewardScorer
-from .sources import STRUCTURED_FORMATS, TEXT_FORMATS, not_here_nor_reachable, structured_file_problem
+from .sources import (
+    STRUCTURED_FORMATS,
+    TEXT_FORMATS,
+    not_here_nor_reachable,
+    quiet_loading_bars,
+    structured_file_problem,
+)
 
 logger = logging.getLogger("genstruct_datasets")
 
@@ -47,8 +54,43 @@ EPILOG = """examples:
 """
 
 
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser whose commands report an unknown flag themselves: the command's own usage, and the flag it
+    is closest to (``did you mean --num-samples?``), exit status 2. Python 3.14's ``suggest_on_error`` suggests among
+    choices only, and the package supports 3.10."""
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            commands = next((a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {})
+            command = commands.get(getattr(parsed, "command", None), self)
+            command.error(unrecognized(extras, command))
+        return parsed
+
+
+def unrecognized(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    """The error for arguments that `parser` does not take, with the closest of its flags to each unknown one.
+
+    Example:
+
+    ```py
+    >>> parser = argparse.ArgumentParser()
+    >>> _ = parser.add_argument("--num-samples")
+    >>> unrecognized(["--num-sampels", "2"], parser)
+    'unrecognized arguments: --num-sampels 2 (did you mean --num-samples?)'
+    ```
+    """
+    flags = [flag for flag in parser._option_string_actions if flag.startswith("--")]
+    hints = [
+        f"did you mean {close[0]}?"
+        for extra in extras
+        if extra.startswith("--") and (close := difflib.get_close_matches(extra.split("=", 1)[0], flags, n=1))
+    ]
+    return f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else "")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="genstruct-datasets",
         description="Turn a corpus of text passages into a grounded instruction dataset with Genstruct-7B.",
     )
@@ -56,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
         "run",
+        usage="%(prog)s SOURCE [options] (all of them: %(prog)s --help)",
         help="split documents, generate, parse, score, keep the best pair of each passage, save or publish",
         description="Split documents into passages, generate Genstruct completions, parse them into pairs, "
         "score them with a reward model, keep the best pair of each passage, and save or publish the result. "
@@ -253,13 +296,14 @@ def _read_split(args: argparse.Namespace, *, local: bool):
     import datasets
 
     try:
-        return datasets.load_dataset(
-            args.dataset,
-            args.config,
-            split=args.split,
-            # datasets caches a folder by its name and card, not its files: read a folder afresh.
-            download_mode="force_redownload" if local else None,
-        )
+        with quiet_loading_bars():
+            return datasets.load_dataset(
+                args.dataset,
+                args.config,
+                split=args.split,
+                # datasets caches a folder by its name and card, not its files: read a folder afresh.
+                download_mode="force_redownload" if local else None,
+            )
     except (ValueError, datasets.exceptions.DatasetGenerationError) as err:  # a malformed file, an unknown split
         problem = structured_file_problem(args.dataset) if local else None
         if problem:

@@ -22,7 +22,7 @@ from .errors import MissingDependencyError
 logger = logging.getLogger(__name__)
 
 DEMO_PASSAGES = Path(__file__).parent / "data" / "passages.jsonl"
-"""Twelve passages (`title`, `content`) that ship with the package, one of them empty to show an invalid input.
+"""Twelve passages (`title`, `content`) that ship with the package, one of them empty to show a passage left out.
 `examples/passages.jsonl` is the same file."""
 
 _NEEDS = {"mistral_common": "mistral-common", "sentencepiece": "sentencepiece", "google.protobuf": "protobuf"}
@@ -153,7 +153,7 @@ def run_demo(
     ```py
     >>> from datasets import load_dataset
     >>> run_demo("genstruct-demo")  # doctest: +SKIP
-    passages: 12, candidates: 23, parsed: 22, kept: 11
+    passages: 11, candidates: 22, parsed: 22, kept: 11
     ...
     >>> load_dataset("genstruct-demo", split="train").num_rows  # doctest: +SKIP
     11

@@ -147,6 +147,56 @@ class PassageSplitter:
             )
         return output
 
+    def read_as_is(self, batch: dict[str, list]) -> dict[str, list]:
+        """Take each row of one map batch as a passage already (a source of passages, or ``split_documents=False``),
+        without splitting it: its own document, `content` its text. A row whose text is empty or shorter than
+        `min_tokens` is left out, as a split would leave it out, and counted in a warning; a longer one is kept whole
+        (the generation stage fits its prompt to the model's context).
+
+        Args:
+            batch (`dict[str, list]`): the rows, with the title and text columns.
+
+        Returns:
+            `dict[str, list]`: the kept rows' `title`, `content`, `document_id` and `passage_index` (0), and no other
+            column: map it with ``remove_columns=`` the input's columns.
+
+        Example:
+
+        ```py
+        >>> stage = PassageSplitter(min_tokens=4, text_column="content")  # doctest: +SKIP
+        >>> batch = {"title": ["Moon", "Sun"], "content": ["Too short.", "The Sun is the star at our centre."]}
+        >>> stage.read_as_is(batch)["content"]  # doctest: +SKIP
+        ['The Sun is the star at our centre.']
+        ```
+        """
+        check_columns(
+            "PassageSplitter",
+            batch,
+            [self.title_column, self.text_column],
+            "Pass title_column= and text_column= to name yours.",
+        )
+        titles = [self._as_text(t, self.title_column, row) for row, t in enumerate(batch[self.title_column])]
+        texts = [self._as_text(t, self.text_column, row) for row, t in enumerate(batch[self.text_column])]
+        tokenizer = load_tokenizer(self.tokenizer, revision=self.revision)
+        sizes = tokenizer([text or "" for text in texts], add_special_tokens=False)["input_ids"] if texts else []
+        kept = [
+            row for row, ids in enumerate(sizes) if texts[row] and texts[row].strip() and len(ids) >= self.min_tokens
+        ]
+        if len(kept) < len(texts):
+            logger.warning(
+                "%d passage(s) read as they are have an empty %r or one shorter than min_tokens=%d and were left out; "
+                "lower min_tokens (--min-tokens) to keep them.",
+                len(texts) - len(kept),
+                self.text_column,
+                self.min_tokens,
+            )
+        return {
+            "title": [titles[row] for row in kept],
+            "content": [texts[row] for row in kept],
+            "document_id": [passage_id(titles[row], texts[row]) for row in kept],
+            "passage_index": [0] * len(kept),
+        }
+
     @staticmethod
     def _as_text(value, column: str, row: int) -> str | None:
         """A title or a text as text (a number read as one, see [`as_text`]); another type refused, named."""

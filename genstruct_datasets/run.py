@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from .filters import FilterOutcome, PairFilter
     from .hub_shards import HubShards
+    from .plan import RunPlan
     from .recipe import GenstructConfig
     from .report import RunReport
 
@@ -51,6 +52,8 @@ class RunOptions:
             with its own options (default: torchrun under a `WORLD_SIZE` above 1, else local).
         ray_address (`str`, *optional*): with the Ray executor, the cluster to connect to.
         num_proc (`int`, *optional*): worker processes of generation and scoring, one model each.
+        dry_run (`bool`, *optional*, defaults to `False`): say what the run would do ([`RunPlan`]: passages, shards
+            finished and to build, prompt tokens, generations, output) without loading a model or writing anything.
         token (`str`, *optional*): a Hub token (defaults to the saved login or `HF_TOKEN`).
 
     Raises:
@@ -130,6 +133,15 @@ class RunOptions:
             "help": "worker processes for generation and scoring, one model each (one per GPU: cuda:{rank})",
         },
     )
+    dry_run: bool = field(
+        default=False,
+        metadata={
+            "switch": True,
+            "group": "execution",
+            "help": "say what the run would do: the passages (and those left out), the shards (finished ones reused), "
+            "the prompts' tokens, the generations and the output; no model is loaded, nothing is generated or written",
+        },
+    )
     token: str | None = field(default=None, repr=False, metadata={"cli": False})
 
     def __post_init__(self) -> None:
@@ -192,7 +204,7 @@ class RunResult:
 
 def run_recipe(
     recipe: GenstructConfig | Mapping[str, Any], options: RunOptions | None = None, **option_settings: Any
-) -> RunResult | None:
+) -> RunResult | RunPlan | None:
     """Run a recipe: check it, build (or read back) its dataset, filter, measure once, write; return what it made.
 
     The checks that need no model come first, before the source is read: the recipe's settings, the output folder,
@@ -206,7 +218,8 @@ def run_recipe(
         **option_settings: [`RunOptions`]' fields, instead of `options`.
 
     Returns:
-        [`RunResult`] or None: None in a `torchrun` rank other than 0 (its shards are built; rank 0 writes).
+        [`RunResult`] or None: None in a `torchrun` rank other than 0 (its shards are built; rank 0 writes). With
+        ``dry_run=True``, the [`RunPlan`] of what the run would do, after the same checks, with no model loaded.
 
     Raises:
         [`InvalidConfigError`], [`OutputExistsError`], [`MissingTokenError`], [`ModelUnreachableError`]: bad input,
@@ -237,6 +250,10 @@ def run_recipe(
     # Made once: a filter's check reads what it needs (a benchmark's index), and its apply uses it.
     filters = recipe.filters()
     _check_before_work(recipe, options, filters)
+    if options.dry_run:
+        from .plan import plan_run
+
+        return plan_run(recipe, options)
     store = options.shard_store()
     pairs = _build(recipe, options, executor, store)
     if pairs is None:  # a rank other than 0 under torchrun: its shards are done, rank 0 writes the output

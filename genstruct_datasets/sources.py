@@ -7,10 +7,12 @@ named, with its line, in an [`InvalidSourceError`], never left to a traceback fr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +21,7 @@ import datasets
 
 from ._paths import is_local_path
 from .errors import InvalidSourceError, MissingColumnsError, SourceError
-from .prompt import as_text, passage_id
+from .prompt import as_text
 from .stage_counts import StageCount
 
 if TYPE_CHECKING:
@@ -264,7 +266,10 @@ def _read_structured(path: Path, files: list[Path], kind: str, cache_dir) -> dat
     level = readers.level
     readers.setLevel(logging.CRITICAL)
     try:
-        documents = datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train", cache_dir=cache_dir)
+        with quiet_loading_bars():
+            documents = datasets.load_dataset(
+                kind, data_files=[str(f) for f in files], split="train", cache_dir=cache_dir
+            )
         # The JSON and CSV readers let bytes that are not UTF-8 through, to fail when a row is read: check now.
         documents.data.table.validate(full=True)
     except (StopIteration, ValueError, datasets.exceptions.DatasetGenerationError) as err:
@@ -280,6 +285,32 @@ def _read_structured(path: Path, files: list[Path], kind: str, cache_dir) -> dat
     finally:
         readers.setLevel(level)
     return documents
+
+
+@contextlib.contextmanager
+def quiet_loading_bars() -> Iterator[None]:
+    """Hide `datasets`' progress bars for the time of the block: the "Generating train split" bar of local files read
+    in a second, which says nothing and would sit above the error line of a file that cannot be read. The bars are
+    shown again after it, unless they were hidden before; ``HF_DATASETS_DISABLE_PROGRESS_BARS=0`` keeps them.
+
+    Example:
+
+    ```py
+    >>> with quiet_loading_bars():
+    ...     datasets.utils.are_progress_bars_disabled()
+    True
+
+    ```
+    """
+    hidden = datasets.utils.are_progress_bars_disabled()
+    if hidden or datasets.config.HF_DATASETS_DISABLE_PROGRESS_BARS is False:
+        yield
+        return
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.enable_progress_bars()
 
 
 def structured_file_problem(path: str | Path) -> str | None:
@@ -375,7 +406,8 @@ def read_passages(
     load_from_cache_file: bool = True,
 ) -> Passages:
     """The recipe's passages: its documents read ([`read_source`]) and split ([`PassageSplitter`]), or taken as
-    passages already (``split_documents=False``), then cut to `limit`.
+    passages already (``split_documents=False``; those shorter than `min_tokens` left out, see
+    [`PassageSplitter.read_as_is`]), then cut to `limit`.
 
     The recipe's models are checked before any of them runs ([`GenstructConfig.check_models`]): the splitter loads
     the generator's tokenizer.
@@ -406,9 +438,9 @@ def read_passages(
         )
     else:
         passages = documents.map(
-            _as_passages,
+            splitter.read_as_is,
             batched=True,
-            fn_kwargs={"title_column": splitter.title_column, "text_column": splitter.text_column},
+            remove_columns=documents.column_names,
             load_from_cache_file=load_from_cache_file,
             desc="Reading passages",
         )
@@ -467,14 +499,3 @@ def _no_passages(config: GenstructConfig, documents: int) -> str:
         f"or lower the shortest passage: --min-tokens N (min_tokens=N from Python), at most max_tokens="
         f"{splitter.max_tokens}."
     )
-
-
-def _as_passages(batch: dict[str, list], *, title_column: str, text_column: str) -> dict[str, list]:
-    """Treat each row as a passage already: `content` is its text, and it is its own document."""
-    ids = [passage_id(t, c) for t, c in zip(batch[title_column], batch[text_column])]
-    return {
-        "title": batch[title_column],
-        "content": batch[text_column],
-        "document_id": ids,
-        "passage_index": [0] * len(ids),
-    }

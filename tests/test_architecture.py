@@ -212,7 +212,7 @@ LAYERS = [
     ("builder", {"builder"}),
     ("report and publishing", {"report", "report.data", "report.text", "report.plot", "report.card", "publish",
                                "publish.folder", "publish.hub"}),
-    ("run", {"run"}),
+    ("run", {"run", "plan"}),
     ("front", {"", "cli", "demo", "testing"}),
 ]  # fmt: skip
 """The package's layers, bottom first, as docs/architecture.md draws them: a module imports nothing from a layer above

@@ -85,6 +85,7 @@ def two_shards(tmp_path, recipe) -> dict:
         "split_documents": False,
         "text_column": "content",
         "shard_size": 1,
+        "min_tokens": 4,  # one-line passages, read as they are
     }
 
 

@@ -123,7 +123,7 @@ def test_an_edited_source_is_a_new_recipe(documents, recipe, loads):
 def test_passages_without_splitting(tmp_path, recipe):
     path = tmp_path / "passages.jsonl"
     path.write_text(json.dumps({"title": "Tea", "content": "Tea is an aromatic beverage."}) + "\n")
-    best = load_genstruct(str(path), text_column="content", split_documents=False, **recipe)["train"]
+    best = load_genstruct(str(path), text_column="content", split_documents=False, min_tokens=4, **recipe)["train"]
     assert best["content"] == ["Tea is an aromatic beverage."] and best["passage_index"] == [0]
 
 

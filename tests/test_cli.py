@@ -301,17 +301,56 @@ def test_run_with_two_worker_processes_gives_the_same_pairs(tmp_path, corpus, ta
         pytest.param(["CORPUS", "--num-samples", "0"], "num_samples must be a positive integer, got 0.", id="setting"),
         pytest.param(["CORPUS", "--push-to-hub", "me/x"], "--push-to-hub me/x needs a Hugging Face token", id="token"),
         pytest.param(["CORPUS", "--dedup-threshold", "1.5"], "dedup_threshold must be in (0, 1], got 1.5", id="dedup"),
+        pytest.param(["BROKEN"], "broken.jsonl', line 2: not valid JSON (Expecting value)", id="malformed"),
     ],
 )
 def test_bad_input_exits_with_one_line_before_any_model_loads(tmp_path, corpus, args, message):
-    args = [str(corpus) if a == "CORPUS" else a for a in args]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"title": "Moon", "text": "The Moon."}\n{"title": \n')
+    args = [{"CORPUS": str(corpus), "BROKEN": str(broken)}.get(a, a) for a in args]
     # Models that do not exist: reaching them would fail differently.
     models = ["--model", str(tmp_path / "no-model"), "--reward-model", str(tmp_path / "no-reward-model")]
     result = run("run", *args, *models, tmp_path=tmp_path, env={"HF_HOME": str(tmp_path)})
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("genstruct-datasets: error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
+    # The line alone: no "Generating train split" bar of the source's reading above it, no traceback.
+    assert result.stderr.splitlines() == errors
+
+
+@pytest.mark.parametrize(
+    ("args", "usage", "hint"),
+    [
+        pytest.param(
+            ["run", "docs.jsonl", "--num-sampels", "2"],
+            "usage: genstruct-datasets run SOURCE [options] (all of them: genstruct-datasets run --help)",
+            "genstruct-datasets run: error: unrecognized arguments: --num-sampels 2 (did you mean --num-samples?)",
+            id="run",
+        ),
+        pytest.param(
+            ["report", "pairs/", "--jsno", "--split=train", "--confg=x"],
+            "usage: genstruct-datasets report [-h]",
+            "genstruct-datasets report: error: unrecognized arguments: --jsno --confg=x "
+            "(did you mean --json?; did you mean --config?)",
+            id="report",
+        ),
+        pytest.param(
+            ["demo", "--frobnicate"],
+            "usage: genstruct-datasets demo [-h]",
+            "genstruct-datasets demo: error: unrecognized arguments: --frobnicate",
+            id="no-close-flag",
+        ),
+    ],
+)
+def test_a_mistyped_flag_gets_the_commands_usage_and_the_closest_flag(capsys, args, usage, hint):
+    from genstruct_datasets.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    lines = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 2
+    assert lines[0].startswith(usage) and lines[-1] == hint  # the command's usage, not the top level's
+    assert not any("Traceback" in line or "COMMAND ..." in line for line in lines)
 
 
 def test_help_reads_well(tmp_path):
@@ -754,6 +793,21 @@ def test_passages_in_title_and_content_are_read_as_passages(cli, tmp_path, caplo
     assert pairs["content"] == [first["content"]] and pairs["title"] == [first["title"]]  # whole, not split
 
 
+def test_a_passage_read_as_is_shorter_than_min_tokens_is_counted_not_generated(
+    cli, generated, tmp_path, taught_generator, tiny_reward_model
+):
+    corpus = passages_corpus(tmp_path / "passages.jsonl", 2)
+    with corpus.open("a") as file:
+        file.write(json.dumps({"title": "Stub", "content": "Too short."}) + "\n")
+    args = [*sharded_run_args(corpus, taught_generator, tiny_reward_model), "--cache-dir", str(tmp_path / "cache")]
+    status, errors = cli(*args, "--output", str(tmp_path / "out"))
+    assert status == 0, errors
+    assert sorted(generated) == ["Passage 0", "Passage 1"]  # "Too short." was never sent to the model
+    passages = RunReport.load(tmp_path / "out").stages[0]
+    assert (passages.name, passages.seen, passages.kept, passages.dropped) == ("passages", 3, 2, {"too_short": 1})
+    assert "Stub" not in load_dataset(str(tmp_path / "out"), split="candidates")["title"]
+
+
 def test_one_run_is_measured_once_and_writes_every_candidate(
     monkeypatch, capsys, tmp_path, taught_generator, tiny_reward_model
 ):
@@ -764,8 +818,10 @@ def test_one_run_is_measured_once_and_writes_every_candidate(
     from genstruct_datasets.cli import main
 
     corpus = passages_corpus(tmp_path / "passages.jsonl", 3)
-    with corpus.open("a") as file:  # a passage that cannot be prompted: an invalid_input candidate
-        file.write(json.dumps({"title": "Empty", "content": ""}) + "\n")
+    with corpus.open("a") as file:  # a passage that cannot be prompted (no title): an invalid_input candidate
+        file.write(
+            json.dumps({"title": "", "content": "A passage without a title is read, never prompted. " * 3}) + "\n"
+        )
     real_call = GenstructGenerator.__call__
 
     def second_samples_lose_their_answer(self, batch, rank=None):

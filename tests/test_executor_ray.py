@@ -70,6 +70,7 @@ def recipe(tmp_path, taught_generator, tiny_reward_model) -> dict:
         "source": str(corpus(tmp_path / "passages.jsonl", 4)),
         "split_documents": False,
         "text_column": "content",
+        "min_tokens": 4,  # one-line passages, read as they are
         "model": taught_generator,
         "reward_model": tiny_reward_model,
         "num_samples": 1,
@@ -143,7 +144,7 @@ def test_an_error_in_a_shard_goes_up_as_itself_and_is_not_retried(tmp_path, reci
 def test_a_killed_driver_started_again_reuses_the_finished_shards(tmp_path, taught_generator, tiny_reward_model):
     source = corpus(tmp_path / "passages.jsonl", 4)
     args = [
-        "run", str(source), "--no-split", "--text-column", "content", "--shard-size", "1",
+        "run", str(source), "--no-split", "--text-column", "content", "--shard-size", "1", "--min-tokens", "4",
         "--model", taught_generator, "--reward-model", tiny_reward_model,
         "--num-samples", "1", "--temperature", "0", "--max-new-tokens", "24",
         "--executor", "ray", "--output", str(tmp_path / "pairs"),

@@ -51,7 +51,7 @@ def test_help_shows_each_default_from_its_dataclass_and_the_recipes_own():
 
 def test_every_option_of_the_run_is_a_flag_of_its_group():
     groups = run_flags()
-    assert {flag.dest for flag in groups["execution"]} == {"executor", "ray_address", "num_proc"}
+    assert {flag.dest for flag in groups["execution"]} == {"executor", "ray_address", "num_proc", "dry_run"}
     wanted = {f.name for f in dataclasses.fields(RunOptions) if f.metadata.get("cli") is not False}
     assert wanted <= {flag.dest for flags in groups.values() for flag in flags}
 

@@ -152,6 +152,7 @@ def settings(taught_generator, tiny_reward_model):
         "max_new_tokens": 24,
         "seed": 0,
         "shard_size": 1,
+        "min_tokens": 4,  # short passages, read as they are
     }
 
 

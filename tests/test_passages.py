@@ -177,3 +177,19 @@ def test_a_long_paragraph_is_split_in_linear_time(tokenizer_folder, mistral_toke
     passages = PassageSplitter(tokenizer_folder, min_tokens=8, max_tokens=64).split(text, tokenizer)
     assert max(token_count(mistral_tokenizer, p) for p in passages) <= 64
     assert tokenizer.characters < 3 * len(text)
+
+
+def test_passages_read_as_is_shorter_than_min_tokens_are_left_out(tokenizer_folder, mistral_tokenizer, caplog):
+    long = "The Moon is Earth's only natural satellite; it always shows one face to Earth because of tidal locking."
+    rows = {"title": ["Short", "Empty", "Missing", "Moon"], "content": ["Too short.", " ", None, long]}
+    stage = PassageSplitter(tokenizer_folder, min_tokens=8, max_tokens=12, text_column="content")
+    assert token_count(mistral_tokenizer, long) > 12  # longer than max_tokens: kept whole, not cut
+    with caplog.at_level(logging.WARNING):
+        out = Dataset.from_dict(rows).map(stage.read_as_is, batched=True, remove_columns=["title", "content"])
+    assert out.to_dict() == {
+        "title": ["Moon"],
+        "content": [long],
+        "document_id": [passage_id("Moon", long)],
+        "passage_index": [0],
+    }
+    assert "3 passage(s) read as they are have an empty 'content' or one shorter than min_tokens=8" in caplog.text

@@ -125,7 +125,30 @@ def test_the_picture_axes_read_plainly(rewards):
         for scale in (axis.xaxis, axis.yaxis):
             assert scale.get_offset_text().get_text() == ""
             assert scale.get_major_formatter().get_offset() == ""
-    assert reward.get_title() == f"reward (n={n})" and reward.get_ylabel() == "pairs"
+    one_value = max(rewards) - min(rewards) < 1e-6  # up to rounding noise
+    assert reward.get_title() == (f"reward (n={n}, all 0.007814)" if one_value else f"reward (n={n})")
+    assert reward.get_ylabel() == "pairs"
+
+
+@pytest.mark.parametrize(
+    ("rewards", "span"),
+    [
+        pytest.param([0.008] * 3, (-0.002, 0.018), id="every-value-the-same"),
+        pytest.param([-2.5], (-2.75, -2.25), id="one-value"),
+        pytest.param([0.0, 0.0], (-0.01, 0.01), id="zero"),
+    ],
+)
+def test_a_distribution_of_one_value_spans_around_it_and_names_it(rewards, span):
+    n = len(rewards)
+    ds = Dataset.from_dict({"instruction": ["Why?"] * n, "response": ["Because it is."] * n, "reward": rewards})
+    figure = quality_figure(ds)
+    figure.savefig(io.BytesIO(), format="png")  # draws: the tick labels are set
+    reward = figure.axes[0]
+    assert reward.get_xlim() == pytest.approx(span)  # not matplotlib's -0.5 to 0.5 around a zero range
+    assert [label.get_text() for label in reward.get_xticklabels()] == [f"{rewards[0]:g}".replace("-", "\u2212")]
+    assert reward.get_title() == f"reward (n={n}, all {rewards[0]:.4g})"
+    (bar,) = reward.patches
+    assert bar.get_height() == n and span[0] < bar.get_x() < bar.get_x() + bar.get_width() < span[1]
 
 
 def test_the_picture_of_a_report_reads_no_row(tmp_path, candidates, monkeypatch):

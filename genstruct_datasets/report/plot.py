@@ -37,12 +37,24 @@ def _cut_points(filters: Mapping[str, Mapping[str, Any]], panel: str) -> list[tu
     return [(name, float(cut)) for name, cut in cuts if isinstance(cut, (int, float)) and math.isfinite(cut)]
 
 
+def _one_value(edges: list[float], counts: list[int]) -> float | None:
+    """The value of a histogram whose values are all the same (one bar, see [`distributions`]), else None."""
+    return (edges[0] + edges[1]) / 2 if len(counts) == 1 else None
+
+
+def _span(value: float) -> float:
+    """Half the width of the axis around a single value: a tenth of it, and no less than 0.01."""
+    return max(abs(value) * 0.1, 0.01)
+
+
 def quality_figure(
     source: Dataset | RunReport, *, sample_size: int | None = DEFAULT_SAMPLE_SIZE, seed: int = 0
 ) -> Figure:
     """The picture of the reward and length distributions, as a matplotlib `Figure` (e.g. to show in a notebook).
 
-    Its axes read plainly: numbers as they are, without a shared offset or a power of ten over the axis. Given a run
+    Its axes read plainly: numbers as they are, without a shared offset or a power of ten over the axis; a
+    distribution of one value (every reward the same) spans a tenth of it on either side, and its axis and title name
+    the value. Given a run
     report whose filters computed a threshold on a drawn distribution (RIP's ``reward_min_cut`` and
     ``reward_gap_cut``), the threshold is a dashed vertical line on that panel, named in its legend.
 
@@ -78,10 +90,16 @@ def quality_figure(
     for axis, (name, histogram) in zip(axes, panels):
         title, unit = _PANELS[name]
         edges, counts = histogram["edges"], histogram["counts"]
-        if counts:
+        same = _one_value(edges, counts)
+        if same is not None:  # one bar: a span around the value, which the axis names
+            half = _span(same)
+            axis.bar([same], counts, width=half / 5, color="#4c72b0", edgecolor="white")
+            axis.set_xlim(same - half, same + half)
+            axis.set_xticks([same])
+        elif counts:
             widths = [high - low for low, high in zip(edges, edges[1:])]
             axis.bar(edges[:-1], counts, width=widths, align="edge", color="#4c72b0", edgecolor="white")
-        axis.set_title(f"{title} (n={sum(counts):,})")
+        axis.set_title(f"{title} (n={sum(counts):,}" + (f", all {same:.4g})" if same is not None else ")"))
         axis.set_xlabel(unit)
         axis.set_ylabel("pairs")
         axis.yaxis.set_major_locator(MaxNLocator(integer=True))

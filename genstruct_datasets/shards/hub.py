@@ -159,6 +159,19 @@ class HubShards(ShardStore):
         )
         return {name.removeprefix(folder + "/") for name in files if name.startswith(folder + "/")}
 
+    def held(self, config_id: str) -> set[str]:
+        """The names of the recipe's shards the repository holds, without creating it (none where there is none)."""
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        folder = self._folder(config_id)
+        try:
+            files = self._retry(
+                lambda: self.api.list_repo_files(self.repo_id, repo_type="dataset"), f"listing {self.repo_id}"
+            )
+        except RepositoryNotFoundError:
+            return set()
+        return {name.removeprefix(folder + "/") for name in files if name.startswith(folder + "/")}
+
     def start_over(self, config_id: str, names: list[str]) -> set[str]:
         """Delete the recipe's shards named `names` and mark its folder as a forced build, in one commit.
 

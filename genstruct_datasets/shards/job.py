@@ -163,14 +163,24 @@ class ShardJob:
         return ShardOutcome(k, 0, result.stats, upload)
 
     def verified(self, k: int) -> bool:
-        """Whether shard `k` is written and can be reused: readable, with a row for every passage of its block and
-        no other, no sample twice and no failed generation. One that is not is deleted, with a warning, so that it
-        is built again."""
+        """Whether shard `k` is written and can be reused ([`problem`] finds nothing). One that is not is deleted, with
+        a warning, so that it is built again."""
         path = self.paths[k]
         if not path.exists():
             return False
+        problem = self.problem(k)
+        if problem:
+            logger.warning("Rebuilding %s: %s.", path.name, problem)
+            path.unlink()
+            return False
+        return True
+
+    def problem(self, k: int) -> str | None:
+        """Why the written shard `k` cannot be reused, or None where it can: it must be readable, with a row for every
+        passage of its block and no other, no sample twice and no failed generation."""
         import pyarrow.parquet as pq
 
+        path = self.paths[k]
         expected = set(passage_ids(self.block(k)))
         try:
             shard = pq.ParquetFile(path)  # opened once: its schema, then the three columns the check reads
@@ -195,11 +205,7 @@ class ShardJob:
                 problem = f"it has {table.num_rows} rows for {len(expected)} passages"
         except Exception as err:  # truncated, not parquet, columns missing: whatever it is, it cannot be reused
             problem = f"it cannot be read ({type(err).__name__}: {err})"
-        if problem:
-            logger.warning("Rebuilding %s: %s.", path.name, problem)
-            path.unlink()
-            return False
-        return True
+        return problem
 
     def _start_over(self, shards: list[int]) -> None:
         for k in shards:

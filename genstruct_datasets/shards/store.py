@@ -40,6 +40,11 @@ class ShardStore(ABC):
         """Make the recipe's folder if needed and return the names of the files it holds."""
 
     @abstractmethod
+    def held(self, config_id: str) -> set[str]:
+        """The names of the files the store holds for the recipe, without making anything (for a dry run): none where
+        it has no folder for it."""
+
+    @abstractmethod
     def download(self, config_id: str, path: Path) -> Path:
         """Copy the recipe's file named like `path` to `path`, whole or not at all."""
 
@@ -94,6 +99,10 @@ class FolderStore(ShardStore):
         recipe = self._recipe(config_id)
         recipe.mkdir(parents=True, exist_ok=True)
         return {path.name for path in recipe.iterdir() if not path.name.endswith(PARTIAL_SUFFIX)}
+
+    def held(self, config_id: str) -> set[str]:
+        recipe = self._recipe(config_id)
+        return self.open(config_id) if recipe.is_dir() else set()
 
     def download(self, config_id: str, path: Path) -> Path:
         _copy_whole(self._recipe(config_id) / path.name, path)
