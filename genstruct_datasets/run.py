@@ -245,9 +245,12 @@ def run_recipe(
 
 
 def _check_before_work(recipe: GenstructConfig, options: RunOptions, filters: list[PairFilter]) -> None:
-    """What can be refused before the source is read: the output folder, the token, the models' reachability and the
-    filters' models and datasets. (The models' kind is read from their configs once the source's columns are known,
-    before any model loads: a missing source is said first.)"""
+    """What can be refused before the source is read, in the order a user expects: local source files that are not
+    there, the output folder, the token, the models' reachability and the filters' models and datasets. (The models'
+    kind is read from their configs once the source's columns are known, before any model loads.)"""
+    from .sources import check_source
+
+    check_source(str(recipe.source))
     if options.output:
         from .publish import check_output_folder
 
@@ -258,7 +261,7 @@ def _check_before_work(recipe: GenstructConfig, options: RunOptions, filters: li
 
         if not (options.token or get_token()):
             raise MissingTokenError(
-                f"--push-to-hub {options.push_to_hub} needs a Hugging Face token: run `hf auth login` or set HF_TOKEN."
+                f"push_to_hub={options.push_to_hub} needs a Hugging Face token: run `hf auth login` or set HF_TOKEN."
             )
     # A Hub model that cannot be had now (offline, not downloaded) is said before the source is read; so is a
     # filter's model or dataset.
@@ -373,13 +376,13 @@ def nothing_kept(report: RunReport) -> str:
     floor = (report.recipe or {}).get("selection", {}).get("min_reward")
     if floor is not None and report.counts.get("parsed"):
         return (
-            f"no pair was kept: all {report.counts['parsed']} pairs scored below --min-reward {floor}, so nothing "
-            "was written. Lower --min-reward, or leave it out to keep every best pair."
+            f"no pair was kept: all {report.counts['parsed']} pairs scored below min_reward={floor}, so nothing "
+            "was written. Lower min_reward=, or leave it out to keep every best pair."
         )
     return (
         f"no pair was kept from {report.counts['candidates']} candidates (outcomes: {outcomes}), so nothing was "
-        "written. Check the generator (--model), --max-new-tokens (completions cut before [[[Assistant]]]) and "
-        "--min-reward."
+        "written. Check the generator (model=), max_new_tokens= (completions cut before [[[Assistant]]]) and "
+        "min_reward=."
     )
 
 
@@ -398,4 +401,4 @@ def check_writable(folder: str | os.PathLike) -> None:
     )
     if blocked is not None:
         what = "not a folder" if not blocked.is_dir() else "not writable"
-        raise InvalidConfigError(f"--output {folder}: {str(blocked)!r} is {what}; name a folder you can write to.")
+        raise InvalidConfigError(f"output={folder}: {str(blocked)!r} is {what}; name a folder you can write to.")

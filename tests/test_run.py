@@ -89,7 +89,7 @@ def test_a_build_cached_before_is_reused_by_the_run_without_generating(documents
 
 
 def test_a_run_that_keeps_nothing_raises_and_writes_nothing(documents, recipe, tmp_path):
-    with pytest.raises(NothingKeptError, match=r"no pair was kept: all \d+ pairs scored below --min-reward 1000"):
+    with pytest.raises(NothingKeptError, match=r"no pair was kept: all \d+ pairs scored below min_reward=1000"):
         run_recipe(settings(recipe, documents, min_reward=1000.0), output=str(tmp_path / "out"),
                    cache_dir=recipe["cache_dir"])  # fmt: skip
     assert not (tmp_path / "out").exists()

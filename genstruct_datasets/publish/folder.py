@@ -204,7 +204,7 @@ def check_output_folder(folder: str | Path, *, overwrite: bool = False) -> None:
         return
     raise OutputExistsError(
         f"{str(folder)!r} is not empty and was not written by genstruct-datasets; name a new or empty folder, or "
-        "pass overwrite=True (--overwrite) to write the dataset into it (its README.md is replaced)."
+        "pass overwrite=True to write the dataset into it (its README.md is replaced)."
     )
 
 
