@@ -319,7 +319,7 @@ def _read_split(args: argparse.Namespace, *, local: bool):
             raise InvalidSourceError(f"cannot read {args.dataset!r}: {str(cause).strip().splitlines()[0]}") from err
         raise SourceError(f"cannot read {args.dataset!r}: {err}") from err
     except ConnectionError as err:  # no such folder here, and the Hub cannot be asked
-        raise not_here_nor_reachable(args.dataset, err) from None
+        raise not_here_nor_reachable(args.dataset, err, setting=None) from None
 
 
 def _saved_report(dataset: str, *, local: bool, config_name: str | None, split: str) -> RunReport | None:

@@ -398,14 +398,15 @@ def _not_utf8(file: Path, byte: int, line: int) -> str:
     )
 
 
-def not_here_nor_reachable(source: str, err: Exception) -> SourceError:
+def not_here_nor_reachable(source: str, err: Exception, setting: str | None = "source") -> SourceError:
     """The error for a name that is no local path and no Hub dataset that can be had now (offline, no network): most
-    often a mistyped folder or file name. `err`, the Hub client's failure, goes to a DEBUG log line: raise the error
-    ``from None``, its chain adds nothing to what the message says."""
+    often a mistyped folder or file name. `setting` is the setting that names it, for the message (None: none). `err`,
+    the Hub client's failure, goes to a DEBUG log line: raise the error ``from None``, its chain adds nothing."""
     logger.debug("The Hub dataset %s cannot be had now: %r", source, err)
     return SourceError(
-        f"source {source!r} is not a local file or folder, and the Hub dataset of that name cannot be had now "
-        f"({type(err).__name__}); check the path (source=), or the network and HF_HUB_OFFLINE."
+        f"{source!r} is not a local file or folder, and the Hub dataset of that name cannot be had now "
+        f"({type(err).__name__}); check the path{f' ({setting}=)' if setting else ''}, or the network and "
+        "HF_HUB_OFFLINE."
     )
 
 

@@ -79,7 +79,7 @@ def test_a_model_that_fails_to_load_offline_hides_transformers_chain(load, setti
 @pytest.mark.parametrize("call", ENTRY_POINTS)
 def test_a_hub_dataset_that_cannot_be_had_offline_is_one_line(call, tmp_path):
     # Local "models" that are never loaded: the source fails to read first.
-    unreachable = r"^source 'me/no-such-dataset' is not a local file or folder, and the Hub dataset of that name"
+    unreachable = r"^'me/no-such-dataset' is not a local file or folder, and the Hub dataset of that name"
     with pytest.raises(SourceError, match=unreachable) as raised:
         call("me/no-such-dataset", model=str(tmp_path), reward_model=str(tmp_path), cache_dir=str(tmp_path / "c"))
     assert_one_line_in_python_terms(raised.value, "source")

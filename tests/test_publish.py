@@ -529,3 +529,58 @@ def test_a_failure_during_the_swap_leaves_the_old_output_or_the_new_one_whole(tm
     assert after == before
     assert load_dataset(str(folder), split="train").num_rows == candidates.num_rows
     assert [p.name for p in folder.parent.iterdir()] == ["pairs"]  # no staging folder, no old output beside it
+
+
+CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
+
+
+def test_the_pairs_are_written_with_messages_in_trls_conversational_format(tmp_path, best, candidates):
+    folder = save_local(best, tmp_path / "pairs", recipe=RECIPE, candidates=candidates)
+    train = load_dataset(str(folder), split="train")
+    assert train["messages"][:] == [
+        [{"role": "user", "content": i}, {"role": "assistant", "content": r}]
+        for i, r in zip(best["instruction"], best["response"])
+    ]
+    assert train.remove_columns("messages").to_list() == best.to_list()
+    everything = load_dataset(str(folder), split="candidates")
+    assert [bool(m) for m in everything["messages"]] == [i is not None for i in candidates["instruction"]]
+    text = (folder / "README.md").read_text()
+    assert "| `messages` | List |" in text
+    snippet = text.split("## How to fine-tune on it")[1].split("```python\n")[1].split("```")[0]
+    assert snippet.splitlines()[-3:] == [
+        f'ds = load_dataset("{folder.name}", split="train").select_columns(["messages"])',
+        'trainer = SFTTrainer(model="Qwen/Qwen3-0.6B", train_dataset=ds)',
+        "trainer.train()",
+    ]
+    # Saved again (a folder read back and republished): the column is made anew, not doubled.
+    again = save_local(train, tmp_path / "again", recipe=RECIPE)
+    assert load_dataset(str(again), split="train").to_list() == train.to_list()
+
+
+@pytest.fixture
+def published_messages(tmp_path, best, candidates) -> Dataset:
+    """The card's first line: the written train split, its `messages` column selected."""
+    folder = save_local(best, tmp_path / "pairs", recipe=RECIPE, candidates=candidates)
+    return load_dataset(str(folder), split="train").select_columns(["messages"])
+
+
+@pytest.mark.slow
+def test_trls_data_utilities_take_the_messages(published_messages, best, mistral_tokenizer):
+    pytest.importorskip("trl")  # not a dependency of the package: checked where it is installed
+    from trl.data_utils import apply_chat_template, is_conversational
+
+    assert all(is_conversational(row) for row in published_messages)
+    text = apply_chat_template(published_messages[0], mistral_tokenizer, chat_template=CHAT_TEMPLATE)["text"]
+    assert text == f"<|user|>\n{best[0]['instruction']}</s>\n<|assistant|>\n{best[0]['response']}</s>\n"
+
+
+@pytest.mark.slow
+def test_trls_sft_trainer_trains_on_the_messages(published_messages, tmp_path):
+    trl = pytest.importorskip("trl")
+    from genstruct_datasets import testing
+
+    # The card's lines, with a tiny model whose tokenizer has a chat template in place of Qwen.
+    model = testing.build_tiny_generator(tmp_path / "model", chat_template=CHAT_TEMPLATE)
+    args = trl.SFTConfig(output_dir=str(tmp_path / "sft"), max_steps=1, report_to="none", use_cpu=True)
+    trainer = trl.SFTTrainer(model=model, args=args, train_dataset=published_messages)
+    assert trainer.train().global_step == 1

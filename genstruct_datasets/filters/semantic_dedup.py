@@ -247,7 +247,7 @@ def _against_rows(dataset: str) -> list[dict[str, Any]]:
         try:
             table = datasets.load_dataset(dataset, split="train")
         except ConnectionError as err:
-            raise not_here_nor_reachable(dataset, err) from err
+            raise not_here_nor_reachable(dataset, err, setting="dedup_against") from None
     column = _text_column(dataset, table)
     rows = [{"text": text, "row": row} for row, text in enumerate(table[column]) if text]
     logger.info("Deduplicating against %s: %d rows, column %r.", dataset, len(rows), column)

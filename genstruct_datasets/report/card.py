@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._paths import is_local_path
+from ..columns import MESSAGES
 from ..runstats import RunStats
 from .data import RunReport, counted_report
 from .text import cost, filter_rows, headline, stage_rows
@@ -167,6 +168,7 @@ def build_card(
         figure=figure,
         **_figures(report),
         columns={name: _dtype(feature) for name, feature in ds.features.items()},
+        messages=MESSAGES in ds.column_names,
         samples=_samples(ds, info.num_samples),
     )
 
