@@ -202,7 +202,7 @@ def check_source(source: str) -> None:
     >>> check_source("wikimedia/wikipedia")  # a Hub id: looked at when it is read
     >>> check_source("missing.jsonl")
     Traceback (most recent call last):
-    SourceError: source 'missing.jsonl' does not exist; pass an existing file or folder as source=, or a Hub dataset id.
+    SourceError: source 'missing.jsonl' does not exist; pass an existing file or folder as source=, or a Hub ...
     ```
     """
     if is_local(source):
@@ -506,8 +506,8 @@ def _no_passages(config: GenstructConfig, documents: int) -> str:
     splitter = config.splitter()
     return (
         f"none of the {documents} document(s) of {config.source!r} gave a passage: their {splitter.text_column!r} "
-        f"is empty, or shorter than the shortest passage, {splitter.min_tokens} tokens. Check the text column (text_column=), "
-        f"or lower the shortest passage: min_tokens=N, at most max_tokens={splitter.max_tokens}."
+        f"is empty, or shorter than the shortest passage, {splitter.min_tokens} tokens. Check the text column "
+        f"(text_column=), or lower the shortest passage: min_tokens=N, at most max_tokens={splitter.max_tokens}."
     )
 
 

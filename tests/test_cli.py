@@ -587,7 +587,8 @@ ESSAY = (DATA / "plain_essay.txt").read_text()
         ),
         pytest.param(
             [{"title": "Bees", "text": "Short."}], [],
-            r"shorter than the shortest passage, 32 tokens\. .* --min-tokens N, at most --max-tokens", id="all-too-short",
+            r"shorter than the shortest passage, 32 tokens\. .* --min-tokens N, at most --max-tokens",
+            id="all-too-short",
         ),
     ],
 )  # fmt: skip
