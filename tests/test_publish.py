@@ -111,11 +111,11 @@ def test_save_local_round_trips_through_load_dataset(tmp_path, best, candidates)
     assert "| pairs among candidates | 40.0% |" in text
     assert "| instructions that ask something | 100.0% |" in text
     assert 'load_dataset("' in text and 'split="candidates")  # every sample' in text
-    reloaded = load_dataset(str(folder), split="train")
+    reloaded = load_dataset(str(folder), split="train").remove_columns("messages")  # added: see below
     assert reloaded.features == best.features
     assert reloaded.to_list() == best.to_list()
     # Every candidate, the invalid input and the failed parses with their reasons, as a split of its own.
-    everything = load_dataset(str(folder), split="candidates")
+    everything = load_dataset(str(folder), split="candidates").remove_columns("messages")
     assert everything.to_list() == candidates.to_list()
     card = DatasetCard.load(folder / "README.md")
     assert card.data.configs[0]["data_files"] == [
@@ -238,7 +238,8 @@ def test_local_models_are_named_not_linked(tmp_path, best):
         "reward model": {"model": "OpenAssistant/reward-model-deberta-v3-large-v2"},
     }
     text = build_card(best, repo_id="me/pairs", recipe=recipe).text
-    assert f"written by `{tmp_path}` from text passages" in text and "huggingface.co//" not in text
+    assert f"written by `{tmp_path.name} (local, sha256 " in text and "huggingface.co/test" not in text
+    assert str(tmp_path) not in text
     assert "[OpenAssistant/reward-model-deberta-v3-large-v2](https://huggingface.co/OpenAssistant/" in text
 
 
@@ -273,7 +274,8 @@ def test_publish_sends_shards_and_card_in_one_commit(monkeypatch, tmp_path, best
     ]
     card = DatasetCard.load("me/pairs")
     assert "genstruct" in card.data.tags and 'load_dataset("me/pairs", split="train")' in card.text
-    assert load_dataset(str(hub.repo("me/pairs")), split="train").to_list() == best.to_list()
+    published = load_dataset(str(hub.repo("me/pairs")), split="train")
+    assert published.remove_columns("messages").to_list() == best.to_list()
 
 
 def test_publish_replaces_the_split_and_the_runs_shards_in_the_same_commit(monkeypatch, tmp_path, best, candidates):
@@ -299,7 +301,8 @@ def test_publish_replaces_the_split_and_the_runs_shards_in_the_same_commit(monke
     (landed,) = hub.commits
     assert landed.deleted == sorted([*old_shards, ".genstruct-work/recipe/candidates-00000-of-00001.parquet"])
     assert "README.md" in landed.added and "data/train-00000-of-00001.parquet" in landed.added
-    assert load_dataset(str(hub.repo("me/pairs")), "default", split="train").to_list() == best.to_list()
+    published = load_dataset(str(hub.repo("me/pairs")), "default", split="train")
+    assert published.remove_columns("messages").to_list() == best.to_list()
     assert load_dataset(str(hub.repo("me/pairs")), "candidates", split="train").num_rows == 5  # the other config
 
 
@@ -351,7 +354,7 @@ def test_a_selection_is_written_in_row_groups_of_a_thousand_rows(tmp_path):
     folder = save_local(kept, tmp_path / "pairs")
     metadata = pq.ParquetFile(folder / "data" / "train-00000-of-00001.parquet").metadata
     assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [1000, 1000, 500]
-    assert load_dataset(str(folder), split="train").to_list() == kept.to_list()
+    assert load_dataset(str(folder), split="train").remove_columns("messages").to_list() == kept.to_list()
 
 
 def test_an_existing_card_with_a_plain_data_files_path(best):
@@ -385,7 +388,7 @@ def test_a_folder_this_package_did_not_write_is_refused(tmp_path, best):
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "README.md").write_text("# My notes\n")
-    with pytest.raises(OutputExistsError, match="is not empty and was not written by genstruct-datasets.*--overwrite"):
+    with pytest.raises(OutputExistsError, match="is not empty and was not written by genstruct-.*overwrite=True"):
         save_local(best, folder)
     assert (folder / "README.md").read_text() == "# My notes\n"
     save_local(best, folder, overwrite=True)
