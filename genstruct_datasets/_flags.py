@@ -32,11 +32,16 @@ class Flag:
     default: Any = None
     suffix: str = ""
 
+    @property
+    def name(self) -> str:
+        """The flag as it is typed: its metadata's ``flag``, else ``--`` and `dest` with dashes (``--min-tokens``)."""
+        return self.field.metadata.get("flag") or "--" + self.dest.replace("_", "-")
+
     def add_to(self, group: argparse._ActionsContainer) -> None:
         """Add the flag to `group`. It is left out of the parsed arguments unless it is given, so that each setting
         left out keeps its default where it is declared."""
         metadata = self.field.metadata
-        flag = metadata.get("flag") or "--" + self.dest.replace("_", "-")
+        flag = self.name
         text = " ".join(part for part in (metadata.get("help", ""), self._default_text(), self.suffix) if part)
         options: dict[str, Any] = {"dest": self.dest, "default": argparse.SUPPRESS, "help": text}
         kind = _value_type(self.hint)

@@ -25,7 +25,7 @@ from .recipe import GenstructConfig
 from .runstats import RunStats, package_versions
 from .select import select_best
 from .shards import FolderStore, HubShards, ShardJob, ShardStore, upload_leftovers
-from .sources import read_passages
+from .sources import check_source, read_passages
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,9 @@ def load_genstruct(
     Raises:
         [`InvalidConfigError`]: an unknown setting, or one out of range (before anything is read or loaded), or the
             reward model has more than one label (read from its config before any model loads).
-        [`SourceError`]: a local source that does not exist or holds no supported files.
+        [`SourceError`]: a local source that does not exist or holds no supported files (before anything else).
+        [`ModelUnreachableError`]: a Hub model that is not in the local cache while the Hub cannot be reached (before
+            the source is read).
         [`InvalidSourceError`]: a local file that is empty, not UTF-8 or has a malformed line (named, with the line),
             or a source whose documents give no passage at all (before any model loads).
         [`MissingColumnsError`]: the source lacks the title or text column (before any model loads).
@@ -260,6 +262,10 @@ def load_genstruct(
     recipe = GenstructConfig(
         source=str(source), source_name=name, source_split=split, source_revision=revision, **config
     )
+    # In the order a user expects, before any work: local source files that are not there, then a Hub model that
+    # cannot be had now (offline, never downloaded).
+    check_source(recipe.source)
+    recipe.check_models_reachable(token=token)
     return build_genstruct(
         recipe,
         cache_dir=cache_dir,

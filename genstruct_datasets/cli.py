@@ -6,8 +6,10 @@ import argparse
 import contextlib
 import dataclasses
 import difflib
+import functools
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -241,10 +243,10 @@ def _main(args: argparse.Namespace) -> int:
     # Not bad input: the world failed (a server down, a worker lost). A refused key (ServerRefusedError) is the
     # user's to fix, so it is a GenstructError like the others: 2.
     except (FailedPassagesError, EngineStartError, ExecutorError, NothingKeptError, ServerUnreachableError) as err:
-        print(f"genstruct-datasets: error: {err}", file=sys.stderr)
+        print(f"genstruct-datasets: error: {in_cli_terms(str(err))}", file=sys.stderr)
         return 1
     except GenstructError as err:
-        print(f"genstruct-datasets: error: {err}", file=sys.stderr)
+        print(f"genstruct-datasets: error: {in_cli_terms(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: one line, not a traceback of every frame in flight
         resume = " Finished shards are kept: run the same command again to resume." if args.command == "run" else ""
@@ -254,6 +256,54 @@ def _main(args: argparse.Namespace) -> int:
     except OSError as err:  # a model or file that cannot be read, a full disk, a network failure
         print(f"genstruct-datasets: error: {err}", file=sys.stderr)
         return 1
+
+
+_PYTHON_SETTING = re.compile(r"(?<![\w./\\-])([a-z][a-z0-9_]*)=(True\b|False\b)?")
+"""A setting named in Python terms in an error's message: ``model=``, ``min_tokens=N``, ``overwrite=True``."""
+
+
+def in_cli_terms(message: str) -> str:
+    """An error's `message`, which names settings in Python terms (``model=PATH``, ``overwrite=True``, ``source=``),
+    with each setting that `run` has a flag for written as that flag (``--model PATH``, ``--overwrite``, ``SOURCE``).
+
+    The package's errors speak Python, the language most of its callers use; the command line says the same in its
+    own terms here, from the flags that `run_flags` makes of the settings' fields, so that neither drifts.
+
+    Example:
+
+    ```py
+    >>> in_cli_terms("pass model=PATH to a local model folder, or overwrite=True")
+    'pass --model PATH to a local model folder, or --overwrite'
+    >>> in_cli_terms("name the columns: title_column= and text_column=.")
+    'name the columns: --title-column and --text-column.'
+    ```
+    """
+    return _PYTHON_SETTING.sub(_as_flag, message)
+
+
+@functools.cache
+def _flags_by_setting() -> dict[str, Flag]:
+    return {flag.dest: flag for flags in run_flags().values() for flag in flags}
+
+
+def _as_flag(setting: re.Match) -> str:
+    """The flag of one setting named in Python terms; the text as it was where `run` has no flag for it."""
+    name, boolean = setting.group(1), setting.group(2)
+    flag = _flags_by_setting().get(name)
+    if name == "source":
+        typed = "SOURCE"
+    elif flag is None:
+        return setting.group(0)
+    elif boolean is None:
+        typed = flag.name
+    elif flag.name.startswith("--no-"):  # split_documents=False: --no-split
+        return flag.name if boolean == "False" else setting.group(0)
+    elif boolean == "True":
+        return flag.name
+    else:  # a switch has no --no- form: said in Python terms
+        return setting.group(0) if flag.field.metadata.get("switch") else "--no-" + flag.name.removeprefix("--")
+    following = setting.string[setting.end() : setting.end() + 1]
+    return typed if not following or following.isspace() or following in ",.;:)" else f"{typed} "
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -313,7 +363,7 @@ def _read_split(args: argparse.Namespace, *, local: bool):
             raise InvalidSourceError(f"cannot read {args.dataset!r}: {str(cause).strip().splitlines()[0]}") from err
         raise SourceError(f"cannot read {args.dataset!r}: {err}") from err
     except ConnectionError as err:  # no such folder here, and the Hub cannot be asked
-        raise not_here_nor_reachable(args.dataset, err) from err
+        raise not_here_nor_reachable(args.dataset, err, setting=None) from None
 
 
 def _saved_report(dataset: str, *, local: bool, config_name: str | None, split: str) -> RunReport | None:

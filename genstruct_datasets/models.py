@@ -99,9 +99,10 @@ def _quantization_config(quantization: str | None, dtype: Any) -> Any:
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as err:
+        logger.debug("bitsandbytes does not import: %r", err)
         raise MissingDependencyError(
             f"quantization={quantization!r} needs bitsandbytes: pip install 'genstruct-datasets[quantization]'"
-        ) from err
+        ) from None
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -179,7 +180,8 @@ def _load(kind: str, name: str, *, revision: str | None, quantization: str | Non
     torch_dtype = _torch_dtype(dtype, device)
     auto_class = AutoModelForCausalLM if kind == "causal_lm" else AutoModelForSequenceClassification
     logger.info("Loading %s (revision %s, quantization %s) on %s", name, revision or "main", quantization, device)
-    tokenizer = _from_pretrained(AutoTokenizer, name, revision)
+    setting = "model" if kind == "causal_lm" else "reward_model"
+    tokenizer = _from_pretrained(AutoTokenizer, name, revision, setting)
     model = auto_class.from_pretrained(
         name,
         revision=revision,
@@ -207,18 +209,24 @@ def load_tokenizer(name: str, *, revision: str | None = None) -> Any:
             check_model_path(name, tokenizer_only=True)
             from transformers import AutoTokenizer
 
-            _CACHE[key] = _from_pretrained(AutoTokenizer, name, revision)
+            _CACHE[key] = _from_pretrained(AutoTokenizer, name, revision, "model")
         return _CACHE[key]
 
 
-def _from_pretrained(auto_class: Any, name: str, revision: str | None) -> Any:
+def _from_pretrained(auto_class: Any, name: str, revision: str | None, setting: str) -> Any:
     """`auto_class.from_pretrained`, where a model that cannot be had now (offline, never downloaded) is one
-    [`ModelUnreachableError`] that names the ways out, rather than transformers' chained connection errors."""
+    [`ModelUnreachableError`] that names the ways out and the setting (`setting`) to change, rather than transformers'
+    chained connection errors (kept in a DEBUG log line)."""
     try:
         return auto_class.from_pretrained(name, revision=revision)
-    except OSError:
-        check_model_reachable(name, revision=revision, option="a local folder as the model (--model or model=)")
-        raise
+    except OSError as err:
+        failure = err
+    try:
+        check_model_reachable(name, revision=revision, setting=setting)
+    except ModelNotFoundError as unreachable:
+        logger.debug("Loading %s failed: %r", name, failure)
+        raise unreachable from None
+    raise failure
 
 
 def check_model_path(name: str, *, tokenizer_only: bool = False) -> None:
@@ -264,7 +272,7 @@ def check_model_reachable(
     name: str,
     *,
     revision: str | None = None,
-    option: str = "--model",
+    setting: str = "model",
     token: str | bool | None = None,
     timeout: float | None = None,
 ) -> None:
@@ -278,8 +286,8 @@ def check_model_reachable(
     Args:
         name (`str`): a Hub model id or a local folder.
         revision (`str`, *optional*): branch, tag or commit of the model on the Hub.
-        option (`str`, *optional*, defaults to `"--model"`): the command-line option that names this model, for the
-            message (``"--reward-model"`` for a reward model).
+        setting (`str`, *optional*, defaults to `"model"`): the setting that names this model, for the message
+            (``"reward_model"`` for a reward model); the command line says it as its flag (``--reward-model``).
         token (`str` or `bool`, *optional*): a Hub token, for private or gated models.
         timeout (`float`, *optional*, defaults to [`HUB_PROBE_TIMEOUT`]): seconds to wait for the Hub.
 
@@ -326,7 +334,7 @@ def check_model_reachable(
                 return  # gated: loading says how to ask for access
             raise ModelNotFoundError(
                 f"model {name} is neither a local folder nor a model on the Hub: {here}, and the Hub has no model "
-                f"of that name (or it is private: hf auth login). Check the path ({option} ./PATH for a folder) or "
+                f"of that name (or it is private: hf auth login). Check the path ({setting}=./PATH for a folder) or "
                 "the model id."
             ) from None
         except HfHubHTTPError:  # the Hub answered (gated, a bad revision): loading says why
@@ -335,8 +343,8 @@ def check_model_reachable(
             logger.debug("The Hub did not answer about %s: %r", name, err)
             why = f"the Hub cannot be reached ({type(err).__name__})"
     raise ModelUnreachableError(
-        f"model {name} is not in the local Hugging Face cache and {why}; pass {option} PATH to a local model folder, "
-        f"download it once where there is a network (hf download {name}), or try `genstruct-datasets demo`, which "
+        f"model {name} is not in the local Hugging Face cache and {why}: pass {setting}=PATH, a local model folder; "
+        f"download it once where there is a network (hf download {name}); or try `genstruct-datasets demo`, which "
         f"runs offline with tiny stand-in models. If it is meant as a folder: {here}; check the path."
     )
 
@@ -411,7 +419,7 @@ def check_generator(name: str, *, revision: str | None = None, token: str | bool
         return
     raise InvalidConfigError(
         f"model {name} is {_what_it_is(config)}, not a causal LM: the generator writes the pairs. Pass a causal LM "
-        "such as NousResearch/Genstruct-7B as --model (model=); a reward model goes to --reward-model."
+        "such as NousResearch/Genstruct-7B as model=; a reward model goes to reward_model=."
     )
 
 
@@ -438,11 +446,11 @@ def check_reward_model(name: str, *, revision: str | None = None, token: str | b
 
     classifiers = set(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.values())
     architectures = list(getattr(config, "architectures", None) or [])
-    pick = "Pick one such as OpenAssistant/reward-model-deberta-v3-large-v2 (--reward-model)."
+    pick = "Pick one such as reward_model=OpenAssistant/reward-model-deberta-v3-large-v2."
     if architectures and not any(a in classifiers or a.endswith("ForSequenceClassification") for a in architectures):
         raise InvalidConfigError(
             f"reward model {name} is {_what_it_is(config)}, not a sequence classifier with one label (a scalar "
-            f"score); a generator goes to --model. {pick}"
+            f"score); a generator goes to model=. {pick}"
         )
     if config.num_labels != 1:
         raise InvalidConfigError(

@@ -370,7 +370,7 @@ class GenstructConfig(datasets.BuilderConfig):
         if generator.engine.loads_model:
             check_model_reachable(generator.model, revision=generator.revision, token=token)
         if scorer is not None:
-            check_model_reachable(scorer.model, revision=scorer.revision, option="--reward-model", token=token)
+            check_model_reachable(scorer.model, revision=scorer.revision, setting="reward_model", token=token)
 
     def recipe(self) -> dict[str, dict[str, Any]]:
         """The settings by stage, as the dataset card shows them."""

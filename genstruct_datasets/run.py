@@ -46,6 +46,9 @@ class RunOptions:
             finish, and a run on any machine continues from them.
         private (`bool`, *optional*, defaults to `False`): create that repository as private.
         license (`str`, *optional*): the license id for the dataset card.
+        full_paths (`bool`, *optional*, defaults to `False`): name local models and sources by their full paths in
+            the dataset card and the run report; by default they are named by their file or folder name and a short
+            content hash ([`local_name`]), so that no path of this machine is published.
         cache_dir (`str`, *optional*): where built datasets are cached (defaults to the `datasets` cache).
         force (`bool`, *optional*, defaults to `False`): build anew, even where the recipe was built before.
         executor (`str` or [`Executor`], *optional*): ``"local"``, ``"torchrun"`` or ``"ray"``, or an executor made
@@ -91,6 +94,16 @@ class RunOptions:
     )
     license: str | None = field(
         default=None, metadata={"group": "output", "help": "license id for the dataset card (mind the source's terms)"}
+    )
+    full_paths: bool = field(
+        default=False,
+        metadata={
+            "switch": True,
+            "group": "output",
+            "help": "name local models and sources by their full paths in the dataset card and the run report "
+            "(default: by their file or folder name and a short content hash, so that no path of this machine is "
+            "published)",
+        },
     )
     cache_dir: str | None = field(
         default=None,
@@ -262,9 +275,12 @@ def run_recipe(
 
 
 def _check_before_work(recipe: GenstructConfig, options: RunOptions, filters: list[PairFilter]) -> None:
-    """What can be refused before the source is read: the output folder, the token, the models' reachability and the
-    filters' models and datasets. (The models' kind is read from their configs once the source's columns are known,
-    before any model loads: a missing source is said first.)"""
+    """What can be refused before the source is read: the output folder and the token (where the run writes), then, in
+    the order a user expects, local source files that are not there, the models' reachability and the filters' models
+    and datasets. (The models' kind is read from their configs once the source's columns are known, before any model
+    loads.)"""
+    from .sources import check_source
+
     if options.output:
         from .publish import check_output_folder
 
@@ -275,8 +291,9 @@ def _check_before_work(recipe: GenstructConfig, options: RunOptions, filters: li
 
         if not (options.token or get_token()):
             raise MissingTokenError(
-                f"--push-to-hub {options.push_to_hub} needs a Hugging Face token: run `hf auth login` or set HF_TOKEN."
+                f"push_to_hub={options.push_to_hub} needs a Hugging Face token: run `hf auth login` or set HF_TOKEN."
             )
+    check_source(str(recipe.source))
     # A Hub model that cannot be had now (offline, not downloaded) is said before the source is read; so is a
     # filter's model or dataset.
     recipe.check_models_reachable(token=options.token)
@@ -326,6 +343,7 @@ def _finish(
         candidates,
         stats=stats,
         recipe=recipe.recipe(),
+        full_paths=options.full_paths,
         filters=[o.count for o in outcomes],
         filters_figures={o.count.name: o.figures for o in outcomes},
         selection=filtered.selection,
@@ -390,13 +408,13 @@ def nothing_kept(report: RunReport) -> str:
     floor = (report.recipe or {}).get("selection", {}).get("min_reward")
     if floor is not None and report.counts.get("parsed"):
         return (
-            f"no pair was kept: all {report.counts['parsed']} pairs scored below --min-reward {floor}, so nothing "
-            "was written. Lower --min-reward, or leave it out to keep every best pair."
+            f"no pair was kept: all {report.counts['parsed']} pairs scored below min_reward={floor}, so nothing "
+            "was written. Lower min_reward=, or leave it out to keep every best pair."
         )
     return (
         f"no pair was kept from {report.counts['candidates']} candidates (outcomes: {outcomes}), so nothing was "
-        "written. Check the generator (--model), --max-new-tokens (completions cut before [[[Assistant]]]) and "
-        "--min-reward."
+        "written. Check the generator (model=), max_new_tokens= (completions cut before [[[Assistant]]]) and "
+        "min_reward=."
     )
 
 
@@ -415,4 +433,4 @@ def check_writable(folder: str | os.PathLike) -> None:
     )
     if blocked is not None:
         what = "not a folder" if not blocked.is_dir() else "not writable"
-        raise InvalidConfigError(f"--output {folder}: {str(blocked)!r} is {what}; name a folder you can write to.")
+        raise InvalidConfigError(f"output={folder}: {str(blocked)!r} is {what}; name a folder you can write to.")

@@ -110,7 +110,7 @@ def read_source(
         [`MissingColumnsError`]: the documents lack the title or text column.
     """
     if config.source is None:
-        raise SourceError("No source given: name a Hub dataset id or local files.")
+        raise SourceError("No source given: pass source=, a Hub dataset id or local files.")
     columns = config.splitter()
     title_column, text_column = columns.title_column, columns.text_column
     if is_local(config.source):
@@ -127,14 +127,14 @@ def read_source(
             else:
                 documents = datasets.load_dataset(config.source, config.source_name, cache_dir=cache_dir, **hub)
         except ConnectionError as err:
-            raise not_here_nor_reachable(config.source, err) from err
+            raise not_here_nor_reachable(config.source, err) from None
     missing = [c for c in (title_column, text_column) if c not in documents.column_names]
     if missing:
         raise MissingColumnsError(
             f"source {config.source!r}",
             missing,
             documents.column_names,
-            "Name yours with title_column= and text_column= (--title-column, --text-column).",
+            "Name yours with title_column= and text_column=.",
         )
     files = _source_files(Path(config.source)) if is_local(config.source) else None
     return _text_columns(documents, (title_column, text_column), config.source, files)
@@ -171,9 +171,55 @@ def read_local(
         [`SourceError`]: `path` does not exist, holds no supported files or mixes kinds.
         [`InvalidSourceError`]: a file is empty, not UTF-8, or has a malformed line (named, with the line).
     """
+    files = _readable_files(path)
+    kind = STRUCTURED_FORMATS.get(files[0].suffix, "text")
+    if kind != "text":
+        return _read_structured(path, files, kind, cache_dir)
+    titles, texts = [], []
+    for file in files:
+        raw = file.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InvalidSourceError(_not_utf8(file, raw[err.start], raw.count(b"\n", 0, err.start) + 1)) from None
+        heading = _MARKDOWN_TITLE.search(text) if file.suffix == ".md" else None
+        titles.append(heading.group(1) if heading else file.stem.replace("_", " "))
+        texts.append(text)
+    return datasets.Dataset.from_dict({title_column: titles, text_column: texts})
+
+
+def check_source(source: str) -> None:
+    """Refuse local files that cannot be read, before any other input is looked at: a user expects to hear about the
+    source first. A Hub dataset id passes; it is looked at when it is read.
+
+    Args:
+        source (`str`): local files or a Hub dataset id, as [`load_genstruct`] takes them.
+
+    Raises:
+        [`SourceError`]: a local path that does not exist, holds no supported files, or mixes kinds of files.
+
+    Example:
+
+    ```py
+    >>> check_source("wikimedia/wikipedia")  # a Hub id: looked at when it is read
+    >>> check_source("missing.jsonl")
+    Traceback (most recent call last):
+    SourceError: source 'missing.jsonl' does not exist; pass an existing file or folder as source=, or a Hub ...
+    ```
+    """
+    if is_local(source):
+        _readable_files(Path(source))
+
+
+def _readable_files(path: Path) -> list[Path]:
+    """The supported files of a local source, all of one kind.
+
+    Raises:
+        [`SourceError`]: `path` does not exist, holds no supported files or mixes kinds.
+    """
     if not path.exists():
         raise SourceError(
-            f"Source {str(path)!r} does not exist; pass an existing file or folder, or a Hub dataset id."
+            f"source {str(path)!r} does not exist; pass an existing file or folder as source=, or a Hub dataset id."
         )
     files = _source_files(path)
     kinds = {STRUCTURED_FORMATS.get(f.suffix, "text") for f in files}
@@ -185,20 +231,7 @@ def read_local(
         raise SourceError(
             f"{str(path)!r} mixes files of kinds {sorted(kinds)}; put one kind of file in a folder and run each apart."
         )
-    kind = kinds.pop()
-    if kind != "text":
-        return _read_structured(path, files, kind, cache_dir)
-    titles, texts = [], []
-    for file in files:
-        raw = file.read_bytes()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise InvalidSourceError(_not_utf8(file, raw[err.start], raw.count(b"\n", 0, err.start) + 1)) from err
-        heading = _MARKDOWN_TITLE.search(text) if file.suffix == ".md" else None
-        titles.append(heading.group(1) if heading else file.stem.replace("_", " "))
-        texts.append(text)
-    return datasets.Dataset.from_dict({title_column: titles, text_column: texts})
+    return files
 
 
 def _text_columns(
@@ -221,8 +254,8 @@ def _text_columns(
                 shown = shown if len(shown) <= 40 else f"{shown[:37]}..."
                 raise InvalidSourceError(
                     f"{_row_place(source, files, row)}: {column!r} holds {err} ({shown}), not text; a title or a text "
-                    "is a string (a number is read as one): write it as one, or name other columns "
-                    "(--title-column, --text-column)."
+                    "is a string (a number is read as one): write it as one, or name other columns (title_column=, "
+                    "text_column=)."
                 ) from None
         order = documents.column_names
         documents = documents.remove_columns(column).add_column(column, texts, feature=datasets.Value("string"))
@@ -273,15 +306,9 @@ def _read_structured(path: Path, files: list[Path], kind: str, cache_dir) -> dat
         # The JSON and CSV readers let bytes that are not UTF-8 through, to fail when a row is read: check now.
         documents.data.table.validate(full=True)
     except (StopIteration, ValueError, datasets.exceptions.DatasetGenerationError) as err:
-        for file in files:
-            problem = _file_problem(file, kind)
-            if problem:
-                raise InvalidSourceError(problem) from err
-        if "corresponds to no data" in str(err):
-            raise InvalidSourceError(f"{str(path)!r} holds no documents; add rows to it.") from err
-        cause = err.__cause__ or err
-        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise InvalidSourceError(f"cannot read {str(path)!r}: {reason}") from err
+        # The readers' own chain adds nothing to the file and line named here: kept for a DEBUG log only.
+        logger.debug("Reading %s failed: %r", path, err)
+        raise InvalidSourceError(_unreadable(path, files, kind, err)) from None
     finally:
         readers.setLevel(level)
     return documents
@@ -311,6 +338,19 @@ def quiet_loading_bars() -> Iterator[None]:
         yield
     finally:
         datasets.enable_progress_bars()
+
+
+def _unreadable(path: Path, files: list[Path], kind: str, err: Exception) -> str:
+    """Why structured files failed to read: the first file (and line) to blame, else the reader's reason."""
+    for file in files:
+        problem = _file_problem(file, kind)
+        if problem:
+            return problem
+    if "corresponds to no data" in str(err):
+        return f"{str(path)!r} holds no documents; add rows to it."
+    cause = err.__cause__ or err
+    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    return f"cannot read {str(path)!r}: {reason}"
 
 
 def structured_file_problem(path: str | Path) -> str | None:
@@ -389,12 +429,15 @@ def _not_utf8(file: Path, byte: int, line: int) -> str:
     )
 
 
-def not_here_nor_reachable(source: str, err: Exception) -> SourceError:
+def not_here_nor_reachable(source: str, err: Exception, setting: str | None = "source") -> SourceError:
     """The error for a name that is no local path and no Hub dataset that can be had now (offline, no network): most
-    often a mistyped folder or file name."""
+    often a mistyped folder or file name. `setting` is the setting that names it, for the message (None: none). `err`,
+    the Hub client's failure, goes to a DEBUG log line: raise the error ``from None``, its chain adds nothing."""
+    logger.debug("The Hub dataset %s cannot be had now: %r", source, err)
     return SourceError(
         f"{source!r} is not a local file or folder, and the Hub dataset of that name cannot be had now "
-        f"({type(err).__name__}); check the path, or the network and HF_HUB_OFFLINE."
+        f"({type(err).__name__}); check the path{f' ({setting}=)' if setting else ''}, or the network and "
+        "HF_HUB_OFFLINE."
     )
 
 
@@ -495,7 +538,6 @@ def _no_passages(config: GenstructConfig, documents: int) -> str:
     splitter = config.splitter()
     return (
         f"none of the {documents} document(s) of {config.source!r} gave a passage: their {splitter.text_column!r} "
-        f"is empty, or shorter than min_tokens={splitter.min_tokens} tokens. Check the text column (--text-column), "
-        f"or lower the shortest passage: --min-tokens N (min_tokens=N from Python), at most max_tokens="
-        f"{splitter.max_tokens}."
+        f"is empty, or shorter than the shortest passage, {splitter.min_tokens} tokens. Check the text column "
+        f"(text_column=), or lower the shortest passage: min_tokens=N, at most max_tokens={splitter.max_tokens}."
     )

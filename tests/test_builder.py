@@ -278,7 +278,7 @@ def test_a_corpus_that_gives_no_passage_says_why_before_any_model_loads(tmp_path
     path = tmp_path / "documents.jsonl"
     path.write_text("".join(json.dumps({"title": t, "text": x}) + "\n" for t, x in [("A", " "), ("B", "Too short.")]))
     with pytest.raises(InvalidSourceError, match=r"none of the 2 document\(s\) of .* gave a passage: their 'text' is "
-                       r"empty, or shorter than min_tokens=32 tokens\. Check the text column"):  # fmt: skip
+                       r"empty, or shorter than the shortest passage, 32 tokens\. Check the text column"):  # fmt: skip
         load_genstruct(str(path), **recipe)
     assert [name for name in loads if not name.startswith("tokenizer:")] == []
 

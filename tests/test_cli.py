@@ -294,7 +294,7 @@ def test_run_with_two_worker_processes_gives_the_same_pairs(tmp_path, corpus, ta
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        pytest.param(["missing.jsonl"], "Source 'missing.jsonl' does not exist", id="missing-file"),
+        pytest.param(["missing.jsonl"], "source 'missing.jsonl' does not exist", id="missing-file"),
         pytest.param(
             ["CORPUS"], "'title', 'text', which the dataset does not have; it has: heading, body", id="column"
         ),
@@ -351,6 +351,29 @@ def test_a_mistyped_flag_gets_the_commands_usage_and_the_closest_flag(capsys, ar
     assert exit_info.value.code == 2
     assert lines[0].startswith(usage) and lines[-1] == hint  # the command's usage, not the top level's
     assert not any("Traceback" in line or "COMMAND ..." in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        pytest.param(  # the default models are Hub ids, not cached here: the missing source is said first
+            ["MISSING"], "does not exist; pass an existing file or folder as SOURCE, or a Hub dataset id.", id="source"
+        ),
+        pytest.param(["DOCS", "--model", "me/not-cached", "--reward-model", "FOLDER"], ": pass --model PATH, a ",
+                     id="model"),
+        pytest.param(["DOCS", "--model", "FOLDER", "--reward-model", "me/not-cached"], ": pass --reward-model PATH, ",
+                     id="reward-model"),
+        pytest.param(["me/no-such-dataset", "--model", "FOLDER", "--reward-model", "FOLDER"],
+                     "cannot be had now (ConnectionError); check the path (SOURCE), or the network", id="hub-dataset"),
+    ],
+)  # fmt: skip
+def test_errors_name_the_flags_on_the_command_line(cli, tmp_path, args, said):
+    documents = tmp_path / "documents.jsonl"
+    documents.write_text(json.dumps({"title": "Moon", "text": "The Moon orbits the Earth. " * 20}) + "\n")
+    places = {"MISSING": str(tmp_path / "missing.jsonl"), "DOCS": str(documents), "FOLDER": str(tmp_path)}
+    status, lines = cli("run", *[places.get(arg, arg) for arg in args], "--cache-dir", str(tmp_path / "cache"))
+    assert status == 2 and len(lines) == 1 and said in lines[0], lines
+    assert not re.search(r"(?<![\w-])[a-z_]+=", lines[0]), lines[0]  # no setting left in Python terms
 
 
 def test_help_reads_well(tmp_path):
@@ -438,8 +461,7 @@ def test_an_output_folder_of_someone_else_is_refused_before_any_work(tmp_path, c
     assert result.returncode == 2 and (foreign / "README.md").read_text() == "my notes"
     assert result.stderr.strip() == (
         f"genstruct-datasets: error: {str(foreign)!r} is not empty and was not written by genstruct-datasets; name "
-        "a new or empty folder, or pass overwrite=True (--overwrite) to write the dataset into it (its README.md is "
-        "replaced)."
+        "a new or empty folder, or pass --overwrite to write the dataset into it (its README.md is replaced)."
     )
 
 
@@ -568,7 +590,7 @@ def test_bad_input_is_one_line_and_exit_2_before_any_model_runs(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        pytest.param(["run", "no-such-folder/"], r"Source 'no-such-folder' does not exist", id="folder-with-a-slash"),
+        pytest.param(["run", "no-such-folder/"], r"source 'no-such-folder' does not exist", id="folder-with-a-slash"),
         pytest.param(
             ["run", "mycorpus"], r"'mycorpus' is not a local file or folder, and the Hub dataset of that name cannot "
             r"be had now", id="offline-hub-name",
@@ -604,7 +626,8 @@ ESSAY = (DATA / "plain_essay.txt").read_text()
         ),
         pytest.param(
             [{"title": "Bees", "text": "Short."}], [],
-            r"shorter than min_tokens=32 tokens\. .* --min-tokens N \(min_tokens=N from Python\)", id="all-too-short",
+            r"shorter than the shortest passage, 32 tokens\. .* --min-tokens N, at most --max-tokens",
+            id="all-too-short",
         ),
     ],
 )  # fmt: skip

@@ -86,7 +86,7 @@ def test_the_demo_refuses_a_foreign_folder_before_building_its_models(tmp_path, 
     assert status == 2 and out == "" and (notes / "todo.txt").read_text() == "mine"
     assert lines == [
         f"genstruct-datasets: error: {str(notes)!r} is not empty and was not written by genstruct-datasets; name a "
-        "new or empty folder, or pass overwrite=True (--overwrite) to write the dataset into it (its README.md is "
+        "new or empty folder, or pass --overwrite to write the dataset into it (its README.md is "
         "replaced)."
     ]
 
@@ -131,12 +131,13 @@ def test_a_hub_model_that_cannot_be_had_is_one_line_before_the_source_is_read(tm
     if env.get("HF_ENDPOINT") == "CLOSED":
         env["HF_ENDPOINT"] = f"http://127.0.0.1:{_closed_port()}"
     args = [str(tmp_path) if arg == "GENERATOR" else arg for arg in args]  # a local folder: checked later
-    # The source does not exist: had it been read first, the message would say so.
-    result = command("run", "missing.jsonl", *args, "--output", "out", cwd=tmp_path, env=env)
+    # The source is there but not valid JSON: had it been read first, the message would say so.
+    (tmp_path / "corpus.jsonl").write_text("not json\n")
+    result = command("run", "corpus.jsonl", *args, "--output", "out", cwd=tmp_path, env=env)
     assert result.returncode == 2 and result.stdout == "" and not (tmp_path / "out").exists()
     assert result.stderr == (
-        f"genstruct-datasets: error: model {model} is not in the local Hugging Face cache and {why}; pass {option} "
-        f"PATH to a local model folder, download it once where there is a network (hf download {model}), or try "
+        f"genstruct-datasets: error: model {model} is not in the local Hugging Face cache and {why}: pass {option} "
+        f"PATH, a local model folder; download it once where there is a network (hf download {model}); or try "
         "`genstruct-datasets demo`, which runs offline with tiny stand-in models. If it is meant as a folder: "
         f"there is no folder {model!r} here ({tmp_path}); check the path.\n"
     )

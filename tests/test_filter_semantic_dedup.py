@@ -179,7 +179,7 @@ def test_a_hub_model_not_cached_offline_names_it_and_the_local_way():
     with pytest.raises(
         ModelUnreachableError,
         match=r"^embedding model minishlab/no-such-potion is not in the local .*"
-        r"\(HF_HUB_OFFLINE=1\); pass --embedding-model \(embedding_model=\) PATH to a local copy",
+        r"\(HF_HUB_OFFLINE=1\): pass embedding_model=PATH, a local copy",
     ):
         dedup.check()
     with pytest.raises(ModelNotFoundError, match="no-such-potion"):  # ModelUnreachableError is a ModelNotFoundError

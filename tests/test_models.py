@@ -199,10 +199,10 @@ def test_a_hub_model_is_reachable_offline_only_from_the_local_cache(tmp_path, mo
     check_model_reachable("me/tiny")
     check_model_reachable("me/tiny", revision="abc123")
     check_model_reachable("./no/such/folder")  # a local path: check_model_path's business
-    message = r"^model me/tiny is not in the local Hugging Face cache and the Hub is off \(HF_HUB_OFFLINE=1\); pass "
-    with pytest.raises(ModelUnreachableError, match=message + "--reward-model PATH to a local model folder"):
-        check_model_reachable("me/tiny", revision="v2", option="--reward-model")
-    with pytest.raises(ConnectionError, match=r"hf download me/other\), or try `genstruct-datasets demo`"):
+    message = r"^model me/tiny is not in the local Hugging Face cache and the Hub is off \(HF_HUB_OFFLINE=1\): pass "
+    with pytest.raises(ModelUnreachableError, match=message + "reward_model=PATH, a local model folder"):
+        check_model_reachable("me/tiny", revision="v2", setting="reward_model")
+    with pytest.raises(ConnectionError, match=r"hf download me/other\); or try `genstruct-datasets demo`"):
         check_model_reachable("me/other")
 
 

@@ -111,11 +111,11 @@ def test_save_local_round_trips_through_load_dataset(tmp_path, best, candidates)
     assert "| pairs among candidates | 40.0% |" in text
     assert "| instructions that ask something | 100.0% |" in text
     assert 'load_dataset("' in text and 'split="candidates")  # every sample' in text
-    reloaded = load_dataset(str(folder), split="train")
+    reloaded = load_dataset(str(folder), split="train").remove_columns("messages")  # added: see below
     assert reloaded.features == best.features
     assert reloaded.to_list() == best.to_list()
     # Every candidate, the invalid input and the failed parses with their reasons, as a split of its own.
-    everything = load_dataset(str(folder), split="candidates")
+    everything = load_dataset(str(folder), split="candidates").remove_columns("messages")
     assert everything.to_list() == candidates.to_list()
     card = DatasetCard.load(folder / "README.md")
     assert card.data.configs[0]["data_files"] == [
@@ -238,7 +238,8 @@ def test_local_models_are_named_not_linked(tmp_path, best):
         "reward model": {"model": "OpenAssistant/reward-model-deberta-v3-large-v2"},
     }
     text = build_card(best, repo_id="me/pairs", recipe=recipe).text
-    assert f"written by `{tmp_path}` from text passages" in text and "huggingface.co//" not in text
+    assert f"written by `{tmp_path.name} (local, sha256 " in text and "huggingface.co/test" not in text
+    assert str(tmp_path) not in text
     assert "[OpenAssistant/reward-model-deberta-v3-large-v2](https://huggingface.co/OpenAssistant/" in text
 
 
@@ -273,7 +274,8 @@ def test_publish_sends_shards_and_card_in_one_commit(monkeypatch, tmp_path, best
     ]
     card = DatasetCard.load("me/pairs")
     assert "genstruct" in card.data.tags and 'load_dataset("me/pairs", split="train")' in card.text
-    assert load_dataset(str(hub.repo("me/pairs")), split="train").to_list() == best.to_list()
+    published = load_dataset(str(hub.repo("me/pairs")), split="train")
+    assert published.remove_columns("messages").to_list() == best.to_list()
 
 
 def test_publish_replaces_the_split_and_the_runs_shards_in_the_same_commit(monkeypatch, tmp_path, best, candidates):
@@ -299,7 +301,8 @@ def test_publish_replaces_the_split_and_the_runs_shards_in_the_same_commit(monke
     (landed,) = hub.commits
     assert landed.deleted == sorted([*old_shards, ".genstruct-work/recipe/candidates-00000-of-00001.parquet"])
     assert "README.md" in landed.added and "data/train-00000-of-00001.parquet" in landed.added
-    assert load_dataset(str(hub.repo("me/pairs")), "default", split="train").to_list() == best.to_list()
+    published = load_dataset(str(hub.repo("me/pairs")), "default", split="train")
+    assert published.remove_columns("messages").to_list() == best.to_list()
     assert load_dataset(str(hub.repo("me/pairs")), "candidates", split="train").num_rows == 5  # the other config
 
 
@@ -351,7 +354,7 @@ def test_a_selection_is_written_in_row_groups_of_a_thousand_rows(tmp_path):
     folder = save_local(kept, tmp_path / "pairs")
     metadata = pq.ParquetFile(folder / "data" / "train-00000-of-00001.parquet").metadata
     assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [1000, 1000, 500]
-    assert load_dataset(str(folder), split="train").to_list() == kept.to_list()
+    assert load_dataset(str(folder), split="train").remove_columns("messages").to_list() == kept.to_list()
 
 
 def test_an_existing_card_with_a_plain_data_files_path(best):
@@ -385,7 +388,7 @@ def test_a_folder_this_package_did_not_write_is_refused(tmp_path, best):
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "README.md").write_text("# My notes\n")
-    with pytest.raises(OutputExistsError, match="is not empty and was not written by genstruct-datasets.*--overwrite"):
+    with pytest.raises(OutputExistsError, match="is not empty and was not written by genstruct-.*overwrite=True"):
         save_local(best, folder)
     assert (folder / "README.md").read_text() == "# My notes\n"
     save_local(best, folder, overwrite=True)
@@ -529,3 +532,58 @@ def test_a_failure_during_the_swap_leaves_the_old_output_or_the_new_one_whole(tm
     assert after == before
     assert load_dataset(str(folder), split="train").num_rows == candidates.num_rows
     assert [p.name for p in folder.parent.iterdir()] == ["pairs"]  # no staging folder, no old output beside it
+
+
+CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
+
+
+def test_the_pairs_are_written_with_messages_in_trls_conversational_format(tmp_path, best, candidates):
+    folder = save_local(best, tmp_path / "pairs", recipe=RECIPE, candidates=candidates)
+    train = load_dataset(str(folder), split="train")
+    assert train["messages"][:] == [
+        [{"role": "user", "content": i}, {"role": "assistant", "content": r}]
+        for i, r in zip(best["instruction"], best["response"])
+    ]
+    assert train.remove_columns("messages").to_list() == best.to_list()
+    everything = load_dataset(str(folder), split="candidates")
+    assert [bool(m) for m in everything["messages"]] == [i is not None for i in candidates["instruction"]]
+    text = (folder / "README.md").read_text()
+    assert "| `messages` | List |" in text
+    snippet = text.split("## How to fine-tune on it")[1].split("```python\n")[1].split("```")[0]
+    assert snippet.splitlines()[-3:] == [
+        f'ds = load_dataset("{folder.name}", split="train").select_columns(["messages"])',
+        'trainer = SFTTrainer(model="Qwen/Qwen3-0.6B", train_dataset=ds)',
+        "trainer.train()",
+    ]
+    # Saved again (a folder read back and republished): the column is made anew, not doubled.
+    again = save_local(train, tmp_path / "again", recipe=RECIPE)
+    assert load_dataset(str(again), split="train").to_list() == train.to_list()
+
+
+@pytest.fixture
+def published_messages(tmp_path, best, candidates) -> Dataset:
+    """The card's first line: the written train split, its `messages` column selected."""
+    folder = save_local(best, tmp_path / "pairs", recipe=RECIPE, candidates=candidates)
+    return load_dataset(str(folder), split="train").select_columns(["messages"])
+
+
+@pytest.mark.slow
+def test_trls_data_utilities_take_the_messages(published_messages, best, mistral_tokenizer):
+    pytest.importorskip("trl")  # not a dependency of the package: checked where it is installed
+    from trl.data_utils import apply_chat_template, is_conversational
+
+    assert all(is_conversational(row) for row in published_messages)
+    text = apply_chat_template(published_messages[0], mistral_tokenizer, chat_template=CHAT_TEMPLATE)["text"]
+    assert text == f"<|user|>\n{best[0]['instruction']}</s>\n<|assistant|>\n{best[0]['response']}</s>\n"
+
+
+@pytest.mark.slow
+def test_trls_sft_trainer_trains_on_the_messages(published_messages, tmp_path):
+    trl = pytest.importorskip("trl")
+    from genstruct_datasets import testing
+
+    # The card's lines, with a tiny model whose tokenizer has a chat template in place of Qwen.
+    model = testing.build_tiny_generator(tmp_path / "model", chat_template=CHAT_TEMPLATE)
+    args = trl.SFTConfig(output_dir=str(tmp_path / "sft"), max_steps=1, report_to="none", use_cpu=True)
+    trainer = trl.SFTTrainer(model=model, args=args, train_dataset=published_messages)
+    assert trainer.train().global_step == 1

@@ -1,6 +1,7 @@
 """The one run entry point: run_recipe, its options, its result, the recipe resolved once, and the stages' accounts."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,7 @@ def test_a_build_cached_before_is_reused_by_the_run_without_generating(documents
 
 
 def test_a_run_that_keeps_nothing_raises_and_writes_nothing(documents, recipe, tmp_path):
-    with pytest.raises(NothingKeptError, match=r"no pair was kept: all \d+ pairs scored below --min-reward 1000"):
+    with pytest.raises(NothingKeptError, match=r"no pair was kept: all \d+ pairs scored below min_reward=1000"):
         run_recipe(settings(recipe, documents, min_reward=1000.0), output=str(tmp_path / "out"),
                    cache_dir=recipe["cache_dir"])  # fmt: skip
     assert not (tmp_path / "out").exists()
@@ -226,3 +227,23 @@ def test_a_benchmark_is_read_once_for_the_check_and_the_filter(documents, recipe
     monkeypatch.setattr(decontaminate, "read_benchmark", lambda spec: reads.append(spec.label) or real(spec))
     run_recipe(settings(recipe, documents, decontaminate=[str(benchmark)]), cache_dir=recipe["cache_dir"])
     assert reads == [str(benchmark)]
+
+
+def test_nothing_written_names_a_path_of_this_machine_unless_asked(documents, recipe, tmp_path, tmp_path_factory):
+    # Local models (under the session's temporary folder) and a local source (under the test's).
+    machine = [str(tmp_path_factory.getbasetemp()).encode(), str(Path.home()).encode()]
+    small = settings(recipe, documents, limit=1, num_samples=1)
+    run_recipe(small, output=str(tmp_path / "out"), cache_dir=recipe["cache_dir"])
+    written = {path: path.read_bytes() for path in (tmp_path / "out").rglob("*") if path.is_file()}
+    assert {"README.md", "genstruct-report.json"} <= {path.name for path in written}
+    assert [(path.name, place) for path, data in written.items() for place in machine if place in data] == []
+    card = (tmp_path / "out" / "README.md").read_text()
+    generator = Path(recipe["model"]).name
+    assert re.search(r"\| `source` \| `documents\.jsonl \(local, sha256 [0-9a-f]{12}\)` \|", card)
+    assert re.search(rf"written by `{generator} \(local, sha256 [0-9a-f]{{12}}\)` from text passages", card)
+    report = json.loads((tmp_path / "out" / "genstruct-report.json").read_text())
+    assert report["recipe"]["reward model"]["model"].startswith(f"{Path(recipe['reward_model']).name} (local, ")
+    # Asked for: the full paths. The build is read from the cache: the setting is not part of the recipe.
+    full = run_recipe(small, output=str(tmp_path / "full"), cache_dir=recipe["cache_dir"], full_paths=True)
+    assert full.cached and full.report.recipe["source"]["source"] == str(documents)
+    assert f"| `model` | `{recipe['model']}` |" in (tmp_path / "full" / "README.md").read_text()

@@ -217,7 +217,7 @@ def test_each_json_type_in_each_text_column(tmp_path, tiny_generator, column, se
     config = GenstructConfig(source=str(source), model=tiny_generator, reward_model=None, best_of_n=False, **settings)
     if read_as in REFUSED:
         shown = json.dumps(value).replace("[", r"\[").replace("{", r"\{")
-        match = rf"'.*c\.jsonl', line 2: '{column}' holds {read_as} \({shown}\), not text; .*\(--title-column"
+        match = rf"'.*c\.jsonl', line 2: '{column}' holds {read_as} \({shown}\), not text; .*\(title_column=, "
         with pytest.raises(InvalidSourceError, match=match):
             read_passages(config, cache_dir=tmp_path / "cache")
         return

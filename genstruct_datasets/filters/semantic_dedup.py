@@ -43,7 +43,7 @@ building and searching the HNSW index took 8 s, and missed one near repeat of 2,
 of the rows."""
 
 _INSTALL = 'pip install "genstruct-datasets[filters]"'
-_OPTION = "--embedding-model (embedding_model=)"
+_SETTING = "embedding_model"
 
 
 @dataclass
@@ -123,13 +123,13 @@ class SemanticDedup(PairFilter):
         _import_semhash()
         check_model_path(self.embedding_model)
         try:
-            check_model_reachable(self.embedding_model, option=_OPTION)
+            check_model_reachable(self.embedding_model, setting=_SETTING)
         except ModelUnreachableError as err:  # the same, with the way out that fits a model2vec model
-            why = str(err).split("; pass ")[0].replace("model ", "embedding model ", 1)
+            why = str(err).split(": pass ")[0].replace("model ", "embedding model ", 1)
             raise ModelUnreachableError(
-                f"{why}; pass {_OPTION} PATH to a local copy (a folder written by StaticModel.save_pretrained), or "
+                f"{why}: pass {_SETTING}=PATH, a local copy (a folder written by StaticModel.save_pretrained), or "
                 f"download it once where there is a network (hf download {self.embedding_model})."
-            ) from err
+            ) from None
         for dataset in self.against:
             if is_local(dataset) and not Path(dataset).exists():
                 raise SourceError(
@@ -229,9 +229,9 @@ def _load_model(dedup: SemanticDedup) -> Any:
     except (OSError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelNotFoundError(
-            f"embedding model {name!r} cannot be loaded as a model2vec model ({reason}); pass {_OPTION} a Hub id "
+            f"embedding model {name!r} cannot be loaded as a model2vec model ({reason}); pass {_SETTING}= a Hub id "
             "such as minishlab/potion-base-8M or a folder written by StaticModel.save_pretrained."
-        ) from err
+        ) from None
 
 
 def _against_rows(dataset: str) -> list[dict[str, Any]]:
@@ -247,7 +247,7 @@ def _against_rows(dataset: str) -> list[dict[str, Any]]:
         try:
             table = datasets.load_dataset(dataset, split="train")
         except ConnectionError as err:
-            raise not_here_nor_reachable(dataset, err) from err
+            raise not_here_nor_reachable(dataset, err, setting="dedup_against") from None
     column = _text_column(dataset, table)
     rows = [{"text": text, "row": row} for row, text in enumerate(table[column]) if text]
     logger.info("Deduplicating against %s: %d rows, column %r.", dataset, len(rows), column)

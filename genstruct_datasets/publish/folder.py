@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..columns import MESSAGES, MESSAGES_FEATURE, pair_messages
 from ..errors import InvalidConfigError, OutputExistsError
 from ..report import QUALITY_FIGURE, REPORT_FILE, CardInfo, RunReport, build_card, plot_quality, run_report
 from ..report.card import card_info, with_recipe
@@ -66,7 +67,9 @@ def save_local(
 
     The shards go to ``data/{split}-00000-of-0000N.parquet`` (``{config_name}/...`` for a config other than
     ``"default"``), the layout `Dataset.push_to_hub` uses, and the card's YAML names them, so that
-    ``load_dataset(folder)`` reads the same rows and features back. Given `candidates`, they are written too, as
+    ``load_dataset(folder)`` reads the same rows and features back. The pairs of `ds` gain a `messages` column, TRL's
+    conversational format ([`with_messages`]), so that `SFTTrainer` trains on them as they are (so do the candidates
+    written beside them, None where a row holds no pair). Given `candidates`, they are written too, as
     the split ``candidates`` of the same config (every sample, with its `finish_reason`, `parse_error` and
     `reward`), so that ``load_dataset(folder, split="candidates")`` reads them. For pairs, the card gains a
     "Quality" section ([`quality_report`]) and ``quality.png``, a picture of the reward and length distributions;
@@ -74,7 +77,7 @@ def save_local(
     card, the picture and the report describe the split written last.
 
     Args:
-        ds (`datasets.Dataset`): the rows to write.
+        ds (`datasets.Dataset`): the rows to write; with `instruction` and `response`, `messages` is added.
         folder (`str` or `Path`): the folder (created if needed). Older shards of the same split are removed.
         report ([`RunReport`], *optional*): the run's figures and recipe ([`run_report`] of `ds` and `candidates`):
             the card, the picture and ``genstruct-report.json`` render it, and nothing is measured again. Measured
@@ -89,7 +92,8 @@ def save_local(
         split (`str`, *optional*, defaults to `"train"`): the split.
         candidates_split (`str`, *optional*, defaults to `"candidates"`): the split the candidates are written as;
             None writes them not (they then serve the card's figures only).
-        repo_id (`str`, *optional*): the Hub id used in the card's loading snippet; defaults to the folder path.
+        repo_id (`str`, *optional*): the Hub id used in the card's loading snippets; defaults to the folder's name (no
+            path of this machine goes into the card).
         max_shard_size (`int`, *optional*, defaults to 500 MiB): largest shard, in bytes of Arrow data.
         existing_card (`DatasetCard`, *optional*): a card whose other configs the new card keeps.
         overwrite (`bool`, *optional*, defaults to `False`): replace a non-empty folder that this package did not
@@ -122,6 +126,8 @@ def save_local(
     written = candidates_split if candidates is not None and candidates is not ds else None
     _check_candidates(ds, candidates, written, split)
     report = with_recipe(report or run_report(ds, candidates, recipe=recipe), recipe)
+    # Both splits of the config get the column: the card declares one set of features for them.
+    ds, candidates = with_messages(ds), with_messages(candidates) if written else candidates
     card = card_info(card, license=license, language=language, source_datasets=source_datasets)
     target = folder.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +146,7 @@ def save_local(
             staging,
             report=report,
             card=card,
-            repo_id=repo_id or str(folder),
+            repo_id=repo_id or folder.resolve().name,
             config_name=config_name,
             split=split,
             candidates=candidates,
@@ -160,6 +166,28 @@ def save_local(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return folder
+
+
+def with_messages(ds: Dataset) -> Dataset:
+    """`ds` with a `messages` column made from its pairs ([`pair_messages`]: TRL's conversational format), in place of
+    any it had; `ds` as it is when it holds no pairs (no `instruction` and `response` columns).
+
+    Example:
+
+    ```py
+    >>> from datasets import Dataset
+    >>> with_messages(Dataset.from_dict({"instruction": ["Why?"], "response": ["Because."]}))[0]["messages"]
+    [{'role': 'user', 'content': 'Why?'}, {'role': 'assistant', 'content': 'Because.'}]
+    ```
+    """
+    from datasets import Features
+
+    if not {"instruction", "response"} <= set(ds.column_names):
+        return ds
+    if MESSAGES in ds.column_names:
+        ds = ds.remove_columns(MESSAGES)
+    features = Features({**ds.features, MESSAGES: MESSAGES_FEATURE})
+    return ds.map(pair_messages, batched=True, features=features, desc="Pairs as messages")
 
 
 def _check_candidates(ds: Dataset, candidates: Dataset | None, written: str | None, split: str) -> None:
@@ -204,7 +232,7 @@ def check_output_folder(folder: str | Path, *, overwrite: bool = False) -> None:
         return
     raise OutputExistsError(
         f"{str(folder)!r} is not empty and was not written by genstruct-datasets; name a new or empty folder, or "
-        "pass overwrite=True (--overwrite) to write the dataset into it (its README.md is replaced)."
+        "pass overwrite=True to write the dataset into it (its README.md is replaced)."
     )
 
 

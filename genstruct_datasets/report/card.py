@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._paths import is_local_path
+from ..columns import MESSAGES
 from ..runstats import RunStats
-from .data import RunReport, counted_report
+from .data import RunReport, counted_report, is_local_name, published_settings
 from .text import cost, filter_rows, headline, stage_rows
 
 if TYPE_CHECKING:
@@ -70,11 +71,11 @@ def card_info(card: CardInfo | None = None, **metadata: Any) -> CardInfo:
 
 
 def with_recipe(report: RunReport, recipe: Mapping[str, Mapping[str, Any]] | None) -> RunReport:
-    """`report` with `recipe` in place of its own (a copy; the report is left as it is); `report` itself without
-    one."""
+    """`report` with `recipe` in place of its own (a copy; the report is left as it is), its local paths named as
+    [`published_settings`] names them; `report` itself without one."""
     if not recipe:
         return report
-    return dataclasses.replace(report, recipe={str(k): dict(v) for k, v in recipe.items()})
+    return dataclasses.replace(report, recipe={str(k): published_settings(v) for k, v in recipe.items()})
 
 
 def size_category(num_rows: int) -> str:
@@ -167,6 +168,7 @@ def build_card(
         figure=figure,
         **_figures(report),
         columns={name: _dtype(feature) for name, feature in ds.features.items()},
+        messages=MESSAGES in ds.column_names,
         samples=_samples(ds, info.num_samples),
     )
 
@@ -335,8 +337,8 @@ def _existing_splits(existing: DatasetCard | None, config_name: str) -> list[dic
 
 
 def _hub_url(model: str | None) -> str | None:
-    """The model's page on the Hub, or None for a local folder."""
-    return None if not model or is_local_path(model) else f"https://huggingface.co/{model}"
+    """The model's page on the Hub, or None for a local folder (its path, or the name the card gives it)."""
+    return None if not model or is_local_path(model) or is_local_name(model) else f"https://huggingface.co/{model}"
 
 
 def _dtype(feature: Any) -> str:

@@ -9,8 +9,10 @@ picture in [`report.plot`], the dataset card in [`report.card`].
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._atomic import atomic_path
+from .._paths import looks_local
 from ..errors import InvalidConfigError
 from ..quality import DEFAULT_SAMPLE_SIZE, quality_report, sample_rows, summary, words
 from ..runstats import RunStats
@@ -399,6 +402,7 @@ def run_report(
     selection: Dataset | None = None,
     sample_size: int | None = DEFAULT_SAMPLE_SIZE,
     seed: int = 0,
+    full_paths: bool = False,
 ) -> RunReport:
     """Measure a run once: its counts and stages, its quality figures and its distributions, with its cost and recipe.
 
@@ -414,7 +418,8 @@ def run_report(
         stats ([`RunStats`], *optional*): what the build cost, e.g. ``RunStats.of(pairs["train"])``; None when it
             was not measured. Its `stages` (the ``passages`` stage) come first in the report's.
         recipe (`Mapping`, *optional*): how the rows were made ([`GenstructConfig.recipe`]). A recipe whose
-            ``selection`` says ``best_of_n: False`` has no ``select`` stage, even with `candidates`.
+            ``selection`` says ``best_of_n: False`` has no ``select`` stage, even with `candidates`. Its local paths
+            are named as [`published_settings`] names them, unless `full_paths`.
         filters (`Sequence[StageCount]`, *optional*): the accounts of the filters that ran on the selection, in
             order (e.g. MinHash dedup's, from [`dedup_with_count`]); they end the stages.
         filters_figures (`Mapping[str, Mapping]`, *optional*): the figures of the filters that ran, by name
@@ -426,6 +431,8 @@ def run_report(
         sample_size (`int`, *optional*, defaults to 10000): rows that the sampled figures measure; see
             [`sample_rows`].
         seed (`int`, *optional*, defaults to 0): seed of the sample.
+        full_paths (`bool`, *optional*, defaults to `False`): keep the full paths of local models and sources in
+            the recipe and the filters' figures, rather than their names and content hashes.
 
     Returns:
         [`RunReport`]: the run's figures.
@@ -454,8 +461,9 @@ def run_report(
     report = counted_report(
         best, candidates, stats=stats, selected=selected, filters=filters, sample_size=sample_size, seed=seed
     )
-    report.recipe = {str(name): dict(settings) for name, settings in recipe.items()} if recipe is not None else None
-    report.filters = {str(name): dict(figures) for name, figures in (filters_figures or {}).items()}
+    shown = (lambda settings: dict(settings)) if full_paths else published_settings
+    report.recipe = {str(name): shown(settings) for name, settings in recipe.items()} if recipe is not None else None
+    report.filters = {str(name): shown(figures) for name, figures in (filters_figures or {}).items()}
     if {"instruction", "response"} <= set(best.column_names) and best.num_rows:
         report.quality = quality_report(best, candidates=candidates, sample_size=sample_size, seed=seed)
         report.validity_over_candidates = candidates is not None
@@ -464,6 +472,77 @@ def run_report(
             before = distributions(selection, sample_size=sample_size, seed=seed)
             report.distributions |= {name: before[name] for name in SPREAD_PANELS if name in before}
     return report
+
+
+PATH_SETTINGS = frozenset({"source", "model", "tokenizer", "embedding_model", "against", "benchmarks"})
+"""The settings that name a model, a source or a dataset: a Hub id, or local files, relative paths included."""
+_LOCAL_LABEL = re.compile(r" \(local(, sha256 [0-9a-f]{12})?\)$")
+_WHOLE_FILE_BYTES = 2**20
+"""[`local_name`] hashes the first and the last this many bytes of a file (the whole of a file up to twice that)."""
+
+
+def published_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """`settings` (a section of a recipe, or a filter's figures) as the card and the run report publish them: each
+    local path named by [`local_name`], never as a path of this machine; other values as they are.
+
+    A value is a local path when it is one of [`PATH_SETTINGS`] and names something here, or when it can only be a
+    path (``/...``, ``./...``, ``~/...``: see [`looks_local`]) whatever its setting; a URL is not.
+
+    Example:
+
+    ```py
+    >>> published_settings({"model": "/home/me/models/genstruct", "revision": None, "num_samples": 4})
+    {'model': 'genstruct (local)', 'revision': None, 'num_samples': 4}
+    >>> published_settings({"model": "NousResearch/Genstruct-7B"})
+    {'model': 'NousResearch/Genstruct-7B'}
+    ```
+    """
+    return {name: _published(name, value) for name, value in settings.items()}
+
+
+def _published(name: str, value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return published_settings(value)
+    if isinstance(value, (list, tuple)):
+        return [_published(name, item) for item in value]
+    if not isinstance(value, str) or "://" in value or is_local_name(value):
+        return value
+    if looks_local(value) or (name in PATH_SETTINGS and Path(value).exists()):
+        return local_name(value)
+    return value
+
+
+def local_name(path: str | os.PathLike) -> str:
+    """A local file or folder as the card and the run report name it: its name and a short hash of its content
+    (the same files, the same name, on any machine), e.g. ``passages.jsonl (local, sha256 3f9a1c2b7d4e)``; its name
+    alone, ``(local)``, where it is not here.
+
+    The hash covers each file's path within the folder, its size, and its bytes: whole up to 2 MiB, else the first
+    and the last MiB (weights are told apart by those without reading gigabytes). Hidden files are left out.
+    """
+    path = Path(path).expanduser()
+    name = path.resolve().name or str(path)
+    if not path.exists():
+        return f"{name} (local)"
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        relative = file.relative_to(path).as_posix() if file != path else ""
+        if any(part.startswith(".") for part in Path(relative).parts):
+            continue
+        size = file.stat().st_size
+        digest.update(f"{relative}\0{size}\0".encode())
+        with file.open("rb") as content:
+            digest.update(content.read(_WHOLE_FILE_BYTES))
+            if size > 2 * _WHOLE_FILE_BYTES:
+                content.seek(-_WHOLE_FILE_BYTES, os.SEEK_END)
+            digest.update(content.read(_WHOLE_FILE_BYTES))
+    return f"{name} (local, sha256 {digest.hexdigest()[:12]})"
+
+
+def is_local_name(value: str) -> bool:
+    """Whether `value` is a name that [`local_name`] made (so not a Hub id to link to)."""
+    return bool(_LOCAL_LABEL.search(value))
 
 
 def counted_report(
