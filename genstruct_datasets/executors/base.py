@@ -106,10 +106,10 @@ class Executor(ABC):
             return nullcontext()  # nothing is built, so nothing is shown
         if self.builds_in_every_process:
             options = dataclasses.replace(options, on_shard=None)
-        sizes = {k: job.size(k) for k in mine}
+        sizes, building = {k: job.size(k) for k in mine}, set(todo)
         return RunProgress(
             sum(sizes.values()),
-            reused=sum(size for k, size in sizes.items() if k not in todo),
+            reused=sum(size for k, size in sizes.items() if k not in building),
             shards=len(mine),
             shards_reused=len(mine) - len(todo),
             samples_per_passage=job.config.generator().num_samples,
