@@ -21,6 +21,7 @@ from ._paths import is_local_path
 from .columns import FEATURES
 from .errors import GenstructError
 from .executors import BuiltShards, Executor, make_executor
+from .progress import ProgressOptions
 from .recipe import GenstructConfig
 from .runstats import RunStats, package_versions
 from .select import select_best
@@ -48,6 +49,8 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
             and later runs ([`HubShards`] or [`FolderStore`]).
         reuse_work (`bool`, *optional*, defaults to `True`): reuse finished shards and the maps' cache files;
             ``download_mode="force_redownload"`` turns it off.
+        progress ([`ProgressOptions`], *optional*): how the build shows where it stands (prices, log interval, a
+            listener of finished shards).
         config ([`GenstructConfig`], *optional*): the recipe, resolved ([`resolve_recipe`]); else it is made from
             the recipe's settings among `kwargs`.
         **kwargs: `datasets.DatasetBuilder`'s arguments (``cache_dir``, ``config_id``, ``token``) and the recipe's
@@ -65,9 +68,11 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
         num_proc: int | None = None,
         shard_store: ShardStore | None = None,
         reuse_work: bool = True,
+        progress: ProgressOptions | None = None,
         **kwargs: Any,
     ) -> None:
         self._recipe = config
+        self.progress = progress
         self.executor = make_executor(executor)
         self.num_proc = num_proc
         self.shard_store = shard_store
@@ -115,7 +120,7 @@ class GenstructBuilder(datasets.GeneratorBasedBuilder):
     def build_shards(self) -> BuiltShards:
         """Build the missing shards this process takes part in, with the executor (once per builder)."""
         if self.built is None:
-            self.built = self.executor.run(self.shard_job())
+            self.built = self.executor.run(self.shard_job(), self.progress)
             self.stats.add(self.built.stats)
             self.stats.shards, self.stats.shards_reused = self.built.stats.shards, self.built.stats.shards_reused
         return self.built
@@ -286,10 +291,11 @@ def build_genstruct(
     num_proc: int | None = None,
     push_shards_to: str | os.PathLike | ShardStore | None = None,
     executor: str | Executor | None = None,
+    progress: ProgressOptions | None = None,
 ) -> datasets.DatasetDict | None:
     """Build (or read back from the cache) the dataset of a recipe: what [`load_genstruct`] and [`run_recipe`] run once
     they have the recipe, which is resolved here ([`GenstructConfig.resolve`]) before its cache key is made. The
-    arguments are [`load_genstruct`]'s.
+    arguments are [`load_genstruct`]'s, and `progress` ([`ProgressOptions`]): how the build shows where it stands.
 
     Returns:
         `datasets.DatasetDict` or None: see [`load_genstruct`].
@@ -303,6 +309,7 @@ def build_genstruct(
         num_proc=num_proc,
         push_shards_to=push_shards_to,
         executor=executor,
+        progress=progress,
     )
     with system_memory_pool():
         if builder.executor.builds_in_every_process:
@@ -352,10 +359,11 @@ def make_builder(
     num_proc: int | None = None,
     push_shards_to: str | os.PathLike | ShardStore | None = None,
     executor: str | Executor | None = None,
+    progress: ProgressOptions | None = None,
 ) -> GenstructBuilder:
     """The builder of a recipe, which is resolved here ([`GenstructConfig.resolve`]) before its cache key is made: what
     [`build_genstruct`] runs, and what a dry run ([`plan_run`]) looks at without building. The arguments are
-    [`load_genstruct`]'s.
+    [`load_genstruct`]'s, and `progress` ([`ProgressOptions`]): how the build shows where it stands.
 
     Returns:
         [`GenstructBuilder`]: keyed by the whole recipe; nothing is read or built yet.
@@ -378,6 +386,7 @@ def make_builder(
         num_proc=num_proc,
         shard_store=push_shards_to,
         reuse_work=mode != datasets.DownloadMode.FORCE_REDOWNLOAD,
+        progress=progress,
     )
 
 

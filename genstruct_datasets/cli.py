@@ -153,6 +153,7 @@ RUN_GROUPS = {
     "scoring": "scoring",
     "selection": "selection and filters",
     "execution": "execution",
+    "progress": "progress and cost",
     "output": "output",
 }
 """The groups of `run`'s flags, in the order --help shows them."""

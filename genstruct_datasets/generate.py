@@ -14,6 +14,7 @@ from ._fingerprint import hash_only_results
 from ._tokens import fit_prompt, is_text
 from .engines import BACKENDS, Decoding, Engine, ModelRef, PromptRequest, Sample, make_engine
 from .errors import InvalidConfigError, check_columns
+from .progress import BatchFigures, report_batch
 from .prompt import format_prompt, passage_id
 
 logger = logging.getLogger(__name__)
@@ -134,11 +135,13 @@ def _sampling(num_samples: int, temperature: float, do_sample: bool | None) -> b
 
 
 PROGRESS_INTERVAL = 30.0
-"""Seconds of generation between two progress lines (INFO) of the generators of one process."""
+"""Seconds of generation between two progress lines (INFO) of the generators of one process, when no run's view
+([`RunProgress`]) is open in it."""
 
 
 class _GenerationMeter:
-    """What the generators of this process have generated, and a progress line every `PROGRESS_INTERVAL` seconds.
+    """What the generators of this process have generated; each map batch goes to the run's view open in this process
+    ([`report_batch`]), else a progress line every `PROGRESS_INTERVAL` seconds.
 
     It lives in the module, never in a generator, so that pickling and hashing a generator do not see it. The clock is
     read after each map batch: no thread, no timer. A forked worker starts from zero.
@@ -149,20 +152,32 @@ class _GenerationMeter:
 
     def _start(self) -> None:
         self._pid = os.getpid()
-        self.passages = self.tokens = 0
+        self.passages = self.tokens = self.prompt_tokens = 0
         self.seconds = 0.0  # of generation: batches that overlap (async) count once
         self._last_end = 0.0
         self._logged = (0, 0, 0.0)  # passages, tokens and seconds at the last line
 
-    def record(self, started: float, samples: list[list[Sample]]) -> None:
-        """Count a batch of `samples` (a list per passage) whose generation started at `started` (`time.monotonic`)."""
+    def counted_prompt_tokens(self) -> int:
+        """Prompt tokens of the passages generated in this process so far."""
+        return self.prompt_tokens if self._pid == os.getpid() else 0
+
+    def record(self, started: float, samples: list[list[Sample]], prompts: list[PromptRequest]) -> None:
+        """Count a batch of `samples` (a list per passage of `prompts`) whose generation started at `started`
+        (`time.monotonic`)."""
         if self._pid != os.getpid():
             self._start()
         now = time.monotonic()
         self.seconds += max(0.0, now - max(started, self._last_end))
         self._last_end = now
+        tokens = sum(sample.tokens or 0 for rows in samples for sample in rows)
+        prompt_tokens = sum(prompt.tokens or 0 for prompt in prompts)
+        failed = sum(any(sample.finish_reason == "error" for sample in rows) for rows in samples)
         self.passages += len(samples)
-        self.tokens += sum(sample.tokens or 0 for rows in samples for sample in rows)
+        self.tokens += tokens
+        self.prompt_tokens += prompt_tokens
+        batch = BatchFigures(len(samples) - failed, sum(map(len, samples)), failed, tokens, prompt_tokens)
+        if report_batch(batch):
+            return
         passages, tokens, seconds = self._logged
         interval = self.seconds - seconds
         if interval < PROGRESS_INTERVAL:
@@ -180,6 +195,12 @@ class _GenerationMeter:
 
 
 _METER = _GenerationMeter()
+
+
+def counted_prompt_tokens() -> int:
+    """Prompt tokens of the passages that the generators of this process have generated so far (those of prompts
+    that were tokenized: a server's prompt sent as text without a prompt budget is not counted)."""
+    return _METER.counted_prompt_tokens()
 
 
 class GenstructGenerator:
@@ -319,7 +340,7 @@ class GenstructGenerator:
         prompts = self._prompts(titles, contents, valid, rank)
         started = time.monotonic()
         samples = self.engine.generate(self._model_ref, list(prompts.values()), self.decoding, rank)
-        _METER.record(started, samples)
+        _METER.record(started, samples, list(prompts.values()))
         return self._assemble(batch, titles, contents, self._results(prompts, samples), prompts)
 
     async def agenerate(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
@@ -336,7 +357,7 @@ class GenstructGenerator:
         prompts = self._prompts(titles, contents, valid, rank) if valid else {}
         started = time.monotonic()
         samples = await self.engine.agenerate(self._model_ref, list(prompts.values()), self.decoding)
-        _METER.record(started, samples)
+        _METER.record(started, samples, list(prompts.values()))
         return self._assemble(batch, titles, contents, self._results(prompts, samples), prompts)
 
     @property
@@ -404,9 +425,8 @@ class GenstructGenerator:
                 text = tokenizer.decode(token_ids, skip_special_tokens=True)
             else:
                 text = text.removeprefix(tokenizer.bos_token or "")
-            prompts[i] = PromptRequest(
-                pid, text, token_ids if engine.needs_token_ids else None, truncated=was_truncated
-            )
+            ids_sent = token_ids if engine.needs_token_ids else None
+            prompts[i] = PromptRequest(pid, text, ids_sent, truncated=was_truncated, tokens=len(token_ids))
         if truncated:
             logger.warning(
                 "%d passage(s) were longer than the prompt budget of %d tokens; their content was truncated.",

@@ -16,9 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._checks import check_workers
+from ._checks import check_number, check_workers
 from .errors import InvalidConfigError, MissingTokenError, NothingKeptError
 from .executors import EXECUTORS, Executor, make_executor
+from .progress import LOG_INTERVAL, Prices, ProgressOptions, RunCost
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -57,10 +58,18 @@ class RunOptions:
         num_proc (`int`, *optional*): worker processes of generation and scoring, one model each.
         dry_run (`bool`, *optional*, defaults to `False`): say what the run would do ([`RunPlan`]: passages, shards
             finished and to build, prompt tokens, generations, output) without loading a model or writing anything.
+        price_per_million_tokens (`str` or `tuple[float, float]`, *optional*): the prices of a million prompt and
+            of a million completion tokens (``"0.2,0.6"``), for the cost that the progress view, the summary, the
+            report and the card show.
+        price_per_gpu_hour (`float`, *optional*): the price of a GPU for an hour, instead: a run costs its wall time
+            × its GPUs.
+        progress_interval (`float`, *optional*, defaults to 30): seconds between two progress lines where stderr is
+            not a terminal (a log file, CI, Slurm); a terminal shows a bar instead.
         token (`str`, *optional*): a Hub token (defaults to the saved login or `HF_TOKEN`).
 
     Raises:
-        [`InvalidConfigError`]: `num_proc` is not a positive integer.
+        [`InvalidConfigError`]: `num_proc` is not a positive integer, a price is not a non-negative number (or both
+            kinds of price are given), or `progress_interval` is negative.
     """
 
     output: str | None = field(
@@ -155,10 +164,76 @@ class RunOptions:
             "the prompts' tokens, the generations and the output; no model is loaded, nothing is generated or written",
         },
     )
+    price_per_million_tokens: str | tuple[float, float] | None = field(
+        default=None,
+        metadata={
+            "group": "progress",
+            "metavar": "IN,OUT",
+            "help": "prices of a million prompt tokens and of a million completion tokens (a server's), e.g. 0.2,0.6: "
+            "the progress view, the summary and the card show the run's cost",
+        },
+    )
+    price_per_gpu_hour: float | None = field(
+        default=None,
+        metadata={
+            "group": "progress",
+            "metavar": "P",
+            "help": "price of a GPU for an hour, for the run's cost instead: its wall time × the GPUs it uses",
+        },
+    )
+    progress_interval: float = field(
+        default=LOG_INTERVAL,
+        metadata={
+            "group": "progress",
+            "metavar": "SECONDS",
+            "help": "seconds between two progress lines where stderr is not a terminal (a log file, CI, Slurm); "
+            "a terminal shows a bar",
+        },
+    )
     token: str | None = field(default=None, repr=False, metadata={"cli": False})
 
     def __post_init__(self) -> None:
         check_workers("num_proc", self.num_proc)
+        check_number("price_per_gpu_hour", self.price_per_gpu_hour, minimum=0, optional=True)
+        check_number("progress_interval", self.progress_interval, minimum=0, detail="(seconds)")
+        if self.price_per_million_tokens is not None and self.price_per_gpu_hour is not None:
+            raise InvalidConfigError(
+                "--price-per-million-tokens and --price-per-gpu-hour are two ways to price a run; give one."
+            )
+        self.prices()  # checks the token prices
+
+    def prices(self) -> Prices | None:
+        """The prices of the run's cost, or None when none was given.
+
+        Raises:
+            [`InvalidConfigError`]: `price_per_million_tokens` is not two non-negative numbers.
+        """
+        if self.price_per_gpu_hour is not None:
+            return Prices(per_gpu_hour=self.price_per_gpu_hour)
+        if self.price_per_million_tokens is None:
+            return None
+        given = self.price_per_million_tokens
+        parts = given.split(",") if isinstance(given, str) else list(given)
+        try:
+            prompt, completion = (float(part) for part in parts)
+        except (TypeError, ValueError):
+            raise InvalidConfigError(
+                f"--price-per-million-tokens must be two prices, of prompt and of completion tokens, as IN,OUT "
+                f"(e.g. 0.2,0.6), got {given!r}."
+            ) from None
+        for name, price in (("the prompt token price", prompt), ("the completion token price", completion)):
+            check_number(name, price, minimum=0, detail="in --price-per-million-tokens")
+        return Prices(prompt, completion)
+
+    def progress(self, store: HubShards | None = None) -> ProgressOptions:
+        """How the build shows where it stands: these prices and interval, and with `push_to_hub` a dataset card on
+        the Hub updated as shards land ([`LiveCard`])."""
+        on_shard = None
+        if self.push_to_hub and store is not None:
+            from .publish import LiveCard
+
+            on_shard = LiveCard(self.push_to_hub, token=self.token)
+        return ProgressOptions(prices=self.prices(), interval=self.progress_interval, on_shard=on_shard)
 
     def make_executor(self) -> Executor:
         """The executor these options name, given the cluster's address where there is one (an executor that takes
@@ -317,6 +392,7 @@ def _build(recipe: GenstructConfig, options: RunOptions, executor: Executor, sto
         num_proc=options.num_proc,
         push_shards_to=store,
         executor=executor,
+        progress=options.progress(store),
     )
 
 
@@ -348,6 +424,9 @@ def _finish(
         filters_figures={o.count.name: o.figures for o in outcomes},
         selection=filtered.selection,
     )
+    prices = options.prices()
+    if prices is not None and stats is not None:
+        report.cost = RunCost.of(stats, prices)
     if best.num_rows == 0:
         raise NothingKeptError(nothing_kept(report))
     card = CardInfo(license=options.license, source_datasets=None if is_local(recipe.source) else [recipe.source])

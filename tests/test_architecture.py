@@ -197,7 +197,7 @@ LAYERS = [
     (
         "base",
         {"_atomic", "_checks", "_fingerprint", "_flags", "_memory", "_paths", "_sampling", "_tokens", "columns",
-         "errors", "prompt", "runstats", "stage_counts"},
+         "errors", "progress", "prompt", "runstats", "stage_counts"},
     ),
     ("models and engines", {"models", "engines", "engines.base", "engines._throttle", "engines._transformers",
                             "engines.openai_server", "engines.transformers_continuous", "engines.transformers_static",

@@ -322,5 +322,5 @@ def test_rank_0_takes_the_other_ranks_shards_from_the_repo(
 class RankWithoutGloo(TorchrunExecutor):
     """A rank of a `torchrun` launch whose other ranks are done: no process group to meet."""
 
-    def run(self, job):
-        return Executor.run(self, job)
+    def run(self, job, progress=None):
+        return Executor.run(self, job, progress)

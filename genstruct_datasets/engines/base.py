@@ -54,12 +54,15 @@ class PromptRequest:
         token_ids (`list[int]`, *optional*): the fitted prompt's ids, BOS included (what local engines get); None
             when no tokenizer was needed (a server, without a prompt budget).
         truncated (`bool`, *optional*, defaults to `False`): the passage's content was cut to fit the prompt budget.
+        tokens (`int`, *optional*): the fitted prompt's length in tokens, for the run's cost; None when it was not
+            tokenized.
     """
 
     passage_id: str
     text: str
     token_ids: list[int] | None = None
     truncated: bool = False
+    tokens: int | None = None
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import time
 from abc import ABC
 from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import ClassVar
 
 from ..errors import FailedPassagesError
-from ..runstats import RunStats, format_duration
+from ..progress import ProgressOptions, RunProgress
+from ..runstats import RunStats
 from ..shards import ShardJob, ShardOutcome, finish_uploads
 
 logger = logging.getLogger(__name__)
@@ -54,8 +56,17 @@ class Executor(ABC):
         for k in shards:
             yield job.build(k)
 
-    def run(self, job: ShardJob) -> BuiltShards:
-        """Build the job's missing shards among [`shards`].
+    def gpus(self, job: ShardJob) -> int:
+        """The GPUs a build of `job` keeps busy in this process, for a price per GPU-hour: the maps' worker processes
+        (`num_proc`, one GPU each) or the GPUs of one model (vLLM's `tensor_parallel_size`), one at least."""
+        return max(1, job.num_proc or 1, job.config.generator().engine.gpus_per_model)
+
+    def run(self, job: ShardJob, progress: ProgressOptions | None = None) -> BuiltShards:
+        """Build the job's missing shards among [`shards`], showing where the build stands ([`RunProgress`]).
+
+        Args:
+            job ([`ShardJob`]): the shards to build.
+            progress ([`ProgressOptions`], *optional*): the prices, the log interval and the listener of the view.
 
         Raises:
             [`FailedPassagesError`]: some passages failed to generate (the other shards are built and kept).
@@ -67,17 +78,18 @@ class Executor(ABC):
         try:
             todo = job.missing(mine)
             stats.shards_reused = len(mine) - len(todo)
-            progress = _Progress(job, todo)
-            for outcome in self.build(job, todo):
-                progress.done(outcome)
-                stats.add(outcome.stats)
-                failed += outcome.failed
-                if outcome.upload is not None:
-                    uploads.append(outcome.upload)
-                elif outcome.uploaded is not None:  # handed over where it was built
-                    done: Future[bool] = Future()
-                    done.set_result(outcome.uploaded)
-                    uploads.append(done)
+            stats.gpus = self.gpus(job) if todo else 0
+            with self._view(job, mine, todo, progress or ProgressOptions(), stats.gpus) as view:
+                for outcome in self.build(job, todo):
+                    view.add_shard(job.size(outcome.shard), outcome.stats, outcome.failed)
+                    stats.add(outcome.stats)
+                    failed += outcome.failed
+                    if outcome.upload is not None:
+                        uploads.append(outcome.upload)
+                    elif outcome.uploaded is not None:  # handed over where it was built
+                        done: Future[bool] = Future()
+                        done.set_result(outcome.uploaded)
+                        uploads.append(done)
         finally:
             # Also when a shard fails: the finished shards' uploads end before the error goes up.
             not_uploaded = finish_uploads(uploads, job.store, job.work_dir)
@@ -85,26 +97,22 @@ class Executor(ABC):
             raise FailedPassagesError(failed)
         return BuiltShards(stats, not_uploaded)
 
-
-class _Progress:
-    """One log line per finished shard: its speed, and how long the shards left should take at the speed so far."""
-
-    def __init__(self, job: ShardJob, todo: list[int]) -> None:
-        self.sizes = {k: job.size(k) for k in todo}
-        self.total = sum(self.sizes.values())
-        self.finished = 0
-        self.start = time.perf_counter()
-
-    def done(self, outcome: ShardOutcome) -> None:
-        self.finished += self.sizes[outcome.shard]
-        elapsed = time.perf_counter() - self.start
-        speed = outcome.stats.tokens_per_second
-        logger.info(
-            "Shard %d done%s: %d of %d passages of this run in %s; about %s left.",
-            outcome.shard + 1,
-            f" ({speed:,.0f} tokens/s)" if speed else "",
-            self.finished,
-            self.total,
-            format_duration(elapsed),
-            format_duration(elapsed / self.finished * (self.total - self.finished)) if self.finished else "?",
+    def _view(
+        self, job: ShardJob, mine: list[int], todo: list[int], options: ProgressOptions, gpus: int
+    ) -> AbstractContextManager[RunProgress | None]:
+        """The progress view of this process's shards (`mine`, of which `todo` are to build); none when all are built.
+        Under `torchrun` each rank shows its own block, and tells no listener (the live card is the whole run's)."""
+        if not todo:
+            return nullcontext()  # nothing is built, so nothing is shown
+        if self.builds_in_every_process:
+            options = dataclasses.replace(options, on_shard=None)
+        sizes, building = {k: job.size(k) for k in mine}, set(todo)
+        return RunProgress(
+            sum(sizes.values()),
+            reused=sum(size for k, size in sizes.items() if k not in building),
+            shards=len(mine),
+            shards_reused=len(mine) - len(todo),
+            samples_per_passage=job.config.generator().num_samples,
+            gpus=gpus,
+            options=options,
         )

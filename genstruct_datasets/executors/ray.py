@@ -168,6 +168,10 @@ class RayExecutor(Executor):
             return job
         return dataclasses.replace(job, passages=job.passages.flatten_indices(keep_in_memory=True))
 
+    def gpus(self, job: ShardJob) -> int:
+        """The cluster's GPUs (the shard tasks spread over all of them), one at least: for a price per GPU-hour."""
+        return max(1, int(self.connect().cluster_resources().get("GPU", 0)))
+
     def gpus_per_task(self, ray: ModuleType, job: ShardJob) -> float:
         """`num_gpus`, or else none on a cluster without GPUs, and on one with GPUs as many as a shard uses: the
         engine's model (`Engine.gpus_per_model`: vLLM's `tensor_parallel_size`), or the worker processes of its maps

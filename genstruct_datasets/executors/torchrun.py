@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..errors import FailedPassagesError
 from ..models import distributed_node
+from ..progress import ProgressOptions
 from ..runstats import RunStats
 from ..shards import ShardJob, block_of
 from .base import BuiltShards, Executor
@@ -45,19 +46,19 @@ class TorchrunExecutor(Executor):
     def shards(self, job: ShardJob) -> list[int]:
         return list(block_of(job.count, *self.node))
 
-    def run(self, job: ShardJob) -> BuiltShards:
+    def run(self, job: ShardJob, progress: ProgressOptions | None = None) -> BuiltShards:
         """Build this rank's block, then wait for the other ranks, also when passages of this rank failed (rather than
         let them wait for it until gloo's timeout); the figures returned are those of every rank, summed."""
         import torch.distributed as dist
 
         if self.node[1] == 1:
-            return super().run(job)
+            return super().run(job, progress)
         started = not dist.is_initialized()
         if started:
             dist.init_process_group(backend="gloo")
         try:
             try:
-                built = super().run(job)
+                built = super().run(job, progress)
             except FailedPassagesError:
                 dist.barrier()
                 raise

@@ -10,11 +10,12 @@ from .folder import (
     check_output_folder,
     save_local,
 )
-from .hub import publish
+from .hub import LiveCard, publish
 
 __all__ = [
     "CANDIDATES_SPLIT",
     "DEFAULT_MAX_SHARD_SIZE",
+    "LiveCard",
     "ROW_GROUP_ROWS",
     "STAGING_PREFIX",
     "check_output_folder",

@@ -17,7 +17,7 @@ from .._paths import is_local_path
 from ..columns import MESSAGES
 from ..runstats import RunStats
 from .data import RunReport, counted_report, is_local_name, published_settings
-from .text import cost, filter_rows, headline, stage_rows
+from .text import cost, filter_rows, headline, price_rows, stage_rows
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -254,7 +254,7 @@ def _figures(report: RunReport) -> dict[str, Any]:
         "reward_model_url": _hub_url(reward_model),
         "best_of_n": recipe.get("selection", {}).get("best_of_n", False),
         "recipe": recipe,
-        "cost": cost(report.stats) if report.stats is not None else [],
+        "cost": cost(report.stats) + price_rows(report.cost) if report.stats is not None else [],
         "versions": report.stats.versions if report.stats is not None else {},
         "per_passage": _per_passage(report.stats),
         "counts": report.counts,

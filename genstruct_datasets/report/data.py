@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from .._atomic import atomic_path
 from .._paths import looks_local
 from ..errors import InvalidConfigError
+from ..progress import RunCost
 from ..quality import DEFAULT_SAMPLE_SIZE, quality_report, sample_rows, summary, words
 from ..runstats import RunStats
 from ..stage_counts import StageCount, stage, stages_from
@@ -321,6 +322,8 @@ class RunReport:
         filters (`dict[str, dict]`, *optional*): the figures of each filter that ran, by its name (a
             [`FilterOutcome`]'s `figures`: its settings and the thresholds it computed, e.g. RIP's
             ``reward_min_cut``); the picture marks a figure named ``{histogram}_cut`` on that histogram.
+        cost ([`RunCost`], *optional*): what the build cost at the run's prices (``--price-per-million-tokens``,
+            ``--price-per-gpu-hour``); None without prices.
 
     Example:
 
@@ -342,15 +345,19 @@ class RunReport:
     stats: RunStats | None = None
     recipe: dict[str, dict[str, Any]] | None = None
     filters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cost: RunCost | None = None
 
     def __post_init__(self) -> None:
         self.stages = stages_from(self.stages)
+        if isinstance(self.cost, Mapping):
+            self.cost = RunCost(**self.cost)
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain JSON types; the run's figures with their derived speeds."""
         figures = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         stats = self.stats.to_dict() if self.stats is not None else None
-        return figures | {"stages": [s.to_dict() for s in self.stages], "stats": stats}
+        cost = dataclasses.asdict(self.cost) if self.cost is not None else None
+        return figures | {"stages": [s.to_dict() for s in self.stages], "stats": stats, "cost": cost}
 
     @classmethod
     def from_dict(cls, figures: Mapping[str, Any]) -> RunReport:

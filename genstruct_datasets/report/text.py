@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from ..progress import RunCost
 from ..runstats import STAGES, Concurrency, RunStats, format_duration
 from .data import RunReport
 
@@ -127,9 +128,22 @@ def format_concurrency(figures: Concurrency) -> str:
     return f"{moved}; {said}" if said else moved
 
 
-def format_cost(stats: RunStats) -> str:
-    """The [`cost`] of a build as an aligned plain-text table, for a terminal."""
-    return "\n".join(["cost", *_table(cost(stats))])
+def format_cost(stats: RunStats, money: RunCost | None = None) -> str:
+    """The [`cost`] of a build as an aligned plain-text table, for a terminal, with its [`price_rows`]."""
+    return "\n".join(["cost", *_table(cost(stats) + price_rows(money))])
+
+
+def price_rows(money: RunCost | None) -> list[tuple[str, str]]:
+    """What the build cost at the run's prices, as (name, value) rows; none without prices.
+
+    Example:
+
+    ```py
+    >>> price_rows(RunCost(1.5, 6.0, "2 per GPU-hour × 1 GPU"))
+    [('cost at the given prices', '1.50 (the whole corpus about 6.00; at 2 per GPU-hour × 1 GPU)')]
+    ```
+    """
+    return [] if money is None else [("cost at the given prices", money.describe())]
 
 
 def stage_rows(report: RunReport) -> list[tuple[str, str, str, str, str]]:
@@ -191,7 +205,7 @@ def format_run_report(report: RunReport) -> str:
     if report.filters:
         lines += ["", format_filters(report)]
     if report.stats is not None:
-        lines += ["", format_cost(report.stats)]
+        lines += ["", format_cost(report.stats, report.cost)]
     return "\n".join(lines)
 
 
@@ -273,7 +287,7 @@ def format_summary(report: RunReport, destinations: list[str], *, engine: str, c
             lines.append(
                 f"read from the cache: nothing was generated now; the cost below is that of the build of {built}"
             )
-        lines.append(format_cost(report.stats))
+        lines.append(format_cost(report.stats, report.cost))
     lines.append(f"generated with: {engine}")
     lines.append(
         "written to: " + (", ".join(destinations) if destinations else "the datasets cache only (use --output)")
