@@ -68,6 +68,7 @@ class Executor(ABC):
             todo = job.missing(mine)
             stats.shards_reused = len(mine) - len(todo)
             progress = _Progress(job, todo)
+            started = time.perf_counter()
             for outcome in self.build(job, todo):
                 progress.done(outcome)
                 stats.add(outcome.stats)
@@ -78,6 +79,8 @@ class Executor(ABC):
                     done: Future[bool] = Future()
                     done.set_result(outcome.uploaded)
                     uploads.append(done)
+            # Measured once, here, for every executor: the shards' stage seconds are summed over their workers.
+            stats.build_seconds = time.perf_counter() - started if todo else 0.0
         finally:
             # Also when a shard fails: the finished shards' uploads end before the error goes up.
             not_uploaded = finish_uploads(uploads, job.store, job.work_dir)
