@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,11 @@ TESTS = Path(__file__).parent
 NODE = {"num_cpus": 1, "object_store_memory": 100 * 2**20}
 """Each node of the cluster: one CPU (one shard task at a time), a small object store."""
 # A node whose raylet dies is known dead within about a second, not the default 15 s.
-HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 2, "health_check_initial_delay_ms": 0}
+HEALTH_CHECKS = {
+    "health_check_period_ms": 500,
+    "health_check_failure_threshold": 2,
+    "health_check_initial_delay_ms": 0,
+}
 
 
 class TwoNodes:
@@ -112,6 +117,14 @@ def recipe(tmp_path, taught_generator, tiny_reward_model) -> dict:
     }
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def lines(path: Path) -> list[str]:
     return sorted(path.read_text().splitlines()) if path.exists() else []
 
@@ -121,7 +134,7 @@ def test_two_nodes_build_a_shard_each_with_the_rows_of_the_local_executor(tmp_pa
     # The two shards' generators wait for each other: built side by side, one on each node.
     faults(nodes=nodes, meet=tmp_path / "meet", meet_count=2)
     on_ray = load_genstruct(**recipe, cache_dir=str(tmp_path / "ray"), executor=RayExecutor())
-    built_on = dict(line.split() for line in lines(nodes))
+    built_on = {title: node for title, node, _ in map(str.split, lines(nodes))}
     assert sorted(built_on) == ["P0", "P1", "P2", "P3"]
     assert built_on["P0"] == built_on["P1"] != built_on["P2"] == built_on["P3"]  # a shard on each node
     assert {built_on["P0"], built_on["P2"]} == {node["NodeID"] for node in ray.nodes() if node["Alive"]}
@@ -138,7 +151,8 @@ def test_two_nodes_build_a_shard_each_with_the_rows_of_the_local_executor(tmp_pa
     rows = dict(cost(stats))
     assert rows["wall time"].startswith("passages ") and ", shards " in rows["wall time"]
     assert "generate" not in rows["wall time"]
-    assert rows["worker time"].startswith("generate ") and rows["worker time"].endswith("summed over the shards' workers")
+    assert rows["worker time"].startswith("generate ")
+    assert rows["worker time"].endswith("summed over the shards' workers")
 
 
 def test_a_worker_node_killed_mid_shard_then_the_run_resumed_rebuilds_no_finished_shard(
@@ -167,6 +181,23 @@ def test_a_worker_node_killed_mid_shard_then_the_run_resumed_rebuilds_no_finishe
     assert {path: path.stat().st_mtime_ns for path in finished} == finished
     candidates = Dataset.from_parquet([str(path) for path in job.paths])
     assert sorted(candidates["title"]) == ["P0", "P1", "P2", "P3"]  # every passage exactly once
+
+
+def test_a_failed_shard_ends_the_workers_of_the_shards_cancelled(tmp_path, recipe, faults, two_nodes):
+    # Both shards start, one on each node; P2's raises (a full disk) while P0's holds still in its generator. A
+    # cancelled task's worker is ended, not interrupted and kept, half-way through whatever it was doing, to take
+    # the next run's tasks.
+    nodes = tmp_path / "nodes.txt"
+    faults(nodes=nodes, meet=tmp_path / "meet", meet_count=2, raise_at="P2", pause_at="P0", paused=tmp_path / "paused")
+    with pytest.raises(OSError, match="No space left on device"):
+        load_genstruct(**recipe, cache_dir=str(tmp_path / "ray"), executor=RayExecutor())
+    worker = {title: int(pid) for title, _, pid in map(str.split, lines(nodes))}["P0"]
+    deadline = time.monotonic() + 60
+    while alive(worker):  # ended by Ray (its raylet, the parent, reaps it)
+        assert time.monotonic() < deadline, f"the worker of the cancelled shard, {worker}, is still running"
+        time.sleep(0.1)
+    faults()
+    assert load_genstruct(**recipe, cache_dir=str(tmp_path / "ray"), executor=RayExecutor())["train"].num_rows == 4
 
 
 def test_the_workers_upload_their_shards_to_the_hub_and_another_machine_reuses_them(

@@ -9,7 +9,7 @@ A process that ran `install` (a Ray worker, through ``runtime_env={"worker_proce
 - ``{"die_once_at": TITLE, "died": FILE}``: end the process (``os._exit``, as a killed worker or a lost node) the
   first time the generator is called on TITLE, leaving FILE so that the next attempt goes on;
 - ``{"pause_at": TITLE, "paused": FILE}``: write FILE and wait to be killed, when called on TITLE;
-- ``{"nodes": FILE}``: append ``TITLE NODE_ID`` to FILE for each passage, the Ray node the call runs on;
+- ``{"nodes": FILE}``: append ``TITLE NODE_ID PID`` to FILE for each passage: the Ray node and the process of the call;
 - ``{"meet": FOLDER, "meet_count": N}``: wait, at each call, until N calls are in FOLDER at once (so that N shards are
   built side by side; a `TimeoutError` after a minute says they were not);
 - ``{"kill_raylet": PID, "killed": FILE}``: in a worker of the Ray node whose raylet is PID (the worker's parent),
@@ -64,7 +64,7 @@ def install() -> None:
 
             node = ray.get_runtime_context().get_node_id()
             with open(faults["nodes"], "a") as log:
-                log.writelines(f"{title} {node}\n" for title in titles)
+                log.writelines(f"{title} {node} {os.getpid()}\n" for title in titles)
         if "meet" in faults:
             _meet(Path(faults["meet"]), int(faults["meet_count"]))
         if faults.get("kill_raylet") == str(os.getppid()) and not Path(faults["killed"]).exists():
