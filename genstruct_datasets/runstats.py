@@ -81,8 +81,12 @@ class RunStats:
         prompt_tokens (`int`): prompt tokens of the passages this run generated, counted where their prompts were built
             in the process of their shard (not in the worker processes of ``num_proc``).
         gpus (`int`): GPUs the run's shards were built on (for a price per GPU-hour); 0 where none was built.
-        seconds (`dict[str, float]`): time of each stage of [`STAGES`] in this run, summed over its shards (with
-            shards built side by side, on Ray, the workers' seconds: more than the run's wall time).
+        seconds (`dict[str, float]`): time of each stage of [`STAGES`] in this run, summed over its shards: with
+            shards built side by side (Ray, the ranks of `torchrun`) the stages of the shards (generate, parse, score)
+            are worker-seconds (GPU-seconds on GPUs), more than the run's wall time.
+        build_seconds (`float`): wall time of building the shards, measured once by the process that ran them (the
+            driver of a Ray run; the slowest rank under `torchrun`), from the first shard's start to the last one's
+            end; 0 where no shard was built (or in figures saved before it was measured).
         wall_seconds (`float`): wall time of the whole build.
         shards (`int`): shards of the recipe.
         shards_reused (`int`): shards finished by an earlier run and reused.
@@ -112,6 +116,7 @@ class RunStats:
     prompt_tokens: int = 0
     gpus: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    build_seconds: float = 0.0
     wall_seconds: float = 0.0
     shards: int = 0
     shards_reused: int = 0
@@ -128,16 +133,22 @@ class RunStats:
 
     @property
     def tokens_per_second(self) -> float | None:
-        """Completion tokens per second of generation (of one worker, where shards were built side by side), or None
+        """Completion tokens per second of the shards' build ([`build_seconds`]: of every worker together, where
+        shards were built side by side), or of generation where the build was not timed (one shard's figures); None
         when this run generated nothing."""
-        seconds = self.seconds.get("generate", 0.0)
+        seconds = self._speed_seconds
         return self.generated_tokens / seconds if seconds > 0 and self.generated_tokens else None
 
     @property
     def passages_per_second(self) -> float | None:
-        """Passages generated per second of generation, or None when this run generated nothing."""
-        seconds = self.seconds.get("generate", 0.0)
+        """Passages generated per second, as [`tokens_per_second`] counts the seconds; None when this run generated
+        nothing."""
+        seconds = self._speed_seconds
         return self.generated_passages / seconds if seconds > 0 and self.generated_passages else None
+
+    @property
+    def _speed_seconds(self) -> float:
+        return self.build_seconds or self.seconds.get("generate", 0.0)
 
     def measured_before(self, moment: datetime) -> bool:
         """Whether the build these figures measure finished before `moment` (say, before this run started: it read
@@ -154,8 +165,11 @@ class RunStats:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
     def add(self, other: RunStats) -> None:
-        """Add the work of `other` (a shard built elsewhere, e.g. on a Ray worker) to this run's figures."""
+        """Add the work of `other` (a shard built elsewhere, e.g. on a Ray worker) to this run's figures: its counts
+        and stage seconds are summed; its [`build_seconds`] ran beside this run's (a rank of `torchrun`), so the
+        longer one is kept."""
         self.engine = self.engine or other.engine
+        self.build_seconds = max(self.build_seconds, other.build_seconds)
         self.generated_passages += other.generated_passages
         self.generated_tokens += other.generated_tokens
         self.prompt_tokens += other.prompt_tokens

@@ -250,3 +250,22 @@ def test_ray_failing_at_the_driver_is_our_error_that_says_what_to_check(tmp_path
     )
     with pytest.raises(ExecutorError, match=message):
         load_genstruct(**recipe, cache_dir=str(tmp_path / "ray"), executor=RayExecutor())
+
+
+def test_the_figures_of_shards_built_side_by_side_keep_the_driver_s_wall_time():
+    from genstruct_datasets.report.text import cost
+
+    # Two shards built at once by two workers, in 5 s of the driver's time: 8 s of generation between them.
+    run = RunStats(executor="ray", build_seconds=5.0, wall_seconds=6.0, seconds={"passages": 0.5, "select": 0.2})
+    for _ in range(2):
+        run.add(RunStats(generated_tokens=100, generated_passages=2, seconds={"generate": 4.0, "score": 1.0}))
+    assert run.seconds == {"passages": 0.5, "select": 0.2, "generate": 8.0, "score": 2.0}  # worker-seconds
+    assert (run.build_seconds, run.tokens_per_second, run.passages_per_second) == (5.0, 40.0, 0.8)
+    rows = dict(cost(run))
+    assert rows["wall time"] == "passages 0.5 s, shards 5.0 s, select 0.2 s; 6.0 s in all"
+    assert rows["worker time"] == "generate 8.0 s, score 2.0 s, summed over the shards' workers"
+    # The ranks of torchrun build side by side too: the run's build took as long as the slowest rank's.
+    ranks = RunStats(executor="torchrun")
+    for seconds in (3.0, 5.0, 4.0):
+        ranks.add(RunStats(build_seconds=seconds))
+    assert ranks.build_seconds == 5.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from abc import ABC
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -79,6 +80,7 @@ class Executor(ABC):
             todo = job.missing(mine)
             stats.shards_reused = len(mine) - len(todo)
             stats.gpus = self.gpus(job) if todo else 0
+            started = time.perf_counter()
             with self._view(job, mine, todo, progress or ProgressOptions(), stats.gpus) as view:
                 for outcome in self.build(job, todo):
                     view.add_shard(job.size(outcome.shard), outcome.stats, outcome.failed)
@@ -90,6 +92,8 @@ class Executor(ABC):
                         done: Future[bool] = Future()
                         done.set_result(outcome.uploaded)
                         uploads.append(done)
+            # Measured once, here, for every executor: the shards' stage seconds are summed over their workers.
+            stats.build_seconds = time.perf_counter() - started if todo else 0.0
         finally:
             # Also when a shard fails: the finished shards' uploads end before the error goes up.
             not_uploaded = finish_uploads(uploads, job.store, job.work_dir)

@@ -100,10 +100,12 @@ class RayExecutor(Executor):
                 yield self._outcome(ray, done, pending.pop(done))
         finally:
             # A failed shard (or a caller that stops early) ends the run: the tasks not finished are cancelled, the
-            # shards already written are kept for the next run.
+            # shards already written are kept for the next run. Forced: a running task's worker process ends, rather
+            # than take a KeyboardInterrupt wherever it is (in the middle of `import torch`, of loading a model) and
+            # then, kept for the next run's tasks (max_calls=0), fail each one of them.
             for ref in pending:
                 try:
-                    ray.cancel(ref)
+                    ray.cancel(ref, force=True)
                 except Exception:  # noqa: BLE001  Ray itself is gone (its raylet died): nothing left to cancel
                     break
 
