@@ -67,6 +67,7 @@ class Executor(ABC):
         try:
             todo = job.missing(mine)
             stats.shards_reused = len(mine) - len(todo)
+            stats.reused_passages = sum(job.size(k) for k in mine if k not in todo)
             progress = _Progress(job, todo)
             for outcome in self.build(job, todo):
                 progress.done(outcome)
