@@ -167,6 +167,13 @@ def test_the_checkpoint_can_be_turned_off_and_is_not_part_of_the_recipe(one_shar
     assert not parts_folder(off).exists()
 
 
+def test_the_switch_is_a_flag():
+    from genstruct_datasets.cli import build_parser
+
+    parsed = vars(build_parser().parse_args(["run", "corpus.jsonl", "--no-batch-checkpoint"]))
+    assert parsed["batch_checkpoint"] is False
+
+
 def test_the_cost_says_how_many_passages_were_reused():
     rows = dict(cost(RunStats(passages=12, generated_passages=4, reused_passages=8, shards=2, shards_reused=1)))
     assert rows["passages generated"] == "4 of 12" and rows["passages reused"] == "8 of 12, from an earlier run"
