@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,6 +199,39 @@ class _GenerationMeter:
 
 _METER = _GenerationMeter()
 
+WRITE_GROUP = 16
+"""Finished passages handed together to a map call's `keep` (the batch checkpoint): where the engine reports its
+requests as they finish (an OpenAI-compatible server, transformers' sub-batches), a kill loses at most the requests in
+flight and fewer than this many finished passages."""
+
+KeepRows = Callable[[dict[str, list]], None]
+"""What keeps the rows of finished passages as they finish (a shard's parts): called with a column dict, in the
+process that generated them."""
+
+
+class _Checkpoint:
+    """Hands `keep` the rows of the passages of one map batch as the engine finishes them, `WRITE_GROUP` or more at
+    a time, then the rest when the batch is done."""
+
+    def __init__(self, keep: KeepRows, assemble: Callable[..., dict[str, list]], rows: list[int]) -> None:
+        self.keep, self.assemble, self.rows = keep, assemble, rows
+        self.pending: dict[int, list[Sample]] = {}
+        self.kept: set[int] = set()
+
+    def finished(self, requests: list[int], samples: list[list[Sample]]) -> None:
+        """The engine finished `requests` (their positions in its list) with `samples`."""
+        self.pending.update((self.rows[j], rows) for j, rows in zip(requests, samples))
+        if len(self.pending) >= WRITE_GROUP:
+            self.keep(self.assemble(self.pending, only=set(self.pending)))
+            self.kept.update(self.pending)
+            self.pending = {}
+
+    def finish(self, results: dict[int, list[Sample]], size: int) -> None:
+        """The map batch of `size` rows is done: keep the rows not kept yet (unprompted ones too)."""
+        rest = set(range(size)) - self.kept
+        if rest:
+            self.keep(self.assemble(results, only=rest))
+
 
 def counted_prompt_tokens() -> int:
     """Prompt tokens of the passages that the generators of this process have generated so far (those of prompts
@@ -274,6 +310,7 @@ class GenstructGenerator:
                 setattr(self, name, getattr(resolved, name))
         self._backend, self._engine_options = backend, engine_options
         self._engine: Engine | None = None
+        self._keep: KeepRows | None = None
         # "auto" without options is resolved on first use: looking for a GPU imports torch, and `import
         # genstruct_datasets` (which makes `genstruct_generate`) stays light. Anything else is checked now.
         if backend != "auto" or engine_options:
@@ -332,16 +369,37 @@ class GenstructGenerator:
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like a dataclass
 
+    def keeping(self, keep: KeepRows | None) -> GenstructGenerator:
+        """This generator, handing `keep` the rows of its passages as they finish (the batch checkpoint: a shard's
+        [`ShardParts`]), `WRITE_GROUP` or more at a time where the engine reports its requests as they finish, else
+        at the end of each map batch. `keep` travels with the generator to the map's worker processes; it is not a
+        setting (the fingerprint leaves it out) and changes nothing in the rows.
+
+        Returns:
+            [`GenstructGenerator`]: a copy (sharing the engine); this generator is left as it was.
+        """
+        twin = copy.copy(self)
+        twin._keep = keep
+        return twin
+
     def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
         """Generate completions for one map batch; see the class docstring for the columns."""
         titles, contents, valid = self._passages(batch)
-        if not valid:
-            return self._assemble(batch, titles, contents, {}, {})
-        prompts = self._prompts(titles, contents, valid, rank)
-        started = time.monotonic()
-        samples = self.engine.generate(self._model_ref, list(prompts.values()), self.decoding, rank)
-        _METER.record(started, samples, list(prompts.values()))
-        return self._assemble(batch, titles, contents, self._results(prompts, samples), prompts)
+        prompts = self._prompts(titles, contents, valid, rank) if valid else {}
+        checkpoint = None
+        if self._keep is not None:
+            assemble = functools.partial(self._assemble, batch, titles, contents, prompts=prompts)
+            checkpoint = _Checkpoint(self._keep, assemble, list(prompts))
+        results: dict[int, list[Sample]] = {}
+        if prompts:
+            options = {"on_finished": checkpoint.finished} if checkpoint and self.engine.reports_finished else {}
+            started = time.monotonic()
+            samples = self.engine.generate(self._model_ref, list(prompts.values()), self.decoding, rank, **options)
+            _METER.record(started, samples, list(prompts.values()))
+            results = self._results(prompts, samples)
+        if checkpoint is not None:
+            checkpoint.finish(results, len(titles))
+        return self._assemble(batch, titles, contents, results, prompts)
 
     async def agenerate(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
         """The ``"openai"`` backend as an async map function: ``ds.map(gen.agenerate, batched=True)``.
@@ -444,13 +502,22 @@ class GenstructGenerator:
         return results
 
     def _assemble(
-        self, batch, titles, contents, results: dict[int, list[Sample]], prompts: dict[int, PromptRequest]
+        self,
+        batch,
+        titles,
+        contents,
+        results: dict[int, list[Sample]],
+        prompts: dict[int, PromptRequest],
+        only: set[int] | None = None,
     ) -> dict[str, list]:
+        """The output columns of the batch's rows (those in `only`, where given)."""
         # Input columns repeat on every sample; columns of the stage's own names are replaced, not doubled.
         passthrough = [key for key in batch if key not in OUTPUT_COLUMNS]
         output: dict[str, list] = {key: [] for key in passthrough}
         output.update({key: [] for key in OUTPUT_COLUMNS})
         for i, (title, content) in enumerate(zip(titles, contents)):
+            if only is not None and i not in only:
+                continue
             pid = passage_id(title, content)
             for sample_index, sample in enumerate(results.get(i) or [_INVALID]):
                 for key in passthrough:

@@ -66,6 +66,9 @@ class GenstructConfig(datasets.BuilderConfig):
             not part of the build's cache key: changing it rebuilds nothing.
         shard_size (`int`, *optional*, defaults to 1000): passages per shard. Each finished shard is written
             before the next starts, so a run that is killed and started again redoes at most one shard.
+        batch_checkpoint (`bool`, *optional*, defaults to `True`): keep a shard's passages as they finish, as small
+            parquet parts beside it, so that a killed run started again redoes only the passages in flight and one
+            small write group, not the shard. Not part of the cache key.
 
     Raises:
         [`InvalidConfigError`]: an unknown setting, or one out of range (each stage checks its own).
@@ -196,6 +199,16 @@ class GenstructConfig(datasets.BuilderConfig):
             "group": "output",
             "metavar": "N",
             "help": "passages per shard; a killed run started again redoes at most one shard",
+        },
+    )
+    batch_checkpoint: bool = field(
+        default=True,
+        metadata={
+            "group": "output",
+            "flag": "--no-batch-checkpoint",
+            "help": "do not keep a shard's passages as they finish (small parquet parts beside it), so that a killed "
+            "run redoes its whole unfinished shard; the checkpoint is on by default, and costs little",
+            "cache_key": False,
         },
     )
 

@@ -207,7 +207,7 @@ LAYERS = [
     ("filters", {"filters", "filters.base", "filters.minhash_dedup", "filters.rip", "filters.semantic_dedup",
                  "filters.decontaminate"}),
     ("recipe", {"recipe"}),
-    ("checkpointing", {"hub_shards", "shards", "shards.hub", "shards.job", "shards.store"}),
+    ("checkpointing", {"hub_shards", "shards", "shards.hub", "shards.job", "shards.parts", "shards.store"}),
     ("executors", {"executors", "executors.base", "executors.local", "executors.ray", "executors.torchrun"}),
     ("builder", {"builder"}),
     ("report and publishing", {"report", "report.data", "report.text", "report.plot", "report.card", "publish",

@@ -144,6 +144,10 @@ class Engine(ABC):
         gives a worker what its model needs."""
         return 1 if self.loads_model else 0
 
+    reports_finished: ClassVar[bool] = False
+    """Whether `generate` takes ``on_finished=``, a callable it calls with ``(positions, samples)`` of requests as they
+    finish (a server's, one by one; a sub-batch's), so that the batch checkpoint keeps them before the batch ends."""
+
     @abstractmethod
     def generate(
         self, model: ModelRef, requests: list[PromptRequest], decoding: Decoding, rank: int | None = None

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -137,10 +138,17 @@ class OpenAIServerEngine(Engine):
         """The server's API root."""
         return self.base_url or os.environ["OPENAI_BASE_URL"]
 
+    reports_finished = True
+
     def generate(
-        self, model: ModelRef, requests: list[PromptRequest], decoding: Decoding, rank: int | None = None
+        self,
+        model: ModelRef,
+        requests: list[PromptRequest],
+        decoding: Decoding,
+        rank: int | None = None,
+        on_finished: Callable[[list[int], list[list[Sample]]], None] | None = None,
     ) -> list[list[Sample]]:
-        return run_coroutine(self.agenerate(model, requests, decoding))
+        return run_coroutine(self.agenerate(model, requests, decoding, on_finished))
 
     def take_concurrency(self) -> Concurrency | None:
         """How the requests in flight moved since the last call (the throttle keeps its limit across map batches
@@ -160,9 +168,14 @@ class OpenAIServerEngine(Engine):
         return self._throttle
 
     async def agenerate(
-        self, model: ModelRef, requests: list[PromptRequest], decoding: Decoding
+        self,
+        model: ModelRef,
+        requests: list[PromptRequest],
+        decoding: Decoding,
+        on_finished: Callable[[list[int], list[list[Sample]]], None] | None = None,
     ) -> list[list[Sample]]:
-        """[`generate`] as a coroutine: every request, at most `max_concurrency` in flight at a time."""
+        """[`generate`] as a coroutine: every request, at most `max_concurrency` in flight at a time; `on_finished`
+        gets each request's position and samples as it finishes."""
         try:
             from openai import AsyncOpenAI, DefaultAsyncHttpxClient
         except ImportError as err:
@@ -181,18 +194,21 @@ class OpenAIServerEngine(Engine):
         )
         progress = _Progress(len(requests))
 
-        async def one(request: PromptRequest) -> list[Sample]:
+        async def one(position: int, request: PromptRequest) -> list[Sample]:
             async with semaphore:
                 progress.in_flight += 1
                 try:
-                    return await self._complete(client, model, request, decoding, progress)
+                    samples = await self._complete(client, model, request, decoding, progress)
                 finally:
                     progress.in_flight -= 1
                     progress.answered += 1
+            if on_finished is not None:
+                on_finished([position], [samples])
+            return samples
 
         async with client:
             watch = asyncio.create_task(self._watch(progress))
-            tasks = [asyncio.ensure_future(one(request)) for request in requests]
+            tasks = [asyncio.ensure_future(one(position, request)) for position, request in enumerate(requests)]
             try:
                 samples = list(await asyncio.gather(*tasks))
             except BaseException:  # a refused key: the requests still in flight would only be refused too

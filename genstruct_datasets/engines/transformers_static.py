@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .._checks import check_number
@@ -48,8 +49,15 @@ class TransformersEngine(TransformersModelOptions):
         super().__post_init__()
         check_number("batch_size", self.batch_size, integer=True, minimum=1)
 
+    reports_finished = True
+
     def generate(
-        self, model: ModelRef, requests: list[PromptRequest], decoding: Decoding, rank: int | None = None
+        self,
+        model: ModelRef,
+        requests: list[PromptRequest],
+        decoding: Decoding,
+        rank: int | None = None,
+        on_finished: Callable[[list[int], list[list[Sample]]], None] | None = None,
     ) -> list[list[Sample]]:
         import torch
 
@@ -82,6 +90,8 @@ class TransformersEngine(TransformersModelOptions):
             for row, i in enumerate(chunk):
                 samples = new_tokens[row * decoding.num_samples : (row + 1) * decoding.num_samples]
                 results[i] = [Sample(*decode(tokenizer, tokens, stop_ids)) for tokens in samples]
+            if on_finished is not None:
+                on_finished(chunk, [results[i] for i in chunk])
             start += len(chunk)
         return results
 

@@ -79,6 +79,7 @@ class Executor(ABC):
         try:
             todo = job.missing(mine)
             stats.shards_reused = len(mine) - len(todo)
+            stats.reused_passages = sum(job.size(k) for k in mine if k not in todo)
             stats.gpus = self.gpus(job) if todo else 0
             started = time.perf_counter()
             with self._view(job, mine, todo, progress or ProgressOptions(), stats.gpus) as view:

@@ -89,6 +89,8 @@ def cost(stats: RunStats) -> list[tuple[str, str]]:
     )
     rows.append(("generated tokens", f"{stats.generated_tokens:,}{per_passage}"))
     rows.append(("passages generated", f"{stats.generated_passages:,} of {stats.passages:,}"))
+    if stats.reused_passages:
+        rows.append(("passages reused", f"{stats.reused_passages:,} of {stats.passages:,}, from an earlier run"))
     if stats.tokens_per_second is not None:
         passages = f", {stats.passages_per_second:.2f} passages/s" if stats.passages_per_second is not None else ""
         rows.append(("speed", f"{stats.tokens_per_second:,.1f} tokens/s{passages}"))

@@ -20,6 +20,7 @@ from .._memory import release_freed_memory
 from ..columns import FEATURES
 from ..prompt import passage_ids
 from ..runstats import RunStats
+from .parts import ShardParts
 from .store import FORCED_MARKER, ShardStore
 
 if TYPE_CHECKING:
@@ -131,32 +132,49 @@ class ShardJob:
             )
         return todo
 
+    def parts(self, k: int) -> ShardParts:
+        """Shard `k`'s parts: its passages kept as they finish, while it is built (the batch checkpoint)."""
+        return ShardParts.of(self.paths[k], self.block(k))
+
     def build(self, k: int) -> ShardOutcome:
         """Run the stages on shard `k` and write it whole; hand it to the store (in the background).
 
-        Passages whose generation failed are not finished work: the shard is not written, the generations of the
-        others wait beside it (``*.kept.parquet``), and the next build of the shard generates only the failed ones.
+        With the batch checkpoint on (`batch_checkpoint`), the generator's rows are written as parts beside the shard
+        as its passages finish ([`ShardParts`]): a build that is killed leaves them, and the next build of the shard
+        generates only the passages they lack. Passages whose generation failed are not finished work: the shard is
+        not written, the generations of the others wait beside it (``*.kept.parquet``), and the next build of the
+        shard generates only the failed ones. The parts are deleted once the shard (or the kept file) is written.
         """
         from ..pipeline import run_pipeline  # looked up at each build: tests replace it
 
         path, kept = self.paths[k], _kept(self.paths[k])
-        passages = self.block(k)
+        passages, parts = self.block(k), self.parts(k)
         logger.info("Shard %d of %d: %d passages.", k + 1, self.count, passages.num_rows)
+        done = _read_kept(kept)
+        checkpoint = self.config.batch_checkpoint
+        found = parts.read(set(passage_ids(passages))) if checkpoint else None
+        if found is not None:
+            logger.info("Shard %d of %d: %d passages were kept by an earlier run.", k + 1, self.count,
+                        len(set(found["passage_id"])))  # fmt: skip
+            done = found if done is None else _union(done, found)
         result = run_pipeline(
             passages,
             self.config.generator(),
             self.config.scorer(),
             num_proc=self.num_proc,
             load_from_cache_file=self.use_cache,
-            done=_read_kept(kept),
+            done=done,
+            keep=parts if checkpoint else None,
         )
         if result.failed:
             if result.generated is not None and result.generated.num_rows:
                 write_atomically(result.generated, kept)
+                parts.clear()  # the kept file holds their passages now
             return ShardOutcome(k, result.failed, result.stats)
         # Written whole, then renamed: a run killed mid-write leaves no shard that looks finished.
         write_atomically(result.rows, path)
         kept.unlink(missing_ok=True)
+        parts.clear()
         del result.rows
         release_freed_memory()
         upload = self.store.upload_in_background(self.config_id, path) if self.store is not None else None
@@ -210,6 +228,8 @@ class ShardJob:
     def _start_over(self, shards: list[int]) -> None:
         for k in shards:
             self.paths[k].unlink(missing_ok=True)
+            _kept(self.paths[k]).unlink(missing_ok=True)
+            self.parts(k).clear()
         (self.work_dir / FORCED_MARKER).touch()
 
 
@@ -256,6 +276,15 @@ def write_atomically(rows: datasets.Dataset, path: Path) -> None:
 def _kept(path: Path) -> Path:
     """Where the generations of an unfinished shard's successful passages wait for a run that finishes it."""
     return path.with_name(path.name.replace(".parquet", ".kept.parquet"))
+
+
+def _union(kept: datasets.Dataset, parts: datasets.Dataset) -> datasets.Dataset:
+    """The kept passages' rows, and those of the parts' passages that the kept file lacks."""
+    import datasets
+
+    held = set(kept["passage_id"])
+    extra = parts.filter(lambda pid: pid not in held, input_columns="passage_id")
+    return datasets.concatenate_datasets([kept, extra.cast(kept.features)]) if extra.num_rows else kept
 
 
 def _read_kept(kept: Path) -> datasets.Dataset | None:
