@@ -14,7 +14,7 @@ from datasets import Dataset, load_dataset
 from genstruct_datasets import GenstructGenerator, InvalidConfigError, clear_model_cache, cli, parse_pairs, testing
 from genstruct_datasets.engines import VLLMEngine
 
-pytestmark = pytest.mark.vllm  # skipped where vLLM is not installed (conftest.py)
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]  # vLLM starts in about half a minute; skipped where not installed
 
 TAUGHT = testing.TAUGHT_COMPLETION.strip().removesuffix("</s>")
 

@@ -52,6 +52,7 @@ def test_resolve_device(monkeypatch):
     assert [resolve_device(None, rank) for rank in (None, 0, 1, 5)] == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
 
 
+@pytest.mark.slow
 def test_fingerprints_are_the_same_in_fresh_processes_and_ignore_loaded_models(
     tiny_generator, tiny_reward_model, passages
 ):
