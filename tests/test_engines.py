@@ -29,6 +29,7 @@ from genstruct_datasets.engines import (
 from genstruct_datasets.engines.base import finish_reason
 
 
+@pytest.mark.vllm
 def test_each_name_makes_its_engine_with_its_own_options():
     assert make_engine("transformers", {"batch_size": 4}) == TransformersEngine(batch_size=4)
     assert make_engine("continuous", {"dtype": "bfloat16"}) == ContinuousEngine(dtype="bfloat16")
@@ -51,8 +52,10 @@ def test_each_name_makes_its_engine_with_its_own_options():
                      "'continuous' engines, not of the 'openai' engine", id="device-to-openai"),
         pytest.param("transformers", {"num_sample": 4}, "num_sample is neither a setting of GenstructGenerator nor "
                      "an option of any engine", id="typo"),
-        pytest.param("vllm", {"gpu_memory_utilization": 1.5}, r"must be in \(0, 1\], got 1.5", id="memory"),
-        pytest.param("vllm", {"tensor_parallel_size": 0}, "tensor_parallel_size must be a positive integer", id="tp"),
+        pytest.param("vllm", {"gpu_memory_utilization": 1.5}, r"must be in \(0, 1\], got 1.5", id="memory",
+                     marks=pytest.mark.vllm),
+        pytest.param("vllm", {"tensor_parallel_size": 0}, "tensor_parallel_size must be a positive integer", id="tp",
+                     marks=pytest.mark.vllm),
         pytest.param("vllm", {"quantization": "2bit"}, "quantization='2bit' is not supported", id="vllm-quantization"),
         pytest.param("openai", {"base_url": "http://h/v1", "request_timeout": 0}, "timeout must be > 0", id="timeout"),
         pytest.param("openai", {"base_url": "http://h/v1", "max_concurrency": 0}, "concurrency must be", id="conc"),
@@ -144,6 +147,7 @@ def test_vllm_missing_is_said_before_anything_runs(monkeypatch):
         GenstructGenerator("m", backend="vllm")
 
 
+@pytest.mark.vllm
 def test_run_options_stay_out_of_the_fingerprint_and_travel_to_workers():
     def gen(backend, **options):
         return GenstructGenerator("m", max_new_tokens=4, backend=backend, **options)
@@ -160,6 +164,7 @@ def test_run_options_stay_out_of_the_fingerprint_and_travel_to_workers():
     assert "sk-a" not in repr(copy)
 
 
+@pytest.mark.vllm
 def test_the_cli_has_one_flag_per_engine_option_and_passes_only_those_given(monkeypatch, tmp_path):
     seen = {}
     source = tmp_path / "docs.jsonl"
@@ -201,7 +206,6 @@ def test_what_the_run_needs_to_know_is_asked_of_the_engine():
 
 @pytest.mark.vllm
 def test_a_vllm_model_split_over_gpus_asks_for_them_all():
-    pytest.importorskip("vllm")
     from genstruct_datasets.engines import VLLMEngine
 
     assert VLLMEngine(tensor_parallel_size=2).gpus_per_model == 2

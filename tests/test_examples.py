@@ -2,9 +2,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from datasets import load_dataset
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
+
+pytestmark = pytest.mark.slow  # each runs a whole example script
 
 
 def test_generate_pairs_example_runs_offline(tmp_path):

@@ -26,7 +26,7 @@ from genstruct_datasets import (
 )
 from genstruct_datasets.cli import main
 
-ray = pytest.importorskip("ray", reason='the Ray executor needs Ray: pip install "genstruct-datasets[ray]"')
+pytestmark = pytest.mark.ray  # skipped where Ray is not installed (conftest.py)
 
 TESTS = Path(__file__).parent
 DRIVER = [sys.executable, str(TESTS / "cli_driver.py")]
@@ -36,6 +36,8 @@ DRIVER = [sys.executable, str(TESTS / "cli_driver.py")]
 def local_ray(tmp_path_factory):
     """A local Ray of two CPUs for the module, started as the executor starts one; its workers read the faults file
     this fixture returns (`worker_faults`) and import this package as this process does (`PYTHONPATH`)."""
+    import ray
+
     faults = tmp_path_factory.mktemp("ray") / "faults.json"
     with pytest.MonkeyPatch.context() as patch:
         # The local Ray's workers inherit this process's environment, and so import the same copy of the package.
@@ -131,6 +133,8 @@ def test_a_shard_lost_past_its_retries_is_one_error_that_says_how_to_resume(tmp_
 
 @pytest.mark.slow
 def test_an_error_in_a_shard_goes_up_as_itself_and_is_not_retried(tmp_path, recipe, faults):
+    import ray
+
     calls = tmp_path / "calls.txt"
     faults(raise_at="P3", calls=calls)
     builder = GenstructBuilder(**recipe, cache_dir=str(tmp_path / "builds"), executor=RayExecutor())
@@ -240,6 +244,8 @@ def test_without_ray_the_error_gives_the_install_command(monkeypatch):
 def test_ray_failing_at_the_driver_is_our_error_that_says_what_to_check(tmp_path, recipe, local_ray, monkeypatch):
     # Killing the raylet under a test takes the local Ray down for the tests after it: Ray's own error type, raised
     # where the driver waits, stands for it. The CLI prints an ExecutorError as its one last line, exit 1.
+    import ray
+
     def raylet_died(*args, **kwargs):
         raise ray.exceptions.RaySystemError("The raylet died unexpectedly.")
 

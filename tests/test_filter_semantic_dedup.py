@@ -257,6 +257,7 @@ def test_a_hub_dataset_to_deduplicate_against_that_cannot_be_had_offline(tiny_em
         dedup.apply(make_pairs([SKY], [0.1]))
 
 
+@pytest.mark.slow
 def test_the_cli_runs_semantic_dedup_on_the_kept_pairs(tiny_embedding_model, recipe, tmp_path):
     from datasets import load_dataset
 

@@ -90,6 +90,7 @@ def test_same_seed_same_completions(tiny_generator, passages):
     assert first[0] != first[1]  # the samples of one passage differ
 
 
+@pytest.mark.slow
 def test_a_seeded_sample_does_not_depend_on_its_batch(tiny_generator, passages):
     settings = {"num_samples": 2, "max_new_tokens": 8, "seed": 7}
     together = GenstructGenerator(tiny_generator, batch_size=4, **settings)(passages)["completion"]

@@ -21,6 +21,8 @@ from genstruct_datasets.shards import with_retries
 
 REPO = "me/moon-pairs"
 
+pytestmark = pytest.mark.slow  # every test builds shards and uploads them, in several runs
+
 
 def failing(*statuses: int, answer="done"):
     """A call that fails with each of `statuses` in turn, then gives `answer`; `calls` counts the tries."""

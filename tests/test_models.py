@@ -52,6 +52,7 @@ def test_resolve_device(monkeypatch):
     assert [resolve_device(None, rank) for rank in (None, 0, 1, 5)] == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
 
 
+@pytest.mark.slow
 def test_fingerprints_are_the_same_in_fresh_processes_and_ignore_loaded_models(
     tiny_generator, tiny_reward_model, passages
 ):
@@ -93,7 +94,6 @@ def test_a_second_identical_map_reuses_the_cache(monkeypatch, tmp_path, tiny_gen
 @pytest.mark.quantization
 @pytest.mark.parametrize(("quantization", "layer"), [("8bit", "Linear8bitLt"), ("4bit", "Linear4bit")])
 def test_quantized_loading_on_the_cpu(tiny_generator, passages, quantization, layer):
-    pytest.importorskip("bitsandbytes")
     gen = GenstructGenerator(tiny_generator, quantization=quantization, max_new_tokens=4, dtype="float32")
     out = gen(passages)
     assert set(out["finish_reason"]) <= {"stop", "length"} and all(isinstance(c, str) for c in out["completion"])

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from completion_server import FlakyServer
 from datasets import load_dataset
 
@@ -38,6 +39,7 @@ def test_passages_to_best_pairs_and_back_from_parquet(tmp_path, taught_generator
     assert reloaded.to_list() == best.to_list()
 
 
+@pytest.mark.slow
 def test_run_pipeline_is_the_three_maps_timed(tmp_path, taught_generator, tiny_reward_model, passages):
     from datasets import Dataset
 

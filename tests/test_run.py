@@ -41,6 +41,7 @@ def settings(recipe: dict, source: Path, **more) -> dict:
     return {"source": str(source), **{k: v for k, v in recipe.items() if k != "cache_dir"}, "max_tokens": 160, **more}
 
 
+@pytest.mark.slow
 def test_a_run_returns_its_splits_its_report_and_where_it_wrote(documents, recipe, tmp_path):
     result = run_recipe(settings(recipe, documents), output=str(tmp_path / "out"), cache_dir=recipe["cache_dir"])
     assert isinstance(result, RunResult) and not result.cached

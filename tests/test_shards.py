@@ -29,6 +29,7 @@ def three_shards(tmp_path, recipe) -> dict:
             "min_tokens": 4}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_lost_shard_takes_its_generation_from_the_datasets_cache(three_shards, generated, caplog):
     with caplog.at_level("INFO", logger="genstruct_datasets"):
         paths = build(three_shards)
@@ -44,6 +45,7 @@ def test_a_lost_shard_takes_its_generation_from_the_datasets_cache(three_shards,
     assert build(three_shards) == paths and paths[1].exists() and len(generated) == 3
 
 
+@pytest.mark.slow
 def test_a_forced_build_that_crashes_leaves_no_work_of_the_earlier_run(
     three_shards, generated, crash_in_shard_of, monkeypatch, model_writes
 ):
