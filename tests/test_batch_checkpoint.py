@@ -33,6 +33,7 @@ def one_shard(tmp_path, recipe, monkeypatch) -> dict:
     )
     monkeypatch.setattr(generate, "WRITE_GROUP", 2)
     settings = {"source": str(corpus), "split_documents": False, "text_column": "content", "shard_size": 8}
+    settings["min_tokens"] = 4  # one-line passages, read as they are
     return {**recipe, **settings, "batch_size": 2}
 
 
@@ -220,7 +221,8 @@ def corpus(path: Path, count: int) -> Path:
 def test_a_sigkilled_run_redoes_only_the_batch_in_flight(tmp_path, taught_generator, tiny_reward_model):
     source = corpus(tmp_path / "passages.jsonl", 12)
     args = [
-        "run", str(source), "--no-split", "--text-column", "content", "--shard-size", "12", "--batch-size", "2",
+        "run", str(source), "--no-split", "--text-column", "content", "--min-tokens", "4", "--shard-size", "12",
+        "--batch-size", "2",
         "--model", taught_generator, "--reward-model", tiny_reward_model,
         "--num-samples", "2", "--max-new-tokens", "24", "--seed", "0", "--output", str(tmp_path / "pairs"),
     ]  # fmt: skip
@@ -275,7 +277,7 @@ def test_a_sigkilled_run_on_a_server_redoes_the_requests_in_flight_and_one_write
     server.completion = completion
     source = corpus(tmp_path / "passages.jsonl", 24)
     args = [
-        "run", str(source), "--no-split", "--text-column", "content", "--shard-size", "24",
+        "run", str(source), "--no-split", "--text-column", "content", "--min-tokens", "4", "--shard-size", "24",
         "--model", taught_generator, "--reward-model", tiny_reward_model, "--num-samples", "2", "--seed", "0",
         "--backend", "openai", "--base-url", server.base_url, "--max-concurrency", "4",
         "--output", str(tmp_path / "pairs"),

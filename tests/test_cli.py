@@ -85,7 +85,7 @@ def test_run_writes_a_dataset_folder_and_a_summary(tmp_path, corpus, taught_gene
     assert pairs.num_rows == 5 and pairs["instruction"][0]
     card = DatasetCard.load(output / "README.md")
     assert card.data.license == "cc-by-sa-4.0" and "| candidates | 10 |" in card.text
-    assert f"| `model` | `{taught_generator}` |" in card.text
+    assert f"| `model` | `{Path(taught_generator).name} (local, sha256 " in card.text  # no path of this machine
     assert f"the completions were generated with transformers {transformers.__version__}." in card.text
     assert f"| `engine` | `transformers {transformers.__version__}` |" in card.text
 
@@ -931,6 +931,7 @@ def test_one_run_is_measured_once_and_writes_every_candidate(
 
 
 def test_a_run_whose_pairs_all_score_below_the_floor_says_so():
+    from genstruct_datasets.cli import in_cli_terms
     from genstruct_datasets.report import RunReport
     from genstruct_datasets.run import nothing_kept
 
@@ -939,7 +940,7 @@ def test_a_run_whose_pairs_all_score_below_the_floor_says_so():
         outcomes={"finish_reason: stop": 120},
         recipe={"selection": {"best_of_n": True, "min_reward": 0.5}},
     )
-    assert "genstruct-datasets: error: " + nothing_kept(report) == (
+    assert "genstruct-datasets: error: " + in_cli_terms(nothing_kept(report)) == (
         "genstruct-datasets: error: no pair was kept: all 120 pairs scored below --min-reward 0.5, so nothing was "
         "written. Lower --min-reward, or leave it out to keep every best pair."
     )

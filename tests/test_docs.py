@@ -147,12 +147,9 @@ def docs_home(tmp_path_factory, taught_generator, tiny_reward_model) -> Path:
 def working_folder(path: Path) -> Path:
     """The files the blocks read, as their text describes them."""
     path.mkdir()
-    passages = [
-        {"title": "Moon", "content": "The Moon is Earth's only natural satellite. It always shows the same face."},
-        {"title": "Tea", "content": "Tea is an aromatic beverage prepared by pouring hot water over cured leaves."},
-        {"title": "Photosynthesis", "content": "Photosynthesis converts light energy into chemical energy."},
-    ]
-    (path / "passages.jsonl").write_text("".join(json.dumps(row) + "\n" for row in passages))
+    # Three passages of the example corpus: each is a paragraph of a few sentences, longer than min_tokens.
+    passages = (ROOT / "examples" / "passages.jsonl").read_text().splitlines(keepends=True)[:3]
+    (path / "passages.jsonl").write_text("".join(passages))
     (path / "notes").mkdir()
     shutil.copy(TESTS / "data" / "genstruct_guide.md", path / "notes")
     shutil.copy(TESTS / "data" / "plain_essay.txt", path / "notes")
