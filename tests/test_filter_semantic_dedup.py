@@ -274,6 +274,8 @@ def test_the_cli_runs_semantic_dedup_on_the_kept_pairs(tiny_embedding_model, rec
         recipe["model"],
         "--reward-model",
         recipe["reward_model"],
+        "--min-tokens",
+        "4",  # one-line passages, read as they are
         "--num-samples",
         "2",
         "--max-new-tokens",
