@@ -108,6 +108,7 @@ def recipe(tmp_path, taught_generator, tiny_reward_model) -> dict:
         "source": str(corpus(tmp_path / "passages.jsonl", 4)),
         "split_documents": False,
         "text_column": "content",
+        "min_tokens": 4,  # one-line passages, read as they are
         "model": taught_generator,
         "reward_model": tiny_reward_model,
         "num_samples": 1,
