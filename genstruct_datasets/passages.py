@@ -9,7 +9,7 @@ import re
 from dataclasses import KW_ONLY, dataclass, field
 
 from ._checks import check_number
-from .errors import InvalidConfigError, InvalidSourceError, check_columns
+from .errors import InvalidConfigError, InvalidSourceError, ModelNotFoundError, check_columns
 from .generate import DEFAULT_GENERATOR
 from .models import load_tokenizer
 from .prompt import as_text, passage_id
@@ -177,11 +177,8 @@ class PassageSplitter:
         )
         titles = [self._as_text(t, self.title_column, row) for row, t in enumerate(batch[self.title_column])]
         texts = [self._as_text(t, self.text_column, row) for row, t in enumerate(batch[self.text_column])]
-        tokenizer = load_tokenizer(self.tokenizer, revision=self.revision)
-        sizes = tokenizer([text or "" for text in texts], add_special_tokens=False)["input_ids"] if texts else []
-        kept = [
-            row for row, ids in enumerate(sizes) if texts[row] and texts[row].strip() and len(ids) >= self.min_tokens
-        ]
+        sizes = self._sizes(texts)
+        kept = [row for row, size in enumerate(sizes) if texts[row] and texts[row].strip() and size >= self.min_tokens]
         if len(kept) < len(texts):
             logger.warning(
                 "%d passage(s) read as they are have an empty %r or one shorter than min_tokens=%d and were left out; "
@@ -196,6 +193,20 @@ class PassageSplitter:
             "document_id": [passage_id(titles[row], texts[row]) for row in kept],
             "passage_index": [0] * len(kept),
         }
+
+    def _sizes(self, texts: list[str | None]) -> list[int]:
+        """The texts' lengths in the tokenizer's tokens; in words where a server's model names no tokenizer that can
+        be had here (a name only the server knows): a word is at most a token, so no passage is left out wrongly."""
+        if not texts:
+            return []
+        try:
+            tokenizer = load_tokenizer(self.tokenizer, revision=self.revision)
+        except ModelNotFoundError as err:
+            logger.warning(
+                "Counting the passages' words for min_tokens: no tokenizer of %r here (%s).", self.tokenizer, err
+            )
+            return [len((text or "").split()) for text in texts]
+        return [len(ids) for ids in tokenizer([text or "" for text in texts], add_special_tokens=False)["input_ids"]]
 
     @staticmethod
     def _as_text(value, column: str, row: int) -> str | None:

@@ -78,6 +78,7 @@ def test_best_of_n_end_to_end_keeps_each_passages_highest_reward(tmp_path, tiny_
             source=str(corpus),
             split_documents=False,
             text_column="content",
+            min_tokens=4,  # short passages, read as they are (counted in words: the server's model has no tokenizer)
             model="tiny",
             backend="openai",
             base_url=server.base_url,
