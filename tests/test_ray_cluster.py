@@ -5,12 +5,12 @@ the Hub's shard store written by the workers, and the vLLM engine inside the wor
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 import pytest
+import test_executor_ray
 import worker_faults
 from datasets import Dataset
 from hub_fake import FolderHub
@@ -40,6 +40,8 @@ HEALTH_CHECKS = {
     "health_check_failure_threshold": 2,
     "health_check_initial_delay_ms": 0,
 }
+
+recipe = test_executor_ray.recipe  # the fixture: four one-line passages, P0 to P3, two shards
 
 
 class TwoNodes:
@@ -93,29 +95,6 @@ def faults(two_nodes):
     """``faults(**settings)``: what the cluster's workers' generator does from now on (see `worker_faults`)."""
     yield lambda **settings: worker_faults.write(two_nodes.faults, **settings)
     worker_faults.write(two_nodes.faults)
-
-
-def corpus(path: Path, count: int) -> Path:
-    rows = [{"title": f"P{i}", "content": f"Passage {i} is about the Moon."} for i in range(count)]
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
-
-
-@pytest.fixture
-def recipe(tmp_path, taught_generator, tiny_reward_model) -> dict:
-    """Four one-line passages, P0 to P3, two shards; one greedy sample each."""
-    return {
-        "source": str(corpus(tmp_path / "passages.jsonl", 4)),
-        "split_documents": False,
-        "text_column": "content",
-        "min_tokens": 4,  # one-line passages, read as they are
-        "model": taught_generator,
-        "reward_model": tiny_reward_model,
-        "num_samples": 1,
-        "temperature": 0.0,
-        "max_new_tokens": 24,
-        "shard_size": 2,
-    }
 
 
 def alive(pid: int) -> bool:
